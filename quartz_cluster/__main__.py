@@ -1,0 +1,3 @@
+from quartz_cluster.cli import main
+
+raise SystemExit(main())

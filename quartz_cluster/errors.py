@@ -1,0 +1,50 @@
+"""Domain errors. Domain code raises these; the RPC layer maps them to statuses in one table
+(`quartz_cluster.rpc.status`). Messages name the offending field first: "ids[3]: ..."."""
+
+from __future__ import annotations
+
+
+class QuartzError(Exception):
+    """Base of every error a client may see. `code` is the canonical status name."""
+
+    code = "INTERNAL"
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+class InvalidArgument(QuartzError):
+    code = "INVALID_ARGUMENT"
+
+
+class NotFound(QuartzError):
+    code = "NOT_FOUND"
+
+
+class AlreadyExists(QuartzError):
+    code = "ALREADY_EXISTS"
+
+
+class FailedPrecondition(QuartzError):
+    code = "FAILED_PRECONDITION"
+
+
+class ResourceExhausted(QuartzError):
+    code = "RESOURCE_EXHAUSTED"
+
+
+class Unavailable(QuartzError):
+    code = "UNAVAILABLE"
+
+
+class Unauthenticated(QuartzError):
+    code = "UNAUTHENTICATED"
+
+
+class PermissionDenied(QuartzError):
+    code = "PERMISSION_DENIED"
+
+
+class Internal(QuartzError):
+    code = "INTERNAL"

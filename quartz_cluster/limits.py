@@ -1,0 +1,32 @@
+"""Every limit in one place. Units and qualifiers go last in names."""
+
+ID_BYTES_MAX = 256
+PAYLOAD_BYTES_MAX = 64 * 1024
+BATCH_POINTS_MAX = 10_000  # upserts + deletes in one write
+DIM_MAX = 4096
+K_MAX = 1024
+EF_MAX = 8192
+QUERIES_PER_REQUEST_MAX = 1024
+GET_IDS_MAX = 10_000
+SHARD_NUMBER_MAX = 1023
+NAME_PATTERN = r"[A-Za-z0-9_-]{1,64}"  # collection names and ids
+HNSW_M_MIN, HNSW_M_MAX = 2, 128
+EF_CONSTRUCTION_MAX = 4096
+
+FILTER_BYTES_MAX = 64 * 1024
+FILTER_DEPTH_MAX = 8
+FILTER_CONDITIONS_MAX = 256
+MATCH_ANY_VALUES_MAX = 1024
+INDEXED_KEYS_MAX = 64  # payload keys a shard indexes; filters on others are refused
+INDEXED_STRING_BYTES_MAX = 64  # longer strings are indexed by hash and re-checked exactly
+
+MESSAGE_BYTES_MAX = 64 * 1024 * 1024  # gRPC send/receive
+WRITE_QUEUE_DEPTH_MAX = 64  # pending write batches per shard before RESOURCE_EXHAUSTED
+GROUP_COMMIT_BATCHES_MAX = 32  # batches made durable by one fsync
+EXACT_SEARCH_CANDIDATES_MAX = 20_000  # filtered search brute-forces at most this many
+LOG_RETENTION_ENTRIES = 10_000  # log entries kept behind the newest checkpoint
+
+DEFAULT_HNSW_M = 16
+DEFAULT_EF_CONSTRUCTION = 200
+DEFAULT_EF = 64
+INITIAL_CAPACITY = 1024

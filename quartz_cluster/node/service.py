@@ -1,0 +1,125 @@
+"""gRPC servicer of quartz.v1.Node. Each method: validate, call the domain, build the reply.
+Errors are mapped by `rpc.status.rpc`; nothing here knows about storage internals."""
+
+from __future__ import annotations
+
+import asyncio
+
+import psutil
+
+from quartz_cluster import filters, limits, validation
+from quartz_cluster.errors import InvalidArgument
+from quartz_cluster.node.registry import ShardRegistry
+from quartz_cluster.node.shard import ShardReplica, ShardSpec
+from quartz_cluster.proto.quartz.v1 import node_pb2, node_pb2_grpc
+from quartz_cluster.rpc.status import rpc
+
+METRIC_NAMES = {node_pb2.COSINE: "cosine", node_pb2.L2: "l2", node_pb2.IP: "ip"}
+METRIC_ENUMS = {v: k for k, v in METRIC_NAMES.items()}
+
+
+def spec_from_proto(msg: node_pb2.ShardSpec) -> ShardSpec:
+    if msg.metric not in METRIC_NAMES:
+        raise InvalidArgument("must be COSINE, L2 or IP", "spec.metric")
+    h = msg.hnsw
+    return ShardSpec(
+        collection_id=validation.name(msg.ref.collection_id, "spec.ref.collection_id"),
+        shard=validation.bounded_int(msg.ref.shard, "spec.ref.shard", 0, limits.SHARD_NUMBER_MAX),
+        dim=validation.bounded_int(msg.dim, "spec.dim", 1, limits.DIM_MAX),
+        metric=METRIC_NAMES[msg.metric],
+        m=validation.bounded_int(
+            h.m or limits.DEFAULT_HNSW_M, "spec.hnsw.m", limits.HNSW_M_MIN, limits.HNSW_M_MAX
+        ),
+        ef_construction=validation.bounded_int(
+            h.ef_construction or limits.DEFAULT_EF_CONSTRUCTION,
+            "spec.hnsw.ef_construction",
+            1,
+            limits.EF_CONSTRUCTION_MAX,
+        ),
+        ef=validation.bounded_int(h.ef or limits.DEFAULT_EF, "spec.hnsw.ef", 1, limits.EF_MAX),
+    )
+
+
+def spec_to_proto(spec: ShardSpec) -> node_pb2.ShardSpec:
+    return node_pb2.ShardSpec(
+        ref=node_pb2.ShardRef(collection_id=spec.collection_id, shard=spec.shard),
+        dim=spec.dim,
+        metric=METRIC_ENUMS[spec.metric],
+        hnsw=node_pb2.HnswParams(m=spec.m, ef_construction=spec.ef_construction, ef=spec.ef),
+    )
+
+
+class NodeService(node_pb2_grpc.NodeServicer):
+    def __init__(self, registry: ShardRegistry) -> None:
+        self.registry = registry
+        self.process = psutil.Process()
+
+    def _shard(self, ref: node_pb2.ShardRef) -> ShardReplica:
+        return self.registry.get(ref.collection_id, ref.shard)
+
+    @rpc
+    async def CreateShard(self, request, context):
+        created = await self.registry.create(spec_from_proto(request.spec))
+        return node_pb2.CreateShardResponse(created=created)
+
+    @rpc
+    async def DropShard(self, request, context):
+        dropped = await self.registry.drop(request.ref.collection_id, request.ref.shard)
+        return node_pb2.DropShardResponse(dropped=dropped)
+
+    @rpc
+    async def Write(self, request, context):
+        shard = self._shard(request.ref)
+        up = request.upserts
+        batch = validation.write_batch(
+            up.ids,
+            up.vectors.data,
+            up.vectors.count,
+            up.vectors.dim,
+            up.payloads,
+            request.delete_ids,
+            shard.spec.dim,
+        )
+        return node_pb2.WriteResponse(lsn=await shard.write(batch))
+
+    @rpc
+    async def Get(self, request, context):
+        shard = self._shard(request.ref)
+        if len(request.ids) > limits.GET_IDS_MAX:
+            raise InvalidArgument(f"{len(request.ids)} ids exceeds {limits.GET_IDS_MAX}", "ids")
+        ids = validation.point_ids(request.ids, "ids")
+        rows = await asyncio.to_thread(shard.get, ids, request.with_vectors, request.with_payload)
+        return node_pb2.GetResponse(
+            points=[node_pb2.Point(id=pid, vector=vec, payload=pay) for pid, vec, pay in rows]
+        )
+
+    @rpc
+    async def Search(self, request, context):
+        shard = self._shard(request.ref)
+        q = request.queries
+        if not 1 <= q.count <= limits.QUERIES_PER_REQUEST_MAX:
+            raise InvalidArgument(f"must hold 1..{limits.QUERIES_PER_REQUEST_MAX} queries", "queries")
+        queries = validation.vectors(q.data, q.count, q.dim, shard.spec.dim, "queries")
+        k = validation.bounded_int(request.k, "k", 1, limits.K_MAX)
+        ef = validation.bounded_int(request.ef, "ef", 0, limits.EF_MAX)
+        flt = filters.parse(request.filter)
+        results = await asyncio.to_thread(shard.search, queries, k, ef, flt, request.with_payload)
+        return node_pb2.SearchResponse(
+            results=[
+                node_pb2.SearchResult(ids=r.ids, scores=r.scores, payloads=r.payloads, plan=r.plan)
+                for r in results
+            ]
+        )
+
+    def _stats(self, shard: ShardReplica) -> node_pb2.ShardStats:
+        return node_pb2.ShardStats(
+            spec=spec_to_proto(shard.spec), rss_bytes=self.process.memory_info().rss, **shard.stats()
+        )
+
+    @rpc
+    async def Stats(self, request, context):
+        return self._stats(self._shard(request.ref))
+
+    @rpc
+    async def ListShards(self, request, context):
+        return node_pb2.ListShardsResponse(shards=[self._stats(s) for s in self.registry.shards.values()])

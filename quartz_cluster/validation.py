@@ -1,0 +1,134 @@
+"""Request validation shared by nodes and routers. Pure functions: every check runs before
+anything is written, and every error names the field it is about."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import orjson
+
+from quartz_cluster import limits
+from quartz_cluster.errors import InvalidArgument
+
+METRICS = ("cosine", "l2", "ip")
+_NAME_RE = re.compile(limits.NAME_PATTERN)
+
+
+def name(value: str, field: str) -> str:
+    if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
+        raise InvalidArgument(f"must match {limits.NAME_PATTERN}, got {value!r}", field)
+    return value
+
+
+def metric(value: str, field: str = "metric") -> str:
+    if value not in METRICS:
+        raise InvalidArgument(f"must be one of {', '.join(METRICS)}, got {value!r}", field)
+    return value
+
+
+def bounded_int(value: int, field: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidArgument(f"must be an integer in [{low}, {high}], got {value!r}", field)
+    return value
+
+
+def point_ids(ids: Sequence[str], field: str = "ids") -> list[str]:
+    """Non-empty strings of at most ID_BYTES_MAX UTF-8 bytes, no duplicates in one batch.
+
+    Duplicates are refused rather than resolved last-wins: a batch that names a point twice
+    is almost always a client bug, and refusing keeps one log entry = one state per id."""
+    out = list(ids)
+    seen: dict[str, int] = {}
+    for i, pid in enumerate(out):
+        if not isinstance(pid, str) or not pid:
+            raise InvalidArgument("must be a non-empty string", f"{field}[{i}]")
+        if len(pid) > limits.ID_BYTES_MAX or len(pid.encode()) > limits.ID_BYTES_MAX:
+            raise InvalidArgument(f"longer than {limits.ID_BYTES_MAX} bytes", f"{field}[{i}]")
+        first = seen.setdefault(pid, i)
+        if first != i:
+            raise InvalidArgument(f"duplicate id {pid!r} (also at index {first})", f"{field}[{i}]")
+    return out
+
+
+def vectors(data: bytes, count: int, dim: int, expected_dim: int, field: str = "vectors") -> np.ndarray:
+    """Decode packed little-endian float32 rows; refuse wrong sizes and non-finite values."""
+    if dim != expected_dim:
+        raise InvalidArgument(f"dimension {dim} does not match the collection's {expected_dim}", field)
+    if len(data) != count * dim * 4:
+        raise InvalidArgument(
+            f"{len(data)} bytes for {count} vectors of dim {dim} (expected {count * dim * 4})", field
+        )
+    arr = np.frombuffer(data, dtype="<f4").reshape(count, dim)
+    finite = np.isfinite(arr).all(axis=1)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite)[0])
+        raise InvalidArgument("contains NaN or infinity", f"{field}[{row}]")
+    return arr
+
+
+def payloads(raw: Sequence[bytes], count: int, field: str = "payloads") -> list[dict]:
+    """JSON objects of at most PAYLOAD_BYTES_MAX bytes; empty bytes mean {}."""
+    if len(raw) == 0:
+        return [{} for _ in range(count)]
+    if len(raw) != count:
+        raise InvalidArgument(f"has {len(raw)} entries for {count} ids", field)
+    out: list[dict] = []
+    for i, blob in enumerate(raw):
+        if len(blob) > limits.PAYLOAD_BYTES_MAX:
+            raise InvalidArgument(f"{len(blob)} bytes exceeds {limits.PAYLOAD_BYTES_MAX}", f"{field}[{i}]")
+        if not blob:
+            out.append({})
+            continue
+        try:
+            value = orjson.loads(blob)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidArgument(f"not valid JSON ({exc})", f"{field}[{i}]") from None
+        if not isinstance(value, dict):
+            raise InvalidArgument(f"must be a JSON object, got {type(value).__name__}", f"{field}[{i}]")
+        out.append(value)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class WriteBatch:
+    """A validated write: upserts (ids, float32 rows, payload dicts and their JSON) and deletes."""
+
+    ids: list[str]
+    vectors: np.ndarray  # (len(ids), dim) float32
+    payloads: list[dict]
+    payload_blobs: list[bytes]
+    delete_ids: list[str]
+
+
+def write_batch(
+    ids: Sequence[str],
+    vector_data: bytes,
+    vector_count: int,
+    vector_dim: int,
+    raw_payloads: Sequence[bytes],
+    delete_ids: Sequence[str],
+    dim: int,
+) -> WriteBatch:
+    total = len(ids) + len(delete_ids)
+    if total == 0:
+        raise InvalidArgument("a write needs at least one upsert or delete", "upserts")
+    if total > limits.BATCH_POINTS_MAX:
+        raise InvalidArgument(f"{total} points exceeds the batch limit {limits.BATCH_POINTS_MAX}", "upserts")
+    up = point_ids(ids, "upserts.ids")
+    dels = point_ids(delete_ids, "delete_ids")
+    both = set(up).intersection(dels)
+    if both:
+        raise InvalidArgument(f"id {sorted(both)[0]!r} is both upserted and deleted", "delete_ids")
+    if vector_count != len(up):
+        raise InvalidArgument(f"{vector_count} vectors for {len(up)} ids", "upserts.vectors")
+    rows = (
+        vectors(vector_data, vector_count, vector_dim, dim, "upserts.vectors")
+        if up
+        else np.empty((0, dim), dtype=np.float32)
+    )
+    docs = payloads(raw_payloads, len(up), "upserts.payloads")
+    blobs = list(raw_payloads) if raw_payloads else [b""] * len(up)
+    return WriteBatch(up, rows, docs, blobs, dels)
