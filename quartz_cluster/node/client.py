@@ -41,6 +41,13 @@ class NodeClient:
     def close(self) -> None:
         self.channel.close()
 
+    def reconnect(self, address: str) -> None:
+        """Point at a (restarted) node's new address."""
+        self.channel.close()
+        self.address = address
+        self.channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.stub = node_pb2_grpc.NodeStub(self.channel)
+
     def __enter__(self) -> NodeClient:
         return self
 
