@@ -116,7 +116,7 @@ def test_sigkill_during_ingest_loses_no_acknowledged_write(node_factory):
     proc, client = node_factory("n1", ["--checkpoint-every", "700"])
     client.create_shard(COLL, 0, DIM, "cosine", m=16, ef_construction=100)
     model, counter = Model(), [0]
-    for kill in range(KILLS):
+    for _kill in range(KILLS):
         stop = threading.Event()
         t = threading.Thread(target=writer, args=(client, model, rng, nprng, stop, counter))
         t.start()

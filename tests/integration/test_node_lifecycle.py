@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_health_and_reflection(node_factory):
-    proc, client = node_factory()
+    _proc, client = node_factory()
     health = health_pb2_grpc.HealthStub(client.channel)
     for service in ("", "quartz.v1.Node"):
         resp = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
@@ -49,7 +49,7 @@ def test_sigterm_checkpoints_and_restart_restores(node_factory, tmp_path):
     assert [os.path.basename(c) for c in ckpts] == [f"ckpt-{lsn:020d}.state"]
     proc.start()
     client.reconnect(proc.address)
-    assert "checkpoint@%d+replay0" % lsn in proc.log_tail(200)
+    assert f"checkpoint@{lsn}+replay0" in proc.log_tail(200)
     stats = client.stats("life", 0)
     assert (stats.count, stats.applied_lsn) == (2900, lsn)
     after = client.search("life", 0, vecs[:20], k=5)
