@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian machine for QuartzDB: etcd (Debian's etcd-server, used from the
+# cluster layer on) and a virtualenv at .venv with the package and its dev tools.
+# Idempotent: re-running only installs what is missing.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+if ! command -v etcd >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "setup: installing etcd-server (apt)" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null
+  else
+    echo "setup: etcd not found; run 'sudo apt-get install etcd-server'" >&2
+  fi
+fi
+
+py=${PYTHON:-python3}
+"$py" -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 needed"'
+if [ ! -x .venv/bin/python ]; then
+  "$py" -m venv .venv
+fi
+stamp=.venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)
+if [ ! -f "$stamp" ]; then
+  echo "setup: installing Python dependencies into .venv (hnswlib compiles: about a minute)" >&2
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[dev]'
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi
