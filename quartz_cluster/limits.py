@@ -24,6 +24,7 @@ MESSAGE_BYTES_MAX = 64 * 1024 * 1024  # gRPC send/receive
 WRITE_QUEUE_DEPTH_MAX = 64  # pending write batches per shard before RESOURCE_EXHAUSTED
 GROUP_COMMIT_BATCHES_MAX = 32  # batches made durable by one fsync
 EXACT_SEARCH_CANDIDATES_MAX = 20_000  # filtered search brute-forces at most this many
+EXACT_CHUNK_ROWS = 20_000  # brute force scores this many vectors at a time (memory bound)
 LOG_RETENTION_ENTRIES = 10_000  # log entries kept behind the newest checkpoint
 
 DEFAULT_HNSW_M = 16

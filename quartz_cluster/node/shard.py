@@ -133,7 +133,8 @@ class ShardReplica:
         self.applied_lsn = 0
         self.checkpoint_lsn = 0
         self._points_since_ckpt = 0
-        self._queue: asyncio.Queue[_Pending] | None = None
+        self._queue: asyncio.Queue[_Pending | None] | None = None
+        self._closing = False
         self._writer: asyncio.Task | None = None
         self.broken: str | None = None
 
@@ -163,14 +164,12 @@ class ShardReplica:
         )
 
     async def close(self, checkpoint: bool = True) -> None:
-        if self._writer is not None:
-            while self._queue is not None and not self._queue.empty():
-                await asyncio.sleep(0.01)
-            self._writer.cancel()
-            try:
-                await self._writer
-            except asyncio.CancelledError:
-                pass
+        """Finish queued writes, stop the writer, optionally checkpoint, close RocksDB."""
+        self._closing = True
+        if self._writer is not None and self._queue is not None:
+            if not self._writer.done():
+                await self._queue.put(None)  # after every queued batch
+            await self._writer
             self._writer = None
         if checkpoint and self.applied_lsn > self.checkpoint_lsn and not self.broken:
             await asyncio.to_thread(self.checkpoint)
@@ -186,6 +185,8 @@ class ShardReplica:
         """Make a validated batch durable and visible; returns its LSN."""
         if self.broken:
             raise Unavailable(f"shard {self.spec.name} is out of service: {self.broken}")
+        if self._closing:
+            raise Unavailable(f"shard {self.spec.name} is closing")
         assert self._queue is not None, "shard not started"
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         try:
@@ -200,12 +201,19 @@ class ShardReplica:
         assert self._queue is not None
         group_max = 1 if self.options.commit_mode == "batch" else limits.GROUP_COMMIT_BATCHES_MAX
         while True:
-            group = [await self._queue.get()]
+            first = await self._queue.get()
+            if first is None:
+                return
+            group = [first]
+            stop = False
             while len(group) < group_max and not self._queue.empty():
-                group.append(self._queue.get_nowait())
+                nxt = self._queue.get_nowait()
+                if nxt is None:
+                    stop = True
+                    break
+                group.append(nxt)
             try:
-                wb = self._plan(group)
-                await asyncio.to_thread(self.db.write, wb, self._sync)
+                await asyncio.to_thread(self._plan_and_write, group)
             except Exception as exc:  # storage failure: nothing was applied in memory
                 self.log.exception("write failed")
                 for p in group:
@@ -219,9 +227,7 @@ class ShardReplica:
                 # Refuse further traffic; a restart replays the log and recovers.
                 self.broken = f"apply failed after a durable write: {exc}"
                 self.log.exception("apply failed; shard out of service until restart")
-                for p in group:
-                    if not p.future.done():
-                        p.future.set_exception(Internal(self.broken))
+                self._fail_all(group, Internal(self.broken))
                 return
             for p in group:
                 if not p.future.done():
@@ -230,6 +236,22 @@ class ShardReplica:
             self._points_since_ckpt += sum(len(p.batch.ids) + len(p.batch.delete_ids) for p in group)
             if self._points_since_ckpt >= self.options.checkpoint_every_points:
                 await asyncio.to_thread(self.checkpoint)
+            if stop:
+                return
+
+    def _fail_all(self, group: list[_Pending], exc: Exception) -> None:
+        """Fail a group and everything still queued (the writer is about to stop)."""
+        assert self._queue is not None
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is not None:
+                group.append(item)
+        for p in group:
+            if not p.future.done():
+                p.future.set_exception(exc)
+
+    def _plan_and_write(self, group: list[_Pending]) -> None:
+        self.db.write(self._plan(group), self._sync)
 
     def _plan(self, group: list[_Pending]) -> rocksdict.WriteBatch:
         """Assign LSNs and labels to a group and build its one atomic WriteBatch. Touches no
@@ -540,10 +562,21 @@ class ShardReplica:
     def _exact(
         self, queries: np.ndarray, candidates: np.ndarray, k: int
     ) -> tuple[np.ndarray, np.ndarray, str]:
-        vectors = self.hnsw.vectors(candidates)
-        scores = exact_scores(self.spec.metric, vectors, queries)
-        best = best_first(self.spec.metric, scores, k)
-        return candidates[best], np.take_along_axis(scores, best, 1), "exact"
+        """Brute force over candidates, in chunks so memory stays bounded however many there are."""
+        chunk = limits.EXACT_CHUNK_ROWS
+        best_labels = np.empty((len(queries), 0), dtype=np.int64)
+        best_scores = np.empty((len(queries), 0), dtype=np.float32)
+        for start in range(0, len(candidates), chunk):
+            part = candidates[start : start + chunk]
+            scores = exact_scores(self.spec.metric, self.hnsw.vectors(part), queries)
+            labels = np.broadcast_to(part, scores.shape)
+            if best_labels.shape[1]:
+                scores = np.concatenate([best_scores, scores], axis=1)
+                labels = np.concatenate([best_labels, labels], axis=1)
+            top = best_first(self.spec.metric, scores, k)
+            best_labels = np.take_along_axis(labels, top, 1)
+            best_scores = np.take_along_axis(scores, top, 1)
+        return best_labels, best_scores, "exact"
 
     def get(self, ids: list[str], with_vectors: bool, with_payload: bool) -> list[tuple[str, bytes, bytes]]:
         """(id, vector bytes, payload JSON) for each id that exists, in request order."""

@@ -173,3 +173,55 @@ def test_exact_and_graph_plans_agree_on_scores(tmp_path, metric):
         await r.close()
 
     asyncio.run(go())
+
+
+def test_exact_search_in_chunks_equals_one_pass(tmp_path, monkeypatch):
+    rng = np.random.default_rng(6)
+    flt = filters.parse({"must": [{"key": "tag", "match": "t"}]})
+
+    async def go():
+        r, _ = open_replica(tmp_path)
+        r.start()
+        await r.write(batch([f"p{i}" for i in range(700)], rng))
+        q = rng.normal(size=(7, DIM)).astype(np.float32)
+        one_pass = r.search(q, 10, 0, flt, False)
+        from quartz_cluster import limits
+
+        monkeypatch.setattr(limits, "EXACT_CHUNK_ROWS", 64)  # 11 chunks
+        fetched: list[int] = []
+        real_vectors = r.hnsw.vectors
+        monkeypatch.setattr(
+            r.hnsw, "vectors", lambda labels: fetched.append(len(labels)) or real_vectors(labels)
+        )
+        chunked = r.search(q, 10, 0, flt, False)
+        assert max(fetched) == 64 and sum(fetched) == 700
+        assert [h.plan for h in one_pass] == [h.plan for h in chunked] == ["exact"] * 7
+        assert [h.ids for h in chunked] == [h.ids for h in one_pass]
+        assert np.allclose([h.scores for h in chunked], [h.scores for h in one_pass])
+        await r.close()
+
+    asyncio.run(go())
+
+
+def test_close_with_writes_in_flight_resolves_every_write(tmp_path):
+    rng = np.random.default_rng(7)
+
+    async def go():
+        r, _ = open_replica(tmp_path)
+        r.start()
+        writes = [
+            asyncio.ensure_future(r.write(batch([f"w{j}-{i}" for i in range(20)], rng))) for j in range(30)
+        ]
+        await asyncio.sleep(0)  # let them queue
+        await r.close()
+        late = r.write(batch(["late"], rng))
+        results = await asyncio.gather(*writes, late, return_exceptions=True)
+        acked = [x for x in results if isinstance(x, int)]
+        assert len(acked) == 30  # queued before close: all completed
+        assert isinstance(results[-1], Exception) and "closing" in str(results[-1])
+        return len(acked)
+
+    acked = asyncio.run(go())
+    r, _ = open_replica(tmp_path)
+    assert len(r.label_of) == acked * 20
+    r.db.close()
