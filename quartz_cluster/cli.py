@@ -1,10 +1,41 @@
-"""`quartz`: the one console script. Subcommands are added as the system grows."""
+"""`quartz`: the one console script.
+
+Commands find the cluster from --router / --etcd, else from DATA_DIR/cluster.json (written by
+`quartz up`) with DATA_DIR from --data-dir or $QUARTZ_DATA_DIR (default .quartz/cluster).
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
+import signal
 import sys
+
+DEFAULT_DATA_DIR = ".quartz/cluster"
+
+
+def _data_dir(args: argparse.Namespace) -> str:
+    return args.data_dir or os.environ.get("QUARTZ_DATA_DIR") or DEFAULT_DATA_DIR
+
+
+def _router(args: argparse.Namespace) -> str:
+    if getattr(args, "router", None):
+        return args.router
+    from quartz_cluster.cluster import read_cluster_file
+
+    return read_cluster_file(_data_dir(args))["router"]
+
+
+def _etcd(args: argparse.Namespace) -> str:
+    if getattr(args, "etcd", None):
+        return args.etcd
+    from quartz_cluster.cluster import read_cluster_file
+
+    return ",".join(read_cluster_file(_data_dir(args))["etcd"])
+
+
+# --------------------------------------------------------------------------- processes
 
 
 def _node(args: argparse.Namespace) -> int:
@@ -18,25 +49,233 @@ def _node(args: argparse.Namespace) -> int:
             commit_mode=args.commit_mode,
             checkpoint_every_points=args.checkpoint_every,
             threads=args.threads,
+            etcd=args.etcd,
+            lease_ttl_s=args.lease_ttl,
         ),
         args.log_level,
+    )
+
+
+def _router_cmd(args: argparse.Namespace) -> int:
+    from quartz_cluster.router.main import RouterSettings, run
+
+    return run(RouterSettings(etcd=args.etcd, listen=args.listen, info_file=args.info_file), args.log_level)
+
+
+def _coordinator(args: argparse.Namespace) -> int:
+    from quartz_cluster.coordinator.main import CoordinatorSettings, new_id, run
+
+    return run(CoordinatorSettings(args.id or new_id(), args.etcd, args.lease_ttl), args.log_level)
+
+
+def _up(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from quartz_cluster.cluster import LocalCluster
+
+    console = Console()
+    data_dir = _data_dir(args)
+    cluster = LocalCluster(data_dir, nodes=args.nodes, coordinators=args.coordinators, router_port=args.port)
+    stop = {"now": False}
+
+    def on_signal(signum, frame):
+        stop["now"] = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    with console.status(
+        f"starting etcd, {args.coordinators} coordinator(s), {args.nodes} nodes and a router"
+    ):
+        cluster.start()
+    console.print(f"[bold green]QuartzDB cluster up[/] (data dir {cluster.data_dir})")
+    console.print(f"  router (gRPC, quartz.v1.Quartz): [bold]{cluster.router_address}[/]")
+    console.print(f"  etcd: {cluster.etcd.endpoint}")
+    for n in cluster.nodes:
+        console.print(f"  node {n.name}: {n.address} (pid {n.pid})")
+    console.print(f"  cluster file: {cluster.data_dir / 'cluster.json'}; logs in {cluster.logs}")
+    console.print("Ctrl-C stops everything.")
+    try:
+        while not stop["now"]:
+            signal.pause()
+    finally:
+        console.print("stopping ...")
+        cluster.stop()
+        console.print("stopped.")
+    return 0
+
+
+# --------------------------------------------------------------------------- operations
+
+
+def _status(args: argparse.Namespace) -> int:
+    import orjson
+
+    from quartz_cluster.coordinator.reconcile import ClusterView
+    from quartz_cluster.meta import schema
+    from quartz_cluster.meta.store import EtcdStore
+
+    async def snapshot() -> ClusterView:
+        store = EtcdStore(_etcd(args))
+        try:
+            rev, kvs = await store.list(schema.ROOT)
+            return ClusterView.from_kvs(rev, kvs)
+        finally:
+            await store.close()
+
+    view = asyncio.run(snapshot())
+    known = set(view.nodes) | {
+        n for by in view.shards.values() for rec, _ in by.values() for n in rec.replicas
+    }
+    nodes = [
+        {"id": n, "address": view.nodes[n].address if n in view.nodes else None, "alive": n in view.nodes}
+        for n in sorted(known)
+    ]
+    names = {c.id: c.name for c in view.collections.values()}
+    shards = [
+        {
+            "collection": names.get(cid, rec.collection),
+            "collection_id": cid,
+            "shard": s,
+            "epoch": rec.epoch,
+            "primary": rec.primary,
+            "replicas": list(rec.replicas),
+            "in_sync": [i.node for i in rec.in_sync],
+        }
+        for cid, by in sorted(view.shards.items())
+        for s, (rec, _) in sorted(by.items())
+        if cid not in view.tombstones
+    ]
+    if args.json:
+        print(orjson.dumps({"nodes": nodes, "shards": shards}, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    t = Table(title="nodes", title_justify="left")
+    for col in ("id", "address", "alive", "replicas", "primaries"):
+        t.add_column(col)
+    for n in nodes:
+        reps = sum(n["id"] in s["replicas"] for s in shards)
+        prim = sum(n["id"] == s["primary"] for s in shards)
+        t.add_row(
+            n["id"],
+            n["address"] or "-",
+            "[green]yes[/]" if n["alive"] else "[red]no[/]",
+            str(reps),
+            str(prim),
+        )
+    console.print(t)
+    t = Table(title="shards", title_justify="left")
+    for col in ("collection", "shard", "epoch", "primary", "replicas", "in_sync"):
+        t.add_column(col)
+    for s in shards:
+        t.add_row(
+            s["collection"],
+            str(s["shard"]),
+            str(s["epoch"]),
+            s["primary"],
+            ",".join(s["replicas"]),
+            ",".join(s["in_sync"]) or "[yellow](creating)[/]",
+        )
+    console.print(t)
+    return 0
+
+
+def _collections(args: argparse.Namespace) -> int:
+    import orjson
+
+    from quartz_cluster.client import QuartzClient
+    from quartz_cluster.errors import QuartzError
+
+    try:
+        with QuartzClient(_router(args), timeout=args.timeout) as c:
+            if args.action == "list":
+                for info in c.list_collections():
+                    print(
+                        f"{info.name}\tdim={info.dim}\tmetric={info.metric}\tshards={info.shards}\t"
+                        f"rf={info.replication_factor}\tready={info.ready}"
+                    )
+            elif args.action == "create":
+                info = c.create_collection(
+                    args.name,
+                    dim=args.dim,
+                    metric=args.metric,
+                    shards=args.shards,
+                    replication_factor=args.rf,
+                    m=args.m,
+                    ef_construction=args.ef_construction,
+                    ef=args.ef,
+                    wait=True,
+                )
+                print(
+                    f"created {info.name} ({info.id}): {info.shards} shards x {info.replication_factor}, "
+                    f"ready={info.ready}"
+                )
+            elif args.action == "describe":
+                info = c.describe_collection(args.name)
+                out = {k: getattr(info, k) for k in info.__slots__}
+                out["count"] = c.count(args.name)
+                print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
+            else:
+                c.drop_collection(args.name)
+                print(f"dropped {args.name}")
+    except QuartzError as exc:
+        print(f"error: {exc.code}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _load(args: argparse.Namespace) -> int:
+    from quartz_cluster.loader import load_file
+
+    return load_file(
+        _router(args),
+        args.file,
+        args.collection,
+        args.payloads,
+        args.id_key,
+        args.batch,
+        create=not args.no_create,
+        shards=args.shards,
+        rf=args.rf,
+        metric=args.metric,
+        limit=args.limit,
     )
 
 
 def _demo(args: argparse.Namespace) -> int:
     from quartz_cluster.demo import run_demo
 
-    return run_demo(args.data_dir, args.shared_dir, args.rows)
+    return run_demo(args.data_dir or ".quartz/demo", args.shared_dir, args.rows, args.nodes)
+
+
+# --------------------------------------------------------------------------- parser
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="quartz", description="QuartzDB distributed vector database")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    def find_opts(p: argparse.ArgumentParser, router: bool = False, etcd: bool = False) -> None:
+        p.add_argument(
+            "--data-dir",
+            default=None,
+            help=f"cluster data dir (default $QUARTZ_DATA_DIR or {DEFAULT_DATA_DIR})",
+        )
+        if router:
+            p.add_argument("--router", default=None, help="router host:port (default: from the data dir)")
+        if etcd:
+            p.add_argument("--etcd", default=None, help="etcd host:port[,...] (default: from the data dir)")
+
     node = sub.add_parser("node", help="run a storage node")
     node.add_argument("--id", required=True, help="node id, e.g. n1")
     node.add_argument("--data-dir", required=True, help="directory for this node's shards")
     node.add_argument("--listen", default="127.0.0.1:7101", help="host:port (port 0 picks a free one)")
+    node.add_argument(
+        "--etcd", default=None, help="join a cluster: etcd host:port[,...] (default: standalone)"
+    )
+    node.add_argument("--lease-ttl", type=int, default=3, help="membership lease TTL in seconds")
     node.add_argument(
         "--commit-mode",
         choices=["group", "batch"],
@@ -54,10 +293,69 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--log-level", default="info")
     node.set_defaults(func=_node)
 
-    demo = sub.add_parser("demo", help="start a node, load demo data, run example searches")
-    demo.add_argument("--data-dir", default=".quartz/demo", help="where the demo node keeps its data")
+    router = sub.add_parser("router", help="run a router (the public endpoint)")
+    router.add_argument("--etcd", required=True, help="etcd host:port[,...]")
+    router.add_argument("--listen", default="127.0.0.1:7000", help="host:port (port 0 picks a free one)")
+    router.add_argument("--info-file", default=None, help="write {address, pid} here once serving")
+    router.add_argument("--log-level", default="info")
+    router.set_defaults(func=_router_cmd)
+
+    coord = sub.add_parser("coordinator", help="run a coordinator (one is elected leader)")
+    coord.add_argument("--etcd", required=True, help="etcd host:port[,...]")
+    coord.add_argument("--id", default=None, help="coordinator id (default: random)")
+    coord.add_argument("--lease-ttl", type=int, default=3, help="leadership lease TTL in seconds")
+    coord.add_argument("--log-level", default="info")
+    coord.set_defaults(func=_coordinator)
+
+    up = sub.add_parser("up", help="start etcd + coordinator + nodes + router on loopback; Ctrl-C stops all")
+    up.add_argument("--data-dir", default=None, help=f"where everything is kept (default {DEFAULT_DATA_DIR})")
+    up.add_argument("--nodes", type=int, default=3)
+    up.add_argument("--coordinators", type=int, default=1)
+    up.add_argument("--port", type=int, default=7000, help="router port (0: any free port)")
+    up.set_defaults(func=_up)
+
+    status = sub.add_parser("status", help="nodes and shards as tables (or --json)")
+    find_opts(status, etcd=True)
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=_status)
+
+    colls = sub.add_parser("collections", help="list | create | describe | drop")
+    colls_sub = colls.add_subparsers(dest="action", required=True)
+    for action in ("list", "create", "describe", "drop"):
+        p = colls_sub.add_parser(action)
+        find_opts(p, router=True)
+        p.add_argument("--timeout", type=float, default=60.0)
+        if action != "list":
+            p.add_argument("name")
+        if action == "create":
+            p.add_argument("--dim", type=int, required=True)
+            p.add_argument("--metric", default="cosine", choices=["cosine", "l2", "ip"])
+            p.add_argument("--shards", type=int, default=1)
+            p.add_argument("--rf", type=int, default=1, help="replication factor")
+            p.add_argument("--m", type=int, default=None)
+            p.add_argument("--ef-construction", type=int, default=None)
+            p.add_argument("--ef", type=int, default=None)
+        p.set_defaults(func=_collections)
+
+    load = sub.add_parser("load", help="load vectors (.npy) and optional payloads (.jsonl) into a collection")
+    find_opts(load, router=True)
+    load.add_argument("file", help=".npy file of float vectors (n, dim)")
+    load.add_argument("--collection", required=True)
+    load.add_argument("--payloads", default=None, help=".jsonl file, one JSON object per vector")
+    load.add_argument("--id-key", default="id", help="payload key holding the point id (default: row number)")
+    load.add_argument("--batch", type=int, default=1000)
+    load.add_argument("--limit", type=int, default=None, help="load only the first LIMIT rows")
+    load.add_argument("--no-create", action="store_true", help="fail if the collection does not exist")
+    load.add_argument("--shards", type=int, default=4, help="when creating")
+    load.add_argument("--rf", type=int, default=1, help="when creating")
+    load.add_argument("--metric", default="cosine", choices=["cosine", "l2", "ip"], help="when creating")
+    load.set_defaults(func=_load)
+
+    demo = sub.add_parser("demo", help="start a cluster, load demo data, run example searches, stop")
+    demo.add_argument("--data-dir", default=None, help="where the demo keeps its data (default .quartz/demo)")
     demo.add_argument("--shared-dir", default=None, help="dataset dir (default: ../shared/data if present)")
     demo.add_argument("--rows", type=int, default=20_000, help="rows to load")
+    demo.add_argument("--nodes", type=int, default=3)
     demo.set_defaults(func=_demo)
     return parser
 

@@ -1,48 +1,33 @@
-"""`quartz demo`: start a node, load demo data, print example searches, stop the node.
-
-Uses ../shared/data/pydocs-minilm-384 (real MiniLM embeddings of Python docs) when present,
-generated clustered vectors otherwise. Re-running on the same data dir reuses what is loaded.
-"""
+"""`quartz demo`: the README's main job. Runs `quartz up` (etcd, coordinator, nodes, router),
+loads demo data with `quartz load`'s loader, shows searches through the Python SDK, then stops
+the cluster. Uses ../shared/data/pydocs-minilm-384 (real MiniLM embeddings of Python docs)
+when present, generated clustered vectors otherwise. Re-running reuses what is loaded."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import orjson
 from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
 
-from quartz_cluster.datasets import Dataset, generate_clustered, load_pydocs, recall_at_k, shared_data_dir
-from quartz_cluster.node.client import NodeClient
-from quartz_cluster.procs import NodeProcess
+from quartz_cluster.cluster import CLUSTER_FILE
+from quartz_cluster.datasets import PYDOCS, generate_clustered, load_pydocs, recall_at_k, shared_data_dir
+from quartz_cluster.errors import NotFound
+from quartz_cluster.loader import load_file
 
 COLLECTION = "demo"
-LOAD_BATCH = 1000
 K = 5
-
-
-def _dataset(shared_dir: str | None, rows: int) -> Dataset:
-    data_dir = Path(shared_dir) if shared_dir else shared_data_dir()
-    if data_dir is not None and (data_dir / "pydocs-minilm-384").exists():
-        return load_pydocs(data_dir, rows=rows)
-    return generate_clustered(rows, dim=64, n_queries=100, seed=0)
-
-
-def _load(console: Console, client: NodeClient, ds: Dataset) -> float:
-    t0 = time.perf_counter()
-    with Progress(console=console, transient=False) as progress:
-        task = progress.add_task(f"loading {len(ds.ids):,} points", total=len(ds.ids))
-        for start in range(0, len(ds.ids), LOAD_BATCH):
-            end = start + LOAD_BATCH
-            client.upsert(COLLECTION, 0, ds.ids[start:end], ds.base[start:end], ds.payloads[start:end])
-            progress.update(task, advance=len(ds.ids[start:end]))
-    return time.perf_counter() - t0
+UP_TIMEOUT_S = 120
 
 
 def _show(console: Console, title: str, hits, label_key: str) -> None:
-    table = Table(title=title, title_justify="left", show_lines=False)
+    table = Table(title=title, title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("score", justify="right")
     table.add_column("id")
@@ -50,60 +35,117 @@ def _show(console: Console, title: str, hits, label_key: str) -> None:
     for i, h in enumerate(hits, 1):
         p = dict(h.payload or {})
         text = p.pop(label_key, None)
-        desc = f"{text[:90]!r} " if text else ""
-        table.add_row(str(i), f"{h.score:.3f}", h.id, desc + str(p))
+        table.add_row(str(i), f"{h.score:.3f}", h.id, (f"{text[:90]!r} " if text else "") + str(p))
     console.print(table)
 
 
-def run_demo(data_dir: str, shared_dir: str | None, rows: int) -> int:
+def _start_cluster(console: Console, root: Path, nodes: int) -> tuple[subprocess.Popen, dict]:
+    info_file = root / CLUSTER_FILE
+    info_file.unlink(missing_ok=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "quartz_cluster",
+        "up",
+        "--data-dir",
+        str(root),
+        "--nodes",
+        str(nodes),
+        "--port",
+        "0",
+    ]
+    console.print(f"$ quartz up --data-dir {root} --nodes {nodes} --port 0")
+    log = open(root / "up.log", "ab")  # noqa: SIM115 (kept open for the child's lifetime)
+    up = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + UP_TIMEOUT_S
+    while not info_file.exists():
+        if up.poll() is not None or time.monotonic() > deadline:
+            up.kill()
+            raise RuntimeError(f"quartz up failed; see {root / 'up.log'} and {root / 'logs'}")
+        time.sleep(0.1)
+    return up, orjson.loads(info_file.read_bytes())
+
+
+def run_demo(data_dir: str, shared_dir: str | None, rows: int, nodes: int = 3) -> int:
+    from quartz_cluster import QuartzClient
+
     console = Console()
-    ds = _dataset(shared_dir, rows)
-    console.print(
-        f"[bold]QuartzDB demo[/]: dataset {ds.name}, {len(ds.ids):,} x {ds.dim}-d, metric {ds.metric}"
-    )
-    root = Path(data_dir)
-    node = NodeProcess("n1", root / "n1", root / "n1.log")
-    node.start()
-    console.print(f"node n1 serving quartz.v1.Node on {node.address} (log: {node.log_path})")
+    root = Path(data_dir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    shared = Path(shared_dir) if shared_dir else shared_data_dir()
+    if shared is not None and (shared / PYDOCS).exists():
+        ds = load_pydocs(shared, rows=rows)
+        vec_file, pay_file = shared / PYDOCS / "base.f16.npy", shared / PYDOCS / "payloads.jsonl"
+    else:
+        ds = generate_clustered(rows, dim=64, n_queries=100, seed=0)
+        vec_file, pay_file = root / "generated.npy", root / "generated.jsonl"
+        np.save(vec_file, ds.base)
+        pay_file.write_bytes(
+            b"".join(orjson.dumps({"id": i, **p}) + b"\n" for i, p in zip(ds.ids, ds.payloads, strict=True))
+        )
+    console.print(f"[bold]QuartzDB demo[/]: {ds.name}, {len(ds.ids):,} x {ds.dim}-d ({ds.metric})")
+    up, info = _start_cluster(console, root, nodes)
     try:
-        with NodeClient(node.address, timeout_s=120) as client:
-            client.create_shard(COLLECTION, 0, ds.dim, ds.metric)
-            count = client.stats(COLLECTION, 0).count
-            if count != len(ds.ids):
-                if count:
-                    client.drop_shard(COLLECTION, 0)
-                    client.create_shard(COLLECTION, 0, ds.dim, ds.metric)
-                seconds = _load(console, client, ds)
+        router = info["router"]
+        console.print(
+            f"cluster up: router {router}, etcd {info['etcd'][0]}, "
+            f"{sum(p['role'] == 'node' for p in info['processes'])} nodes"
+        )
+        with QuartzClient(router, timeout=60) as client:
+            try:
+                have = client.count(COLLECTION)
+            except NotFound:
+                have = -1
+            if have != len(ds.ids):
+                if have >= 0:
+                    client.drop_collection(COLLECTION)
                 console.print(
-                    f"loaded {len(ds.ids):,} points in {seconds:.1f} s ({len(ds.ids) / seconds:,.0f}/s)"
+                    f"$ quartz load {vec_file.name} --collection {COLLECTION} --payloads {pay_file.name} "
+                    f"--limit {len(ds.ids)} --shards 4"
+                )
+                load_file(
+                    router,
+                    str(vec_file),
+                    COLLECTION,
+                    str(pay_file),
+                    limit=len(ds.ids),
+                    shards=4,
+                    metric=ds.metric,
+                    console=console,
                 )
             else:
-                console.print(f"reusing {count:,} points already stored in {root}")
+                console.print(f"reusing {have:,} points already loaded in {root}")
+            coll = client.describe_collection(COLLECTION)
+            console.print(
+                f"collection {COLLECTION}: {coll.shards} shards on "
+                f"{sorted({s['primary'] for s in coll.shard_map})}"
+            )
 
             label_key = "text" if ds.query_payloads else "pkg"
             for qi in (0, 1, 2):
-                title = f"query {qi}"
+                title = f"client.search({COLLECTION!r}, query[{qi}], k={K})"
                 if ds.query_payloads:
-                    title += f": {ds.query_payloads[qi]['text'][:100]!r}"
-                hits = client.search(COLLECTION, 0, ds.queries[qi], k=K, with_payload=True)[0]
-                _show(console, title, hits, label_key)
-
+                    title += f"  # {ds.query_payloads[qi]['text'][:80]!r}"
+                _show(console, title, client.search(COLLECTION, ds.queries[qi], k=K), label_key)
             flt = {"must": [{"key": "kind", "match": "class"}], "must_not": [{"key": "site", "match": True}]}
-            hits = client.search(COLLECTION, 0, ds.queries[0], k=K, filter=flt, with_payload=True)[0]
-            _show(console, f"query 0 filtered by {flt}", hits, label_key)
+            _show(
+                console,
+                f"client.search({COLLECTION!r}, query[0], k={K}, filter={flt})",
+                client.search(COLLECTION, ds.queries[0], k=K, filter=flt),
+                label_key,
+            )
 
             t0 = time.perf_counter()
-            all_hits = client.search(COLLECTION, 0, ds.queries, k=10)
+            all_hits = client.search(COLLECTION, ds.queries, k=10, with_payload=False)
             seconds = time.perf_counter() - t0
             row_of = {pid: i for i, pid in enumerate(ds.ids)}
             recall = recall_at_k([[row_of[h.id] for h in hs] for hs in all_hits], np.asarray(ds.gt_ids), 10)
-            s = client.stats(COLLECTION, 0)
             console.print(
-                f"{len(ds.queries)} queries in one batch: {seconds * 1000:.0f} ms, recall@10 {recall:.3f} "
-                f"vs exact ground truth; shard: {s.count:,} points, LSN {s.applied_lsn}, "
-                f"node RSS {s.rss_bytes / 2**20:.0f} MiB"
+                f"{len(ds.queries)} queries in one call: {seconds * 1000:.0f} ms; recall@10 {recall:.3f} "
+                f"vs exact ground truth; {client.count(COLLECTION):,} points in the collection"
             )
     finally:
-        code = node.stop()
-        console.print(f"node stopped (exit {code}); data kept in {root}")
+        up.send_signal(signal.SIGINT)
+        code = up.wait(60)
+        console.print(f"cluster stopped (quartz up exit {code}); data kept in {root}")
     return 0

@@ -31,3 +31,9 @@ DEFAULT_HNSW_M = 16
 DEFAULT_EF_CONSTRUCTION = 200
 DEFAULT_EF = 64
 INITIAL_CAPACITY = 1024
+
+SHARDS_PER_COLLECTION_MAX = 256
+REPLICATION_FACTOR_MAX = 5
+FANOUT_INFLIGHT_MAX = 256  # node calls a router has in flight at once (all requests)
+ROUTER_CALL_TIMEOUT_S = 30.0  # default deadline when the client sets none
+CREATE_WAIT_S_MAX = 120.0

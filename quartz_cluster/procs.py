@@ -1,14 +1,18 @@
-"""Child processes of QuartzDB roles (node today; router, coordinator, etcd later), for
-`quartz demo` / `quartz up`, tests and benchmarks. A child binds port 0 and reports its
-address in DATA_DIR/node.json, so there is no race on picking free ports."""
+"""Child processes of every role (etcd, coordinator, node, router) for `quartz up`, `quartz
+demo`, tests and benchmarks. gRPC children bind port 0 (or a given port) and report their
+address in an info file once serving, so nothing races to pick free ports; etcd, which cannot
+bind port 0, gets ports probed free and keeps them in its data dir across restarts."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -17,6 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
+ETCD_START_ATTEMPTS = 5
 
 
 class ProcessFailed(RuntimeError):
@@ -40,18 +45,24 @@ def wait_serving(address: str, timeout_s: float) -> None:
             time.sleep(0.05)
 
 
-class NodeProcess:
-    def __init__(
-        self,
-        node_id: str,
-        data_dir: str | Path,
-        log_path: str | Path | None = None,
-        extra_args: list[str] | None = None,
-    ) -> None:
-        self.node_id = node_id
-        self.data_dir = Path(data_dir)
-        self.log_path = Path(log_path) if log_path else self.data_dir.parent / f"{node_id}.log"
-        self.extra_args = extra_args or []
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def quartz_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "quartz_cluster", *args]
+
+
+class Child:
+    """A child process with a log file. Subclasses say how to start it and when it is ready."""
+
+    role = "child"
+
+    def __init__(self, name: str, log_path: str | Path) -> None:
+        self.name = name
+        self.log_path = Path(log_path)
         self.proc: subprocess.Popen | None = None
         self.address: str | None = None
 
@@ -59,42 +70,42 @@ class NodeProcess:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
-    def start(self, timeout_s: float = READY_TIMEOUT_S) -> NodeProcess:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        info = self.data_dir / "node.json"
-        info.unlink(missing_ok=True)
-        cmd = [
-            sys.executable,
-            "-m",
-            "quartz_cluster",
-            "node",
-            "--id",
-            self.node_id,
-            "--data-dir",
-            str(self.data_dir),
-            "--listen",
-            "127.0.0.1:0",
-            *self.extra_args,
-        ]
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def _spawn(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if self.proc.poll() is not None:
-                raise ProcessFailed(
-                    f"node {self.node_id} exited with {self.proc.returncode}:\n{self.log_tail()}"
-                )
-            if info.exists():
-                meta = orjson.loads(info.read_bytes())
-                if meta["pid"] == self.proc.pid:
-                    self.address = meta["address"]
-                    break
-            if time.monotonic() > deadline:
-                self.kill()
-                raise TimeoutError(f"node {self.node_id} did not start:\n{self.log_tail()}")
-            time.sleep(0.02)
-        wait_serving(self.address, max(1.0, deadline - time.monotonic()))
+            # Own process group: a Ctrl-C in `quartz up` reaches the parent, which stops
+            # children in order, instead of every child at once.
+            self.proc = subprocess.Popen(
+                self.command(), stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+
+    def start(self, timeout_s: float = READY_TIMEOUT_S) -> Child:
+        self._spawn()
+        self._wait_ready(time.monotonic() + timeout_s)
         return self
+
+    def _wait_ready(self, deadline: float) -> None:
+        pass
+
+    def _check_alive(self, deadline: float) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise ProcessFailed(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
+        if time.monotonic() > deadline:
+            self.kill()
+            raise TimeoutError(f"{self.name} did not become ready:\n{self.log_tail()}")
+
+    def _wait_info_file(self, path: Path, deadline: float) -> dict:
+        while True:
+            self._check_alive(deadline)
+            if path.exists():
+                meta = orjson.loads(path.read_bytes())
+                if meta.get("pid") == self.proc.pid:
+                    return meta
+            time.sleep(0.02)
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -129,3 +140,156 @@ class NodeProcess:
 
     def resume(self) -> None:
         os.kill(self.proc.pid, signal.SIGCONT)
+
+
+class NodeProcess(Child):
+    role = "node"
+
+    def __init__(
+        self,
+        node_id: str,
+        data_dir: str | Path,
+        log_path: str | Path | None = None,
+        extra_args: list[str] | None = None,
+        etcd: str | None = None,
+        listen: str = "127.0.0.1:0",
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        super().__init__(node_id, log_path or self.data_dir.parent / f"{node_id}.log")
+        self.node_id, self.extra_args, self.etcd, self.listen = node_id, extra_args or [], etcd, listen
+
+    def command(self) -> list[str]:
+        cmd = quartz_cmd(
+            "node",
+            "--id",
+            self.node_id,
+            "--data-dir",
+            str(self.data_dir),
+            "--listen",
+            self.listen,
+            *self.extra_args,
+        )
+        return cmd + (["--etcd", self.etcd] if self.etcd else [])
+
+    def _spawn(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "node.json").unlink(missing_ok=True)
+        super()._spawn()
+
+    def _wait_ready(self, deadline: float) -> None:
+        self.address = self._wait_info_file(self.data_dir / "node.json", deadline)["address"]
+        wait_serving(self.address, max(1.0, deadline - time.monotonic()))
+
+
+class RouterProcess(Child):
+    role = "router"
+
+    def __init__(
+        self, name: str, etcd: str, info_file: str | Path, log_path: str | Path, listen: str = "127.0.0.1:0"
+    ) -> None:
+        super().__init__(name, log_path)
+        self.etcd, self.info_file, self.listen = etcd, Path(info_file), listen
+
+    def command(self) -> list[str]:
+        return quartz_cmd(
+            "router", "--etcd", self.etcd, "--listen", self.listen, "--info-file", str(self.info_file)
+        )
+
+    def _spawn(self) -> None:
+        self.info_file.unlink(missing_ok=True)
+        super()._spawn()
+
+    def _wait_ready(self, deadline: float) -> None:
+        self.address = self._wait_info_file(self.info_file, deadline)["address"]
+        self.listen = self.address  # a restart comes back on the same address
+        wait_serving(self.address, max(1.0, deadline - time.monotonic()))
+
+
+class CoordinatorProcess(Child):
+    role = "coordinator"
+
+    def __init__(self, name: str, etcd: str, log_path: str | Path, lease_ttl_s: int = 3) -> None:
+        super().__init__(name, log_path)
+        self.etcd, self.lease_ttl_s = etcd, lease_ttl_s
+
+    def command(self) -> list[str]:
+        return quartz_cmd(
+            "coordinator", "--id", self.name, "--etcd", self.etcd, "--lease-ttl", str(self.lease_ttl_s)
+        )
+
+
+class EtcdProcess(Child):
+    """Debian's etcd on loopback, with its own data dir. Its ports are probed free at first start
+    and kept in DATA_DIR/ports.json, because etcd records its peer URL in its data."""
+
+    role = "etcd"
+
+    def __init__(self, name: str, data_dir: str | Path, log_path: str | Path) -> None:
+        super().__init__(name, log_path)
+        self.data_dir = Path(data_dir)
+        self.client_port = self.peer_port = 0
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+    def command(self) -> list[str]:
+        client = f"http://127.0.0.1:{self.client_port}"
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        return [
+            os.environ.get("QUARTZ_ETCD_BIN", "etcd"),
+            "--name",
+            self.name,
+            "--data-dir",
+            str(self.data_dir / "data"),
+            "--listen-client-urls",
+            client,
+            "--advertise-client-urls",
+            client,
+            "--listen-peer-urls",
+            peer,
+            "--initial-advertise-peer-urls",
+            peer,
+            "--initial-cluster",
+            f"{self.name}={peer}",
+            "--initial-cluster-state",
+            "new",
+            "--auto-compaction-mode",
+            "periodic",
+            "--auto-compaction-retention",
+            "1h",
+            "--quota-backend-bytes",
+            str(2 * 2**30),
+            "--log-level",
+            "warn",
+        ]
+
+    def start(self, timeout_s: float = READY_TIMEOUT_S) -> EtcdProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        ports_file = self.data_dir / "ports.json"
+        for attempt in range(ETCD_START_ATTEMPTS):
+            if ports_file.exists() and attempt == 0:
+                ports = orjson.loads(ports_file.read_bytes())
+                self.client_port, self.peer_port = ports["client"], ports["peer"]
+            else:  # a probed port can be taken between the probe and etcd's bind: probe again
+                self.client_port, self.peer_port = free_port(), free_port()
+            self._spawn()
+            try:
+                self._wait_ready(time.monotonic() + timeout_s)
+            except ProcessFailed:
+                if "address already in use" in self.log_tail(50) and attempt + 1 < ETCD_START_ATTEMPTS:
+                    continue
+                raise
+            ports_file.write_bytes(orjson.dumps({"client": self.client_port, "peer": self.peer_port}))
+            self.address = self.endpoint
+            return self
+        raise ProcessFailed("etcd could not bind free ports")
+
+    def _wait_ready(self, deadline: float) -> None:
+        url = f"http://{self.endpoint}/health"
+        while True:
+            self._check_alive(deadline)
+            with contextlib.suppress(OSError, ValueError), urllib.request.urlopen(url, timeout=1) as resp:
+                if orjson.loads(resp.read()).get("health") == "true":
+                    return
+            time.sleep(0.05)

@@ -132,3 +132,53 @@ def write_batch(
     docs = payloads(raw_payloads, len(up), "upserts.payloads")
     blobs = list(raw_payloads) if raw_payloads else [b""] * len(up)
     return WriteBatch(up, rows, docs, blobs, dels)
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionConfig:
+    name: str
+    dim: int
+    metric: str
+    shards: int
+    replication_factor: int
+    m: int
+    ef_construction: int
+    ef: int
+
+
+def collection_config(
+    name_: str,
+    dim: int,
+    metric_: str,
+    shards: int,
+    replication_factor: int,
+    m: int,
+    ef_construction: int,
+    ef: int,
+    field: str = "config",
+) -> CollectionConfig:
+    """Validate a collection definition; zeros mean defaults."""
+    return CollectionConfig(
+        name=name(name_, f"{field}.name"),
+        dim=bounded_int(dim, f"{field}.dim", 1, limits.DIM_MAX),
+        metric=metric(metric_, f"{field}.metric"),
+        shards=bounded_int(shards or 1, f"{field}.shards", 1, limits.SHARDS_PER_COLLECTION_MAX),
+        replication_factor=bounded_int(
+            replication_factor or 1, f"{field}.replication_factor", 1, limits.REPLICATION_FACTOR_MAX
+        ),
+        **hnsw_params(m, ef_construction, ef, f"{field}.hnsw"),
+    )
+
+
+def hnsw_params(m: int, ef_construction: int, ef: int, field: str = "hnsw") -> dict[str, int]:
+    """HNSW parameters; zeros mean defaults."""
+    return {
+        "m": bounded_int(m or limits.DEFAULT_HNSW_M, f"{field}.m", limits.HNSW_M_MIN, limits.HNSW_M_MAX),
+        "ef_construction": bounded_int(
+            ef_construction or limits.DEFAULT_EF_CONSTRUCTION,
+            f"{field}.ef_construction",
+            1,
+            limits.EF_CONSTRUCTION_MAX,
+        ),
+        "ef": bounded_int(ef or limits.DEFAULT_EF, f"{field}.ef", 1, limits.EF_MAX),
+    }

@@ -13,11 +13,13 @@ import logging
 import os
 import signal
 import time
+import uuid
 from dataclasses import dataclass
 
 import orjson
 
 from quartz_cluster import logs
+from quartz_cluster.node.membership import ClusterMember
 from quartz_cluster.node.registry import ShardRegistry
 from quartz_cluster.node.service import NodeService
 from quartz_cluster.node.shard import ShardOptions
@@ -37,6 +39,8 @@ class NodeSettings:
     commit_mode: str = "group"
     checkpoint_every_points: int = 50_000
     threads: int = os.cpu_count() or 1
+    etcd: str | None = None  # host:port[,host:port...]; None: standalone (no cluster)
+    lease_ttl_s: int = 3
 
 
 def _write_node_file(settings: NodeSettings, address: str) -> None:
@@ -63,6 +67,12 @@ async def serve(settings: NodeSettings) -> None:
     await registry.open_all()
     host = settings.listen.rsplit(":", 1)[0]
     address = f"{host}:{port}"
+    member = None
+    if settings.etcd:
+        member = ClusterMember(
+            settings.node_id, settings.etcd, address, uuid.uuid4().hex, registry, settings.lease_ttl_s
+        )
+        await member.start()
     _write_node_file(settings, address)
     await set_serving(health, [SERVICE], True)
     log.info(
@@ -81,6 +91,8 @@ async def serve(settings: NodeSettings) -> None:
     await stop.wait()
     log.info("shutting down")
     await set_serving(health, [SERVICE], False)
+    if member is not None:
+        await member.stop()  # revoke the lease first: the cluster reacts at once, not after the TTL
     await server.stop(STOP_GRACE_S)
     await registry.close()
     log.info("stopped")

@@ -20,6 +20,21 @@ from quartz_cluster.node.shard import ShardOptions, ShardReplica, ShardSpec
 log = logging.getLogger("quartz.registry")
 
 
+def _incarnation(path: str) -> str:
+    """The replica's identity: a uuid made when its directory was created. A replica whose data
+    dir was lost and re-created gets a new one, so it is never mistaken for an in-sync copy."""
+    f = os.path.join(path, "incarnation")
+    if not os.path.exists(f):
+        tmp = f + ".tmp"
+        with open(tmp, "w") as fh:
+            fh.write(uuid.uuid4().hex)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, f)
+    with open(f) as fh:
+        return fh.read().strip()
+
+
 class ShardRegistry:
     def __init__(self, data_dir: str, options: ShardOptions) -> None:
         self.data_dir = data_dir
@@ -46,6 +61,7 @@ class ShardRegistry:
                 with open(spec_path, "rb") as f:
                     spec = ShardSpec.from_json(f.read())
                 replica = ShardReplica(path, spec, self.options)
+                replica.incarnation = _incarnation(path)
                 how = await asyncio.to_thread(replica.load)
                 replica.start()
                 self.shards[(spec.collection_id, spec.shard)] = replica
@@ -76,6 +92,7 @@ class ShardRegistry:
             shutil.rmtree(path, ignore_errors=True)
             os.makedirs(path)
             replica = ShardReplica(path, spec, self.options)
+            replica.incarnation = _incarnation(path)
             await asyncio.to_thread(replica.load)
             tmp = os.path.join(path, "spec.json.tmp")
             with open(tmp, "wb") as f:

@@ -27,16 +27,7 @@ def spec_from_proto(msg: node_pb2.ShardSpec) -> ShardSpec:
         shard=validation.bounded_int(msg.ref.shard, "spec.ref.shard", 0, limits.SHARD_NUMBER_MAX),
         dim=validation.bounded_int(msg.dim, "spec.dim", 1, limits.DIM_MAX),
         metric=METRIC_NAMES[msg.metric],
-        m=validation.bounded_int(
-            h.m or limits.DEFAULT_HNSW_M, "spec.hnsw.m", limits.HNSW_M_MIN, limits.HNSW_M_MAX
-        ),
-        ef_construction=validation.bounded_int(
-            h.ef_construction or limits.DEFAULT_EF_CONSTRUCTION,
-            "spec.hnsw.ef_construction",
-            1,
-            limits.EF_CONSTRUCTION_MAX,
-        ),
-        ef=validation.bounded_int(h.ef or limits.DEFAULT_EF, "spec.hnsw.ef", 1, limits.EF_MAX),
+        **validation.hnsw_params(h.m, h.ef_construction, h.ef, "spec.hnsw"),
     )
 
 

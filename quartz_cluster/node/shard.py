@@ -137,6 +137,7 @@ class ShardReplica:
         self._closing = False
         self._writer: asyncio.Task | None = None
         self.broken: str | None = None
+        self.incarnation = ""  # set by the registry
 
     # ---------------------------------------------------------------- lifecycle
 

@@ -55,3 +55,17 @@ def rpc(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
         raise AssertionError("unreachable")
 
     return wrapper
+
+
+_BY_CODE = {code: cls for cls, (code, _) in STATUS.items()}
+
+
+def error_from_rpc(exc: grpc.RpcError, context: str = "") -> errors.QuartzError:
+    """A node's (or router's) gRPC status back into the domain error it stands for."""
+    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    cls = _BY_CODE.get(code)
+    if cls is None:
+        cls = errors.Unavailable if code == grpc.StatusCode.DEADLINE_EXCEEDED else errors.Internal
+        details = f"{code.name}: {details}"
+    return cls(f"{context}{details}")

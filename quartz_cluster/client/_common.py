@@ -1,0 +1,224 @@
+"""What the sync and async clients share: result types, request builders, reply parsers and the
+retry policy. No I/O here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import numpy as np
+import orjson
+
+from quartz_cluster import errors
+from quartz_cluster.proto.quartz.v1 import node_pb2, quartz_pb2
+from quartz_cluster.rpc.status import error_from_rpc
+
+METRICS = {"cosine": node_pb2.COSINE, "l2": node_pb2.L2, "ip": node_pb2.IP}
+METRIC_NAMES = {v: k for k, v in METRICS.items()}
+WRITE_CONSISTENCY = {"one": quartz_pb2.ONE, "majority": quartz_pb2.MAJORITY, "all": quartz_pb2.ALL}
+READ_CONSISTENCY = {
+    "eventual": quartz_pb2.EVENTUAL,
+    "session": quartz_pb2.SESSION,
+    "strong": quartz_pb2.STRONG,
+}
+RETRY_BACKOFF_S_FIRST = 0.05
+RETRY_BACKOFF_S_MAX = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    id: str
+    score: float  # cosine / ip: similarity (higher is better); l2: distance (lower is better)
+    payload: dict | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    id: str
+    vector: np.ndarray | None
+    payload: dict | None
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionInfo:
+    name: str
+    id: str
+    dim: int
+    metric: str
+    shards: int
+    replication_factor: int
+    m: int
+    ef_construction: int
+    ef: int
+    ready: bool
+    shard_map: list[dict[str, Any]] = field(default_factory=list)
+
+
+class PartialWriteError(errors.Unavailable):
+    """Some points of a batch were not written (their shards refused or were unreachable); the
+    rest were. `failed` maps each failed id to (status code, message). Retrying is safe."""
+
+    def __init__(self, failed: dict[str, tuple[str, str]]) -> None:
+        self.failed = failed
+        first = next(iter(failed.items()))
+        super().__init__(f"{len(failed)} point(s) not written, e.g. {first[0]!r}: {first[1][1]}")
+
+
+def to_error(exc: grpc.RpcError) -> errors.QuartzError:
+    return error_from_rpc(exc)
+
+
+def retryable(exc: grpc.RpcError) -> bool:
+    return exc.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {api_key}"),) if api_key else ()
+
+
+def _choice(value: str, table: dict, field_: str) -> int:
+    if value not in table:
+        raise errors.InvalidArgument(f"must be one of {', '.join(table)}, got {value!r}", field_)
+    return table[value]
+
+
+def pack(vectors: Any, count: int | None = None) -> tuple[node_pb2.Vectors, bool]:
+    """float32 rows as packed bytes; returns (message, was_single_vector)."""
+    arr = np.asarray(vectors, dtype="<f4")
+    single = arr.ndim == 1
+    if single:
+        arr = arr[None, :]
+    if arr.ndim != 2:
+        raise errors.InvalidArgument(f"must be a 1-D or 2-D array, got {arr.ndim}-D", "vectors")
+    arr = np.ascontiguousarray(arr)
+    return node_pb2.Vectors(data=arr.tobytes(), count=arr.shape[0], dim=arr.shape[1]), single
+
+
+def str_ids(ids: Sequence[str | int]) -> list[str]:
+    """Integer ids are accepted and stored (and returned) as their decimal strings."""
+    return [str(i) if isinstance(i, int | np.integer) and not isinstance(i, bool) else i for i in ids]
+
+
+def payload_blob(p: Any) -> bytes:
+    if p is None:
+        return b""
+    return orjson.dumps(p, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def filter_json(flt: dict | str | None) -> str:
+    if flt is None:
+        return ""
+    return flt if isinstance(flt, str) else orjson.dumps(flt).decode()
+
+
+def create_collection_request(name, dim, metric, shards, replication_factor, m, ef_construction, ef, wait):
+    return quartz_pb2.CreateCollectionRequest(
+        config=quartz_pb2.CollectionConfig(
+            name=name,
+            dim=dim,
+            metric=_choice(metric, METRICS, "metric"),
+            shards=shards,
+            replication_factor=replication_factor,
+            hnsw=node_pb2.HnswParams(m=m or 0, ef_construction=ef_construction or 0, ef=ef or 0),
+        ),
+        wait=wait,
+    )
+
+
+def upsert_request(collection, ids, vectors, payloads, write_consistency):
+    ids = str_ids(ids)
+    vecs, _ = pack(vectors)
+    blobs = [payload_blob(p) for p in payloads] if payloads is not None else []
+    return quartz_pb2.UpsertRequest(
+        collection=collection,
+        points=node_pb2.PointBatch(ids=ids, vectors=vecs, payloads=blobs),
+        write_consistency=_choice(write_consistency, WRITE_CONSISTENCY, "write_consistency"),
+    ), ids
+
+
+def delete_request(collection, ids, write_consistency):
+    ids = str_ids(ids)
+    return quartz_pb2.DeleteRequest(
+        collection=collection,
+        ids=ids,
+        write_consistency=_choice(write_consistency, WRITE_CONSISTENCY, "write_consistency"),
+    ), ids
+
+
+def search_request(collection, query, k, filter, ef, consistency, with_payload, allow_partial):
+    queries, single = pack(query)
+    return quartz_pb2.SearchPointsRequest(
+        collection=collection,
+        queries=queries,
+        k=k,
+        ef=ef or 0,
+        filter=filter_json(filter),
+        with_payload=with_payload,
+        consistency=_choice(consistency, READ_CONSISTENCY, "consistency"),
+        allow_partial=allow_partial,
+    ), single
+
+
+def get_request(collection, ids, with_vectors, with_payload, consistency):
+    return quartz_pb2.GetPointsRequest(
+        collection=collection,
+        ids=str_ids(ids),
+        with_vectors=with_vectors,
+        with_payload=with_payload,
+        consistency=_choice(consistency, READ_CONSISTENCY, "consistency"),
+    )
+
+
+def check_write(result: quartz_pb2.WriteResult, ids: list[str]) -> None:
+    if result.errors:
+        raise PartialWriteError({ids[e.index]: (e.code, e.message) for e in result.errors})
+
+
+def parse_hits(resp: quartz_pb2.SearchPointsResponse, single: bool, with_payload: bool):
+    out = [
+        [
+            Hit(pid, score, (orjson.loads(r.payloads[i]) if r.payloads[i] else {}) if with_payload else None)
+            for i, (pid, score) in enumerate(zip(r.ids, r.scores, strict=True))
+        ]
+        for r in resp.results
+    ]
+    return out[0] if single else out
+
+
+def parse_points(resp: quartz_pb2.GetPointsResponse, with_vectors: bool, with_payload: bool) -> list[Point]:
+    return [
+        Point(
+            p.id,
+            np.frombuffer(p.vector, dtype="<f4").copy() if with_vectors else None,
+            (orjson.loads(p.payload) if p.payload else {}) if with_payload else None,
+        )
+        for p in resp.points
+    ]
+
+
+def parse_collection(info: quartz_pb2.CollectionInfo) -> CollectionInfo:
+    c = info.config
+    return CollectionInfo(
+        name=c.name,
+        id=info.id,
+        dim=c.dim,
+        metric=METRIC_NAMES.get(c.metric, "?"),
+        shards=c.shards,
+        replication_factor=c.replication_factor,
+        m=c.hnsw.m,
+        ef_construction=c.hnsw.ef_construction,
+        ef=c.hnsw.ef,
+        ready=info.ready,
+        shard_map=[
+            {
+                "shard": s.shard,
+                "epoch": s.epoch,
+                "primary": s.primary,
+                "replicas": list(s.replicas),
+                "in_sync": [i.node for i in s.in_sync],
+            }
+            for s in info.shards
+        ],
+    )

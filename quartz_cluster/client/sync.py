@@ -1,0 +1,139 @@
+"""QuartzClient: the blocking Python SDK (DESIGN §2)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+
+from quartz_cluster import errors
+from quartz_cluster.client import _common as c
+from quartz_cluster.proto.quartz.v1 import quartz_pb2, quartz_pb2_grpc
+from quartz_cluster.rpc.server import CHANNEL_OPTIONS
+
+
+class QuartzClient:
+    """A connection to a QuartzDB router.
+
+    Every call has a deadline (`timeout` seconds, overridable per call). Calls that fail with
+    UNAVAILABLE (router restarting, a shard moving) are retried with backoff until that
+    deadline; every operation is idempotent by design (client-chosen ids), so this is safe.
+    Errors raise `quartz_cluster.errors.QuartzError` subclasses (NotFound, InvalidArgument, ...).
+    """
+
+    def __init__(
+        self, address: str = "127.0.0.1:7000", api_key: str | None = None, timeout: float = 10.0
+    ) -> None:
+        self.address, self.timeout = address, timeout
+        self._metadata = c.metadata(api_key)
+        self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self._stub = quartz_pb2_grpc.QuartzStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> QuartzClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, request, timeout: float | None = None):
+        deadline = time.monotonic() + (timeout or self.timeout)
+        backoff = c.RETRY_BACKOFF_S_FIRST
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                return getattr(self._stub, method)(
+                    request, timeout=max(remaining, 0.001), metadata=self._metadata, wait_for_ready=True
+                )
+            except grpc.RpcError as exc:
+                if not c.retryable(exc) or deadline - time.monotonic() <= backoff:
+                    raise c.to_error(exc) from None
+                time.sleep(backoff)
+                backoff = min(backoff * 2, c.RETRY_BACKOFF_S_MAX)
+
+    # collections
+    def create_collection(
+        self,
+        name: str,
+        dim: int,
+        metric: str = "cosine",
+        shards: int = 1,
+        replication_factor: int = 1,
+        m: int | None = None,
+        ef_construction: int | None = None,
+        ef: int | None = None,
+        wait: bool = True,
+        timeout: float | None = None,
+    ) -> c.CollectionInfo:
+        req = c.create_collection_request(
+            name, dim, metric, shards, replication_factor, m, ef_construction, ef, wait
+        )
+        return c.parse_collection(self._call("CreateCollection", req, timeout))
+
+    def drop_collection(self, name: str) -> bool:
+        return self._call("DropCollection", quartz_pb2.DropCollectionRequest(name=name)).dropped
+
+    def list_collections(self) -> list[c.CollectionInfo]:
+        resp = self._call("ListCollections", quartz_pb2.ListCollectionsRequest())
+        return [c.parse_collection(i) for i in resp.collections]
+
+    def describe_collection(self, name: str) -> c.CollectionInfo:
+        return c.parse_collection(
+            self._call("DescribeCollection", quartz_pb2.DescribeCollectionRequest(name=name))
+        )
+
+    # points
+    def upsert(
+        self,
+        collection: str,
+        ids: Sequence[str | int],
+        vectors: Any,
+        payloads: Sequence[dict] | None = None,
+        write_consistency: str = "majority",
+        timeout: float | None = None,
+    ) -> None:
+        req, sids = c.upsert_request(collection, ids, vectors, payloads, write_consistency)
+        c.check_write(self._call("Upsert", req, timeout), sids)
+
+    def delete(self, collection: str, ids: Sequence[str | int], write_consistency: str = "majority") -> None:
+        req, sids = c.delete_request(collection, ids, write_consistency)
+        c.check_write(self._call("Delete", req), sids)
+
+    def get(
+        self,
+        collection: str,
+        ids: Sequence[str | int],
+        with_vectors: bool = True,
+        with_payload: bool = True,
+        consistency: str = "eventual",
+    ) -> list[c.Point]:
+        req = c.get_request(collection, ids, with_vectors, with_payload, consistency)
+        return c.parse_points(self._call("Get", req), with_vectors, with_payload)
+
+    def search(
+        self,
+        collection: str,
+        query: Any,
+        k: int = 10,
+        filter: dict | str | None = None,
+        ef: int | None = None,
+        consistency: str = "eventual",
+        with_payload: bool = True,
+        allow_partial: bool = False,
+        timeout: float | None = None,
+    ):
+        """One query (1-D) -> list[Hit]; several (2-D) -> list[list[Hit]]. Best first."""
+        req, single = c.search_request(
+            collection, query, k, filter, ef, consistency, with_payload, allow_partial
+        )
+        return c.parse_hits(self._call("Search", req, timeout), single, with_payload)
+
+    def count(self, collection: str) -> int:
+        return self._call("Count", quartz_pb2.CountRequest(collection=collection)).count
+
+
+__all__ = ["QuartzClient", "errors"]

@@ -1,0 +1,136 @@
+"""A whole cluster on loopback from one data dir: etcd + coordinator(s) + nodes + router(s).
+Used by `quartz up`, the demo, tests and benchmarks. Restarting on the same data dir brings
+the same data back (etcd's data, each node's shards, the router's port)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import orjson
+
+from quartz_cluster.procs import Child, CoordinatorProcess, EtcdProcess, NodeProcess, RouterProcess
+
+CLUSTER_FILE = "cluster.json"
+
+
+class LocalCluster:
+    def __init__(
+        self,
+        data_dir: str | Path,
+        nodes: int = 3,
+        coordinators: int = 1,
+        routers: int = 1,
+        router_port: int = 0,
+        lease_ttl_s: int = 3,
+    ) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.n_nodes, self.n_coordinators, self.n_routers = nodes, coordinators, routers
+        self.router_port, self.lease_ttl_s = router_port, lease_ttl_s
+        self.etcd: EtcdProcess | None = None
+        self.coordinators: list[CoordinatorProcess] = []
+        self.nodes: list[NodeProcess] = []
+        self.routers: list[RouterProcess] = []
+
+    @property
+    def logs(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def router_address(self) -> str:
+        return self.routers[0].address
+
+    def _previous_router_ports(self) -> list[int]:
+        f = self.data_dir / CLUSTER_FILE
+        if not f.exists():
+            return []
+        with contextlib.suppress(Exception):
+            info = orjson.loads(f.read_bytes())
+            return [int(p["address"].rsplit(":", 1)[1]) for p in info["processes"] if p["role"] == "router"]
+        return []
+
+    def start(self) -> LocalCluster:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.etcd = EtcdProcess("etcd", self.data_dir / "etcd", self.logs / "etcd.log").start()
+            endpoint = self.etcd.endpoint
+            for i in range(self.n_coordinators):
+                c = CoordinatorProcess(f"c{i + 1}", endpoint, self.logs / f"c{i + 1}.log", self.lease_ttl_s)
+                self.coordinators.append(c.start())
+            for i in range(self.n_nodes):
+                self.nodes.append(self.make_node(f"n{i + 1}").start())
+            previous = self._previous_router_ports()
+            for i in range(self.n_routers):
+                port = (
+                    self.router_port
+                    if (i == 0 and self.router_port)
+                    else (previous[i] if i < len(previous) else 0)
+                )
+                r = RouterProcess(
+                    f"r{i + 1}",
+                    endpoint,
+                    self.data_dir / f"router-r{i + 1}.json",
+                    self.logs / f"r{i + 1}.log",
+                    listen=f"127.0.0.1:{port}",
+                )
+                self.routers.append(r.start())
+        except BaseException:
+            self.stop()
+            raise
+        self.write_info()
+        return self
+
+    def make_node(self, node_id: str) -> NodeProcess:
+        return NodeProcess(
+            node_id,
+            self.data_dir / "nodes" / node_id,
+            self.logs / f"{node_id}.log",
+            etcd=self.etcd.endpoint,
+            extra_args=["--lease-ttl", str(self.lease_ttl_s)],
+        )
+
+    def processes(self) -> list[Child]:
+        return [p for p in [self.etcd, *self.coordinators, *self.nodes, *self.routers] if p is not None]
+
+    def write_info(self) -> None:
+        info = {
+            "router": self.routers[0].address if self.routers else None,
+            "routers": [r.address for r in self.routers],
+            "etcd": [self.etcd.endpoint] if self.etcd else [],
+            "data_dir": str(self.data_dir),
+            "processes": [
+                {"role": p.role, "id": p.name, "pid": p.pid, "address": p.address, "log": str(p.log_path)}
+                for p in self.processes()
+            ],
+        }
+        tmp = self.data_dir / (CLUSTER_FILE + ".tmp")
+        tmp.write_bytes(orjson.dumps(info, option=orjson.OPT_INDENT_2))
+        os.replace(tmp, self.data_dir / CLUSTER_FILE)
+
+    def stop(self) -> None:
+        """Graceful stop in dependency order: routers, nodes, coordinators, etcd last."""
+        for p in [*self.routers, *self.nodes, *self.coordinators, self.etcd]:
+            if p is not None:
+                try:
+                    p.stop()
+                except Exception:
+                    p.kill()
+
+    def kill(self) -> None:
+        for p in self.processes():
+            with contextlib.suppress(Exception):
+                p.kill()
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def read_cluster_file(data_dir: str | Path) -> dict:
+    path = Path(data_dir) / CLUSTER_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: is a cluster running from this data dir (quartz up)?")
+    return orjson.loads(path.read_bytes())

@@ -1,0 +1,176 @@
+"""`quartz coordinator`: campaign for leadership in etcd; while leader, keep the shard map in
+line with the cluster (coordinator/reconcile.py decides, this module applies).
+
+Every write is one etcd transaction that compares the leader key's create revision (unique
+to this election win) and the target key's revision, so a deposed leader that wakes up late
+writes nothing (DESIGN §5, coordinator hygiene). Leadership is bound to a lease kept alive by
+a dedicated thread; when it lapses, the key vanishes and a standby wins the next campaign.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import uuid
+from dataclasses import dataclass
+
+from quartz_cluster import logs
+from quartz_cluster.coordinator.reconcile import (
+    Action,
+    ClusterView,
+    PlaceShards,
+    PurgeCollection,
+    UpdateShard,
+    reconcile,
+)
+from quartz_cluster.meta import schema
+from quartz_cluster.meta.lease import DEFAULT_TTL_S, LeaseKeeper
+from quartz_cluster.meta.store import EtcdStore
+
+log = logging.getLogger("quartz.coordinator")
+CAMPAIGN_POLL_S = 0.5
+GRANT_TIMEOUT_S = 30.0
+
+
+@dataclass(slots=True)
+class CoordinatorSettings:
+    coordinator_id: str
+    etcd: str
+    lease_ttl_s: int = DEFAULT_TTL_S
+
+
+class Coordinator:
+    def __init__(self, settings: CoordinatorSettings) -> None:
+        self.settings = settings
+        self.store = EtcdStore(settings.etcd)
+        self.keeper = LeaseKeeper(
+            settings.etcd,
+            schema.ROOT + b"coordinators/" + settings.coordinator_id.encode(),
+            lambda: schema.LeaderRecord(settings.coordinator_id).to_json(),
+            settings.lease_ttl_s,
+            name="coordinator-lease",
+        )
+        self.leader_revision: int | None = None  # create revision of our leader key
+        self.is_leader = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.keeper.start()
+        if not await asyncio.to_thread(self.keeper.granted.wait, GRANT_TIMEOUT_S):
+            raise ConnectionError("could not register with etcd")
+        try:
+            while not stop.is_set():
+                if await self._campaign():
+                    await self._lead(stop)
+                else:
+                    try:
+                        await asyncio.wait_for(stop.wait(), CAMPAIGN_POLL_S)
+                    except TimeoutError:
+                        pass
+        finally:
+            self.keeper.stop(revoke=True)
+            await self.store.close()
+
+    async def _campaign(self) -> bool:
+        lease_id = self.keeper.lease_id
+        if lease_id is None:
+            return False
+        me = schema.LeaderRecord(self.settings.coordinator_id).to_json()
+        try:
+            await self.store.client()
+            t = self.store.txn
+            ok, resp = await self.store.transaction(
+                compare=[t.create(schema.LEADER) == 0],
+                success=[t.put(schema.LEADER, me, lease=lease_id)],
+                failure=[t.get(schema.LEADER)],
+            )
+        except Exception as exc:
+            log.warning("campaign failed", extra={"error": repr(exc)})
+            await self.store.reset()
+            return False
+        if ok:
+            self.leader_revision = resp[0].response_put.header.revision
+        else:
+            kv = await self.store.get(schema.LEADER)
+            if kv is None or kv.value != me or kv.lease != lease_id:
+                return False
+            self.leader_revision = kv.create_revision  # still ours from before
+        log.info("elected leader", extra={"revision": self.leader_revision})
+        return True
+
+    async def _lead(self, stop: asyncio.Event) -> None:
+        deposed = asyncio.Event()
+        self.is_leader.set()
+
+        async def relay_stop() -> None:
+            await stop.wait()
+            deposed.set()
+
+        relay = asyncio.create_task(relay_stop())
+
+        async def on_state(revision: int, kvs) -> None:
+            leader = next((kv for kv in kvs if kv.key == schema.LEADER), None)
+            if leader is None or leader.create_revision != self.leader_revision or not self.keeper.alive():
+                log.warning("lost leadership")
+                deposed.set()
+                return
+            view = ClusterView.from_kvs(revision, kvs)
+            for action in reconcile(view):
+                if not await self._apply(action):
+                    break  # the view is stale: re-list before deciding more
+
+        try:
+            await self.store.follow(schema.ROOT, on_state, deposed)
+        finally:
+            relay.cancel()
+            self.is_leader.clear()
+            self.leader_revision = None
+
+    async def _apply(self, action: Action) -> bool:
+        t = self.store.txn
+        guard = [t.create(schema.LEADER) == self.leader_revision]
+        if isinstance(action, PlaceShards):
+            first = schema.shard_key(action.collection_id, 0)
+            compare = [*guard, t.create(first) == 0]
+            ops = [t.put(schema.shard_key(r.collection_id, r.shard), r.to_json()) for r in action.records]
+            detail = {
+                "collection_id": action.collection_id,
+                "placement": {r.shard: list(r.replicas) for r in action.records},
+            }
+        elif isinstance(action, UpdateShard):
+            key = schema.shard_key(action.record.collection_id, action.record.shard)
+            compare = [*guard, t.mod(key) == action.mod_revision]
+            ops = [t.put(key, action.record.to_json())]
+            detail = {
+                "shard": f"{action.record.collection_id}/{action.record.shard}",
+                "epoch": action.record.epoch,
+                "reason": action.reason,
+            }
+        else:
+            assert isinstance(action, PurgeCollection)
+            _, kvs = await self.store.list(schema.SHARDS + action.collection_id.encode() + b"/")
+            _, reps = await self.store.list(schema.REPLICAS + action.collection_id.encode() + b"/")
+            compare = guard
+            ops = [t.delete(kv.key) for kv in kvs + reps]
+            detail = {"collection_id": action.collection_id, "keys": len(ops)}
+        ok, _ = await self.store.transaction(compare=compare, success=ops)
+        log.info(type(action).__name__ if ok else f"{type(action).__name__} skipped (stale)", extra=detail)
+        return ok
+
+
+def run(settings: CoordinatorSettings, log_level: str = "info") -> int:
+    logs.configure(log_level, coordinator=settings.coordinator_id)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await Coordinator(settings).run(stop)
+
+    asyncio.run(main())
+    return 0
+
+
+def new_id() -> str:
+    return "c-" + uuid.uuid4().hex[:8]

@@ -1,0 +1,1 @@
+"""Cluster metadata in etcd: the key schema (`schema`) and the client wrapper (`store`)."""

@@ -1,0 +1,227 @@
+from quartz_cluster.proto.quartz.v1 import node_pb2 as _node_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class WriteConsistency(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WRITE_CONSISTENCY_UNSPECIFIED: _ClassVar[WriteConsistency]
+    ONE: _ClassVar[WriteConsistency]
+    MAJORITY: _ClassVar[WriteConsistency]
+    ALL: _ClassVar[WriteConsistency]
+
+class ReadConsistency(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    READ_CONSISTENCY_UNSPECIFIED: _ClassVar[ReadConsistency]
+    EVENTUAL: _ClassVar[ReadConsistency]
+    SESSION: _ClassVar[ReadConsistency]
+    STRONG: _ClassVar[ReadConsistency]
+WRITE_CONSISTENCY_UNSPECIFIED: WriteConsistency
+ONE: WriteConsistency
+MAJORITY: WriteConsistency
+ALL: WriteConsistency
+READ_CONSISTENCY_UNSPECIFIED: ReadConsistency
+EVENTUAL: ReadConsistency
+SESSION: ReadConsistency
+STRONG: ReadConsistency
+
+class CollectionConfig(_message.Message):
+    __slots__ = ("name", "dim", "metric", "shards", "replication_factor", "hnsw")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    REPLICATION_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    HNSW_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    dim: int
+    metric: _node_pb2.Metric
+    shards: int
+    replication_factor: int
+    hnsw: _node_pb2.HnswParams
+    def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ..., metric: _Optional[_Union[_node_pb2.Metric, str]] = ..., shards: _Optional[int] = ..., replication_factor: _Optional[int] = ..., hnsw: _Optional[_Union[_node_pb2.HnswParams, _Mapping]] = ...) -> None: ...
+
+class InSyncReplica(_message.Message):
+    __slots__ = ("node", "incarnation")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    incarnation: str
+    def __init__(self, node: _Optional[str] = ..., incarnation: _Optional[str] = ...) -> None: ...
+
+class ShardInfo(_message.Message):
+    __slots__ = ("shard", "epoch", "primary", "replicas", "in_sync")
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    IN_SYNC_FIELD_NUMBER: _ClassVar[int]
+    shard: int
+    epoch: int
+    primary: str
+    replicas: _containers.RepeatedScalarFieldContainer[str]
+    in_sync: _containers.RepeatedCompositeFieldContainer[InSyncReplica]
+    def __init__(self, shard: _Optional[int] = ..., epoch: _Optional[int] = ..., primary: _Optional[str] = ..., replicas: _Optional[_Iterable[str]] = ..., in_sync: _Optional[_Iterable[_Union[InSyncReplica, _Mapping]]] = ...) -> None: ...
+
+class CollectionInfo(_message.Message):
+    __slots__ = ("config", "id", "ready", "shards")
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    config: CollectionConfig
+    id: str
+    ready: bool
+    shards: _containers.RepeatedCompositeFieldContainer[ShardInfo]
+    def __init__(self, config: _Optional[_Union[CollectionConfig, _Mapping]] = ..., id: _Optional[str] = ..., ready: _Optional[bool] = ..., shards: _Optional[_Iterable[_Union[ShardInfo, _Mapping]]] = ...) -> None: ...
+
+class CreateCollectionRequest(_message.Message):
+    __slots__ = ("config", "wait")
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FIELD_NUMBER: _ClassVar[int]
+    config: CollectionConfig
+    wait: bool
+    def __init__(self, config: _Optional[_Union[CollectionConfig, _Mapping]] = ..., wait: _Optional[bool] = ...) -> None: ...
+
+class DropCollectionRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DropCollectionResponse(_message.Message):
+    __slots__ = ("dropped",)
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    dropped: bool
+    def __init__(self, dropped: _Optional[bool] = ...) -> None: ...
+
+class ListCollectionsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListCollectionsResponse(_message.Message):
+    __slots__ = ("collections",)
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    collections: _containers.RepeatedCompositeFieldContainer[CollectionInfo]
+    def __init__(self, collections: _Optional[_Iterable[_Union[CollectionInfo, _Mapping]]] = ...) -> None: ...
+
+class DescribeCollectionRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ShardsAnswered(_message.Message):
+    __slots__ = ("total", "answered")
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    ANSWERED_FIELD_NUMBER: _ClassVar[int]
+    total: int
+    answered: int
+    def __init__(self, total: _Optional[int] = ..., answered: _Optional[int] = ...) -> None: ...
+
+class PointError(_message.Message):
+    __slots__ = ("index", "code", "message")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    code: str
+    message: str
+    def __init__(self, index: _Optional[int] = ..., code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class WriteResult(_message.Message):
+    __slots__ = ("errors", "shards")
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    errors: _containers.RepeatedCompositeFieldContainer[PointError]
+    shards: ShardsAnswered
+    def __init__(self, errors: _Optional[_Iterable[_Union[PointError, _Mapping]]] = ..., shards: _Optional[_Union[ShardsAnswered, _Mapping]] = ...) -> None: ...
+
+class UpsertRequest(_message.Message):
+    __slots__ = ("collection", "points", "write_consistency")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    WRITE_CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    points: _node_pb2.PointBatch
+    write_consistency: WriteConsistency
+    def __init__(self, collection: _Optional[str] = ..., points: _Optional[_Union[_node_pb2.PointBatch, _Mapping]] = ..., write_consistency: _Optional[_Union[WriteConsistency, str]] = ...) -> None: ...
+
+class DeleteRequest(_message.Message):
+    __slots__ = ("collection", "ids", "write_consistency")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    WRITE_CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    write_consistency: WriteConsistency
+    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ..., write_consistency: _Optional[_Union[WriteConsistency, str]] = ...) -> None: ...
+
+class GetPointsRequest(_message.Message):
+    __slots__ = ("collection", "ids", "with_vectors", "with_payload", "consistency")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    WITH_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    WITH_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    with_vectors: bool
+    with_payload: bool
+    consistency: ReadConsistency
+    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ..., with_vectors: _Optional[bool] = ..., with_payload: _Optional[bool] = ..., consistency: _Optional[_Union[ReadConsistency, str]] = ...) -> None: ...
+
+class GetPointsResponse(_message.Message):
+    __slots__ = ("points", "shards")
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    points: _containers.RepeatedCompositeFieldContainer[_node_pb2.Point]
+    shards: ShardsAnswered
+    def __init__(self, points: _Optional[_Iterable[_Union[_node_pb2.Point, _Mapping]]] = ..., shards: _Optional[_Union[ShardsAnswered, _Mapping]] = ...) -> None: ...
+
+class SearchPointsRequest(_message.Message):
+    __slots__ = ("collection", "queries", "k", "ef", "filter", "with_payload", "consistency", "allow_partial")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    EF_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    WITH_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_PARTIAL_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    queries: _node_pb2.Vectors
+    k: int
+    ef: int
+    filter: str
+    with_payload: bool
+    consistency: ReadConsistency
+    allow_partial: bool
+    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Union[_node_pb2.Vectors, _Mapping]] = ..., k: _Optional[int] = ..., ef: _Optional[int] = ..., filter: _Optional[str] = ..., with_payload: _Optional[bool] = ..., consistency: _Optional[_Union[ReadConsistency, str]] = ..., allow_partial: _Optional[bool] = ...) -> None: ...
+
+class SearchPointsResponse(_message.Message):
+    __slots__ = ("results", "shards")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[_node_pb2.SearchResult]
+    shards: ShardsAnswered
+    def __init__(self, results: _Optional[_Iterable[_Union[_node_pb2.SearchResult, _Mapping]]] = ..., shards: _Optional[_Union[ShardsAnswered, _Mapping]] = ...) -> None: ...
+
+class CountRequest(_message.Message):
+    __slots__ = ("collection",)
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    def __init__(self, collection: _Optional[str] = ...) -> None: ...
+
+class CountResponse(_message.Message):
+    __slots__ = ("count", "shards")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    shards: ShardsAnswered
+    def __init__(self, count: _Optional[int] = ..., shards: _Optional[_Union[ShardsAnswered, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,73 @@
+"""`quartz router`: the public endpoint. Stateless: several may run against one cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+
+import orjson
+
+from quartz_cluster import logs
+from quartz_cluster.meta import schema
+from quartz_cluster.meta.store import EtcdStore
+from quartz_cluster.proto.quartz.v1 import quartz_pb2, quartz_pb2_grpc
+from quartz_cluster.router.service import NodePool, QuartzService
+from quartz_cluster.router.shardmap import ShardMap
+from quartz_cluster.rpc.server import build_server, set_serving
+
+log = logging.getLogger("quartz.router")
+SERVICE = quartz_pb2.DESCRIPTOR.services_by_name["Quartz"].full_name
+STOP_GRACE_S = 5.0
+MAP_LOAD_TIMEOUT_S = 60.0
+
+
+@dataclass(slots=True)
+class RouterSettings:
+    etcd: str
+    listen: str = "127.0.0.1:7000"
+    info_file: str | None = None  # where to write {"address", "pid"} once serving
+
+
+async def serve(settings: RouterSettings) -> None:
+    t0 = time.monotonic()
+    shardmap = ShardMap()
+    watch_store, store, nodes = EtcdStore(settings.etcd), EtcdStore(settings.etcd), NodePool()
+    service = QuartzService(shardmap, store, nodes)
+    server, port, health = build_server(
+        settings.listen, lambda s: quartz_pb2_grpc.add_QuartzServicer_to_server(service, s), [SERVICE]
+    )
+    await set_serving(health, [SERVICE], False)
+    await server.start()
+    stop = asyncio.Event()
+    follower = asyncio.create_task(watch_store.follow(schema.ROOT, shardmap.update, stop))
+    await asyncio.wait_for(shardmap.loaded.wait(), MAP_LOAD_TIMEOUT_S)
+    address = f"{settings.listen.rsplit(':', 1)[0]}:{port}"
+    if settings.info_file:
+        tmp = settings.info_file + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(orjson.dumps({"address": address, "pid": os.getpid()}))
+        os.replace(tmp, settings.info_file)
+    await set_serving(health, [SERVICE], True)
+    log.info("router ready", extra={"address": address, "startup_s": round(time.monotonic() - t0, 3)})
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await set_serving(health, [SERVICE], False)
+    await server.stop(STOP_GRACE_S)
+    await follower
+    await nodes.close()
+    await watch_store.close()
+    await store.close()
+    log.info("stopped")
+
+
+def run(settings: RouterSettings, log_level: str = "info") -> int:
+    logs.configure(log_level, role="router")
+    asyncio.run(serve(settings))
+    return 0

@@ -1,0 +1,326 @@
+"""gRPC servicer of the public quartz.v1.Quartz API. Each method validates the whole request
+first (nothing is sent to a node for a bad request), routes by shard from the cached map,
+fans out with a deadline and a cap on in-flight calls, and merges."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import grpc
+import numpy as np
+
+from quartz_cluster import filters, limits, validation
+from quartz_cluster.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, QuartzError
+from quartz_cluster.meta import schema
+from quartz_cluster.meta.schema import CollectionRecord
+from quartz_cluster.meta.store import EtcdStore
+from quartz_cluster.node.service import METRIC_ENUMS, METRIC_NAMES
+from quartz_cluster.proto.quartz.v1 import node_pb2, node_pb2_grpc, quartz_pb2, quartz_pb2_grpc
+from quartz_cluster.router.routing import merge_top_k, split_by_shard
+from quartz_cluster.router.shardmap import ShardMap
+from quartz_cluster.rpc.server import CHANNEL_OPTIONS
+from quartz_cluster.rpc.status import error_from_rpc, rpc
+
+DEADLINE_MARGIN_S = 0.05
+
+
+class NodePool:
+    """One reused grpc.aio channel per node address, and a cap on calls in flight."""
+
+    def __init__(self) -> None:
+        self._stubs: dict[str, node_pb2_grpc.NodeStub] = {}
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self.inflight = asyncio.Semaphore(limits.FANOUT_INFLIGHT_MAX)
+
+    def stub(self, address: str) -> node_pb2_grpc.NodeStub:
+        stub = self._stubs.get(address)
+        if stub is None:
+            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            self._channels[address] = channel
+            stub = self._stubs[address] = node_pb2_grpc.NodeStub(channel)
+        return stub
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+
+
+def _timeout(context: grpc.aio.ServicerContext) -> float:
+    remaining = context.time_remaining()
+    budget = limits.ROUTER_CALL_TIMEOUT_S if remaining is None else remaining
+    return max(0.01, budget - DEADLINE_MARGIN_S)
+
+
+def collection_info(coll: CollectionRecord, shardmap: ShardMap) -> quartz_pb2.CollectionInfo:
+    shards = shardmap.shards(coll)
+    return quartz_pb2.CollectionInfo(
+        config=quartz_pb2.CollectionConfig(
+            name=coll.name,
+            dim=coll.dim,
+            metric=METRIC_ENUMS[coll.metric],
+            shards=coll.shards,
+            replication_factor=coll.replication_factor,
+            hnsw=node_pb2.HnswParams(m=coll.m, ef_construction=coll.ef_construction, ef=coll.ef),
+        ),
+        id=coll.id,
+        ready=shardmap.ready(coll),
+        shards=[
+            quartz_pb2.ShardInfo(
+                shard=s,
+                epoch=r.epoch,
+                primary=r.primary,
+                replicas=list(r.replicas),
+                in_sync=[quartz_pb2.InSyncReplica(node=i.node, incarnation=i.incarnation) for i in r.in_sync],
+            )
+            for s, r in sorted(shards.items())
+        ],
+    )
+
+
+class QuartzService(quartz_pb2_grpc.QuartzServicer):
+    def __init__(self, shardmap: ShardMap, store: EtcdStore, nodes: NodePool) -> None:
+        self.shardmap, self.store, self.nodes = shardmap, store, nodes
+
+    async def _call(self, address: str, method: str, request, timeout_s: float):
+        async with self.nodes.inflight:
+            return await getattr(self.nodes.stub(address), method)(request, timeout=timeout_s)
+
+    # ------------------------------------------------------------------ collections
+
+    @rpc
+    async def CreateCollection(self, request, context):
+        c = request.config
+        if c.metric not in METRIC_NAMES:
+            raise InvalidArgument("must be COSINE, L2 or IP", "config.metric")
+        cfg = validation.collection_config(
+            c.name,
+            c.dim,
+            METRIC_NAMES[c.metric],
+            c.shards,
+            c.replication_factor,
+            c.hnsw.m,
+            c.hnsw.ef_construction,
+            c.hnsw.ef,
+        )
+        live = len(self.shardmap.view.nodes)
+        if cfg.replication_factor > live:
+            raise FailedPrecondition(
+                f"{cfg.replication_factor} replicas need as many live nodes; {live} are live",
+                "config.replication_factor",
+            )
+        record = CollectionRecord(id=uuid.uuid4().hex, **vars_of(cfg))
+        key = schema.collection_key(cfg.name)
+        await self.store.client()
+        t = self.store.txn
+        ok, _ = await self.store.transaction(
+            compare=[t.create(key) == 0], success=[t.put(key, record.to_json())]
+        )
+        if not ok:
+            raise AlreadyExists(f"collection {cfg.name!r} already exists", "config.name")
+        deadline = asyncio.get_running_loop().time() + min(_timeout(context), limits.CREATE_WAIT_S_MAX)
+        while True:
+            coll = self.shardmap.view.collections.get(cfg.name)
+            if coll is not None and coll.id == record.id and (not request.wait or self.shardmap.ready(coll)):
+                return collection_info(coll, self.shardmap)
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                if coll is not None and coll.id == record.id:
+                    return collection_info(coll, self.shardmap)  # created, not yet ready
+                return collection_info(record, self.shardmap)
+            await self.shardmap.wait_change(min(left, 1.0))
+
+    @rpc
+    async def DropCollection(self, request, context):
+        validation.name(request.name, "name")
+        kv = await self.store.get(schema.collection_key(request.name))
+        if kv is None:
+            raise NotFound(f"collection {request.name!r} does not exist", "name")
+        coll = CollectionRecord.from_json(kv.value)
+        t = self.store.txn
+        ok, _ = await self.store.transaction(
+            compare=[t.mod(kv.key) == kv.mod_revision],
+            success=[
+                t.delete(kv.key),
+                t.put(schema.tombstone_key(coll.id), schema.Tombstone(coll.name, coll.id).to_json()),
+            ],
+        )
+        if not ok:
+            raise FailedPrecondition(f"collection {request.name!r} changed concurrently; retry", "name")
+        await self.shardmap.wait_revision(await self.store.revision(), _timeout(context))
+        return quartz_pb2.DropCollectionResponse(dropped=True)
+
+    @rpc
+    async def ListCollections(self, request, context):
+        view = self.shardmap.view
+        colls = [c for c in view.collections.values() if c.id not in view.tombstones]
+        return quartz_pb2.ListCollectionsResponse(
+            collections=[collection_info(c, self.shardmap) for c in sorted(colls, key=lambda c: c.name)]
+        )
+
+    @rpc
+    async def DescribeCollection(self, request, context):
+        return collection_info(self.shardmap.collection(request.name, "name"), self.shardmap)
+
+    # ------------------------------------------------------------------ writes
+
+    async def _write(
+        self, coll: CollectionRecord, ids: list[str], make_request, timeout_s: float
+    ) -> quartz_pb2.WriteResult:
+        groups = split_by_shard(ids, coll.shards)
+        errors: list[quartz_pb2.PointError] = []
+        failed: set[int] = set()
+
+        async def one(shard: int, idx: np.ndarray) -> None:
+            try:
+                route = self.shardmap.primary(coll, shard)
+                req = make_request(node_pb2.ShardRef(collection_id=coll.id, shard=shard), idx)
+                await self._call(route.address, "Write", req, timeout_s)
+            except (QuartzError, grpc.RpcError) as exc:
+                err = exc if isinstance(exc, QuartzError) else error_from_rpc(exc, f"shard {shard}: ")
+                failed.add(shard)
+                errors.extend(
+                    quartz_pb2.PointError(index=int(i), code=err.code, message=str(err)) for i in idx
+                )
+
+        await asyncio.gather(*(one(s, idx) for s, idx in groups.items()))
+        errors.sort(key=lambda e: e.index)
+        return quartz_pb2.WriteResult(
+            errors=errors,
+            shards=quartz_pb2.ShardsAnswered(total=len(groups), answered=len(groups) - len(failed)),
+        )
+
+    @rpc
+    async def Upsert(self, request, context):
+        coll = self.shardmap.collection(request.collection)
+        p = request.points
+        batch = validation.write_batch(
+            p.ids, p.vectors.data, p.vectors.count, p.vectors.dim, p.payloads, [], coll.dim
+        )
+        blobs = batch.payload_blobs
+
+        def make(ref, idx):
+            return node_pb2.WriteRequest(
+                ref=ref,
+                upserts=node_pb2.PointBatch(
+                    ids=[batch.ids[i] for i in idx],
+                    vectors=node_pb2.Vectors(data=batch.vectors[idx].tobytes(), count=len(idx), dim=coll.dim),
+                    payloads=[blobs[i] for i in idx],
+                ),
+            )
+
+        return await self._write(coll, batch.ids, make, _timeout(context))
+
+    @rpc
+    async def Delete(self, request, context):
+        coll = self.shardmap.collection(request.collection)
+        if not 1 <= len(request.ids) <= limits.BATCH_POINTS_MAX:
+            raise InvalidArgument(f"must hold 1..{limits.BATCH_POINTS_MAX} ids", "ids")
+        ids = validation.point_ids(request.ids, "ids")
+        return await self._write(
+            coll,
+            ids,
+            lambda ref, idx: node_pb2.WriteRequest(ref=ref, delete_ids=[ids[i] for i in idx]),
+            _timeout(context),
+        )
+
+    # ------------------------------------------------------------------ reads
+
+    @rpc
+    async def Get(self, request, context):
+        coll = self.shardmap.collection(request.collection)
+        if len(request.ids) > limits.GET_IDS_MAX:
+            raise InvalidArgument(f"{len(request.ids)} ids exceeds {limits.GET_IDS_MAX}", "ids")
+        ids = validation.point_ids(request.ids, "ids")
+        groups = split_by_shard(ids, coll.shards)
+        timeout_s = _timeout(context)
+
+        async def one(shard: int, idx: np.ndarray):
+            route = self.shardmap.primary(coll, shard)
+            req = node_pb2.GetRequest(
+                ref=node_pb2.ShardRef(collection_id=coll.id, shard=shard),
+                ids=[ids[i] for i in idx],
+                with_vectors=request.with_vectors,
+                with_payload=request.with_payload,
+            )
+            try:
+                return (await self._call(route.address, "Get", req, timeout_s)).points
+            except grpc.RpcError as exc:
+                raise error_from_rpc(exc, f"shard {shard}: ") from None
+
+        found = {
+            p.id: p for pts in await asyncio.gather(*(one(s, i) for s, i in groups.items())) for p in pts
+        }
+        return quartz_pb2.GetPointsResponse(
+            points=[found[pid] for pid in ids if pid in found],
+            shards=quartz_pb2.ShardsAnswered(total=len(groups), answered=len(groups)),
+        )
+
+    @rpc
+    async def Search(self, request, context):
+        coll = self.shardmap.collection(request.collection)
+        q = request.queries
+        if not 1 <= q.count <= limits.QUERIES_PER_REQUEST_MAX:
+            raise InvalidArgument(f"must hold 1..{limits.QUERIES_PER_REQUEST_MAX} queries", "queries")
+        validation.vectors(q.data, q.count, q.dim, coll.dim, "queries")
+        k = validation.bounded_int(request.k, "k", 1, limits.K_MAX)
+        validation.bounded_int(request.ef, "ef", 0, limits.EF_MAX)
+        filters.parse(request.filter)
+        timeout_s = _timeout(context)
+
+        async def one(shard: int):
+            route = self.shardmap.primary(coll, shard)
+            req = node_pb2.SearchRequest(
+                ref=node_pb2.ShardRef(collection_id=coll.id, shard=shard),
+                queries=q,
+                k=k,
+                ef=request.ef,
+                filter=request.filter,
+                with_payload=request.with_payload,
+            )
+            try:
+                return await self._call(route.address, "Search", req, timeout_s)
+            except grpc.RpcError as exc:
+                raise error_from_rpc(exc, f"shard {shard}: ") from None
+
+        replies = await asyncio.gather(*(one(s) for s in range(coll.shards)), return_exceptions=True)
+        ok = [r for r in replies if not isinstance(r, BaseException)]
+        failures = [r for r in replies if isinstance(r, BaseException)]
+        for f in failures:
+            if not isinstance(f, QuartzError):
+                raise f
+            if f.code != "UNAVAILABLE" or not request.allow_partial:
+                raise f  # a bad filter etc. fails the same on every shard: report it as is
+        merged = merge_top_k(
+            coll.metric, k, [[(r.ids, r.scores, r.payloads) for r in rep.results] for rep in ok]
+        )
+        plans = [",".join(sorted({rep.results[i].plan for rep in ok})) for i in range(q.count)] if ok else []
+        return quartz_pb2.SearchPointsResponse(
+            results=[
+                node_pb2.SearchResult(ids=i, scores=s, payloads=p if request.with_payload else [], plan=pl)
+                for (i, s, p), pl in zip(merged, plans, strict=True)
+            ],
+            shards=quartz_pb2.ShardsAnswered(total=coll.shards, answered=len(ok)),
+        )
+
+    @rpc
+    async def Count(self, request, context):
+        coll = self.shardmap.collection(request.collection)
+        timeout_s = _timeout(context)
+
+        async def one(shard: int) -> int:
+            route = self.shardmap.primary(coll, shard)
+            req = node_pb2.StatsRequest(ref=node_pb2.ShardRef(collection_id=coll.id, shard=shard))
+            try:
+                return (await self._call(route.address, "Stats", req, timeout_s)).count
+            except grpc.RpcError as exc:
+                raise error_from_rpc(exc, f"shard {shard}: ") from None
+
+        counts = await asyncio.gather(*(one(s) for s in range(coll.shards)))
+        return quartz_pb2.CountResponse(
+            count=sum(counts), shards=quartz_pb2.ShardsAnswered(total=coll.shards, answered=coll.shards)
+        )
+
+
+def vars_of(cfg: validation.CollectionConfig) -> dict:
+    return {f: getattr(cfg, f) for f in cfg.__slots__}

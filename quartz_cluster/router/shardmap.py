@@ -1,0 +1,71 @@
+"""The router's cached view of the cluster, kept from an etcd watch. The data path reads only
+this cache (never etcd), so a slow or unreachable etcd cannot slow queries."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from quartz_cluster.coordinator.reconcile import ClusterView
+from quartz_cluster.errors import NotFound, Unavailable
+from quartz_cluster.meta.schema import CollectionRecord, ShardRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    shard: int
+    record: ShardRecord
+    address: str  # of the replica to call
+
+
+class ShardMap:
+    def __init__(self) -> None:
+        self.view = ClusterView()
+        self.loaded = asyncio.Event()
+        self._changed = asyncio.Condition()
+
+    async def update(self, revision: int, kvs) -> None:
+        self.view = ClusterView.from_kvs(revision, kvs)
+        self.loaded.set()
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_revision(self, revision: int, timeout_s: float) -> None:
+        """Wait until the cache reflects etcd at `revision` or later (read-your-writes for the
+        control operations this router performed)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self.view.revision < revision and loop.time() < deadline:
+            await self.wait_change(deadline - loop.time())
+
+    async def wait_change(self, timeout_s: float) -> None:
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout_s)
+            except TimeoutError:
+                pass
+
+    def collection(self, name: str, field: str = "collection") -> CollectionRecord:
+        coll = self.view.collections.get(name)
+        if coll is None or coll.id in self.view.tombstones:
+            raise NotFound(f"collection {name!r} does not exist", field)
+        return coll
+
+    def shards(self, coll: CollectionRecord) -> dict[int, ShardRecord]:
+        return {s: rec for s, (rec, _) in self.view.shards.get(coll.id, {}).items()}
+
+    def ready(self, coll: CollectionRecord) -> bool:
+        shards = self.shards(coll)
+        return len(shards) == coll.shards and all(r.ready for r in shards.values())
+
+    def primary(self, coll: CollectionRecord, shard: int) -> Route:
+        """Where writes (and, until replication lands, reads) of a shard go."""
+        rec = self.view.shards.get(coll.id, {}).get(shard, (None, 0))[0]
+        if rec is None or not rec.ready:
+            raise Unavailable(f"shard {shard} of {coll.name!r} is not ready yet", "collection")
+        node = self.view.nodes.get(rec.primary)
+        if node is None:
+            raise Unavailable(
+                f"shard {shard} of {coll.name!r}: primary {rec.primary} is not live", "collection"
+            )
+        return Route(shard, rec, node.address)
