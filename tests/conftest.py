@@ -28,3 +28,21 @@ def node_factory(tmp_path):
     for proc in started:
         with contextlib.suppress(Exception):
             proc.kill()
+
+
+@pytest.fixture
+def cluster_factory(tmp_path):
+    """Start real clusters (etcd + coordinators + nodes + routers) in this test's temp dir;
+    every process is killed at teardown, whatever the test did."""
+    from quartz_cluster.cluster import LocalCluster
+
+    started: list[LocalCluster] = []
+
+    def start(name: str = "cluster", **kwargs) -> LocalCluster:
+        c = LocalCluster(tmp_path / name, **kwargs)
+        started.append(c)
+        return c.start()
+
+    yield start
+    for c in started:
+        c.kill()

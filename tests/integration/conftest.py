@@ -30,3 +30,14 @@ def load(client: NodeClient, coll: str, ids, vectors: np.ndarray, payloads=None,
         client.upsert(
             coll, shard, ids[start:end], vectors[start:end], payloads[start:end] if payloads else None
         )
+
+
+@pytest.fixture(scope="module")
+def module_cluster(tmp_path_factory):
+    """One real cluster (etcd, 2 coordinators, 3 nodes, 2 routers) shared by a module's tests."""
+    from quartz_cluster.cluster import LocalCluster
+
+    cluster = LocalCluster(tmp_path_factory.mktemp("cluster"), nodes=3, coordinators=2, routers=2)
+    cluster.start()
+    yield cluster
+    cluster.kill()
