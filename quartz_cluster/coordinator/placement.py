@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 
 import xxhash
@@ -23,9 +24,11 @@ def place_collection(
 ) -> list[tuple[str, ...]]:
     """For each shard, `replication_factor` distinct nodes, primary first.
 
-    Greedy balance: each replica goes to the node with the fewest replicas so far (counting
-    what other collections already put there), and each shard's primary is the one of its
-    nodes with the fewest primaries. Ties break by a stable hash so collections spread out."""
+    Replicas: each goes to the node with the fewest replicas so far (counting what other
+    collections already put there); ties break by a stable hash so collections spread out.
+    Primaries: a first greedy pick per shard, then rebalanced along augmenting paths (move a
+    primary from the busiest node to another replica of that shard, and so on) until no node
+    has two primaries more than another, or no move can improve it."""
     live = sorted(set(nodes))
     if replication_factor > len(live):
         raise FailedPrecondition(
@@ -44,4 +47,43 @@ def place_collection(
             load[n] += 1
         prim[primary] += 1
         out.append((primary, *[n for n in chosen if n != primary]))
-    return out
+    return _balance_primaries(out, prim)
+
+
+def _balance_primaries(placement: list[tuple[str, ...]], prim: dict[str, int]) -> list[tuple[str, ...]]:
+    shards = [list(r) for r in placement]
+    for _ in range(len(shards) * len(prim) + 1):  # each round moves one primary; bounded
+        top = max(prim.values())
+        targets = {n for n, c in prim.items() if c <= top - 2}
+        if not targets:
+            break
+        # Breadth-first from the busiest nodes: an edge u -> v is "u leads a shard that v holds".
+        queue = deque(n for n, c in prim.items() if c == top)
+        seen, via, found = set(queue), {}, None
+        while queue and found is None:
+            u = queue.popleft()
+            for si, replicas in enumerate(shards):
+                if replicas[0] != u:
+                    continue
+                for v in replicas[1:]:
+                    if v in seen:
+                        continue
+                    seen.add(v)
+                    via[v] = (u, si)
+                    if v in targets:
+                        found = v
+                        break
+                    queue.append(v)
+                if found is not None:
+                    break
+        if found is None:
+            break
+        v = found
+        while v in via:  # shift leadership one step along the path
+            u, si = via[v]
+            shards[si].remove(v)
+            shards[si].insert(0, v)
+            prim[u] -= 1
+            prim[v] += 1
+            v = u
+    return [tuple(r) for r in shards]

@@ -1,0 +1,47 @@
+"""A node down: searches that cannot reach every shard fail, unless partial results are
+allowed; replies say how many shards answered; the node comes back with its data."""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+import pytest
+
+from quartz_cluster import QuartzClient
+from quartz_cluster.client._common import pack
+from quartz_cluster.errors import Unavailable
+from quartz_cluster.proto.quartz.v1 import quartz_pb2, quartz_pb2_grpc
+
+pytestmark = pytest.mark.integration
+
+
+def test_search_needs_every_shard_unless_partial_is_allowed(cluster_factory):
+    cluster = cluster_factory("c", nodes=3)
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(3000, 8)).astype(np.float32)
+    ids = [f"p{i}" for i in range(3000)]
+    with QuartzClient(cluster.router_address, timeout=5) as c:
+        info = c.create_collection("part", dim=8, shards=6)
+        c.upsert("part", ids, vecs)
+        victim = info.shard_map[0]["primary"]
+        led = {s["shard"] for s in info.shard_map if s["primary"] == victim}
+        node = next(n for n in cluster.nodes if n.name == victim)
+        node.kill()
+
+        with pytest.raises(Unavailable, match="shard"):
+            c.search("part", vecs[0], k=5)
+        stub = quartz_pb2_grpc.QuartzStub(grpc.insecure_channel(cluster.router_address))
+        req = quartz_pb2.SearchPointsRequest(
+            collection="part", queries=pack(vecs[:3])[0], k=5, allow_partial=True
+        )
+        resp = stub.Search(req, timeout=10)
+        assert (resp.shards.total, resp.shards.answered) == (6, 6 - len(led))
+        assert len(resp.results) == 3 and all(len(r.ids) == 5 for r in resp.results)
+        with pytest.raises(Unavailable):
+            c.count("part")
+
+        node.start()
+        c.search("part", vecs[0], k=5)  # the SDK waits until the shard map has it again
+        assert c.count("part") == 3000
+        hits = c.search("part", vecs[:50], k=1, with_payload=False)
+        assert [h[0].id for h in hits] == ids[:50]
