@@ -32,7 +32,8 @@ DEFAULT_EF_CONSTRUCTION = 200
 DEFAULT_EF = 64
 INITIAL_CAPACITY = 1024
 
-SHARDS_PER_COLLECTION_MAX = 256
+SHARDS_PER_COLLECTION_MAX = 64  # placement writes them in one etcd transaction (etcd allows 128 ops)
+ETCD_TXN_OPS_MAX = 100  # below etcd's default --max-txn-ops of 128
 REPLICATION_FACTOR_MAX = 5
 FANOUT_INFLIGHT_MAX = 256  # node calls a router has in flight at once (all requests)
 ROUTER_CALL_TIMEOUT_S = 30.0  # default deadline when the client sets none

@@ -15,7 +15,7 @@ import signal
 import uuid
 from dataclasses import dataclass
 
-from quartz_cluster import logs
+from quartz_cluster import limits, logs
 from quartz_cluster.coordinator.reconcile import (
     Action,
     ClusterView,
@@ -148,14 +148,27 @@ class Coordinator:
             }
         else:
             assert isinstance(action, PurgeCollection)
-            _, kvs = await self.store.list(schema.SHARDS + action.collection_id.encode() + b"/")
-            _, reps = await self.store.list(schema.REPLICAS + action.collection_id.encode() + b"/")
-            compare = guard
-            ops = [t.delete(kv.key) for kv in kvs + reps]
-            detail = {"collection_id": action.collection_id, "keys": len(ops)}
+            return await self._purge(action, guard)
         ok, _ = await self.store.transaction(compare=compare, success=ops)
         log.info(type(action).__name__ if ok else f"{type(action).__name__} skipped (stale)", extra=detail)
         return ok
+
+    async def _purge(self, action: PurgeCollection, guard: list) -> bool:
+        """Delete a dropped collection's shard and replica keys, in transactions of at most
+        ETCD_TXN_OPS_MAX operations (a purge need not be atomic: a tombstone already hides it)."""
+        t = self.store.txn
+        prefix = action.collection_id.encode() + b"/"
+        _, kvs = await self.store.list(schema.SHARDS + prefix)
+        _, reps = await self.store.list(schema.REPLICAS + prefix)
+        keys = [kv.key for kv in kvs + reps]
+        for start in range(0, len(keys), limits.ETCD_TXN_OPS_MAX):
+            chunk = keys[start : start + limits.ETCD_TXN_OPS_MAX]
+            ok, _ = await self.store.transaction(compare=guard, success=[t.delete(k) for k in chunk])
+            if not ok:
+                log.info("PurgeCollection skipped (stale)", extra={"collection_id": action.collection_id})
+                return False
+        log.info("PurgeCollection", extra={"collection_id": action.collection_id, "keys": len(keys)})
+        return True
 
 
 def run(settings: CoordinatorSettings, log_level: str = "info") -> int:

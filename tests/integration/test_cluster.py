@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -184,3 +185,47 @@ def test_recall_on_real_embeddings_through_the_cluster(module_cluster):
     recall = recall_at_k([[row_of[h.id] for h in hs] for hs in hits], ds.gt_ids, K)
     print(f"cluster recall@10 on pydocs 20k: {recall:.4f}")
     assert recall >= 0.95
+
+
+def test_largest_collection_is_placed_and_purged(module_cluster):
+    """64 shards x RF 3: one placement transaction; the drop purges 64 + 192 keys (more than
+    one etcd transaction may hold) and every node deletes its replicas."""
+    from quartz_cluster import limits
+    from quartz_cluster.meta import schema
+    from quartz_cluster.meta.store import EtcdStore
+
+    shards = limits.SHARDS_PER_COLLECTION_MAX
+    with QuartzClient(module_cluster.routers[0].address, timeout=120) as c:
+        info = c.create_collection("wide", dim=4, shards=shards, replication_factor=3, timeout=120)
+        assert info.ready and len(info.shard_map) == shards
+        c.upsert("wide", [str(i) for i in range(500)], np.ones((500, 4), dtype=np.float32))
+        assert c.count("wide") == 500
+        c.drop_collection("wide")
+
+    async def leftovers() -> int:
+        store = EtcdStore(module_cluster.etcd.endpoint)
+        try:
+            for _ in range(100):
+                _, kvs = await store.list(schema.SHARDS + info.id.encode())
+                _, reps = await store.list(schema.REPLICAS + info.id.encode())
+                if not kvs and not reps:
+                    return 0
+                await asyncio.sleep(0.1)
+            return len(kvs) + len(reps)
+        finally:
+            await store.close()
+
+    assert asyncio.run(leftovers()) == 0
+
+    def replica_dirs() -> int:
+        return sum(
+            len(list((n.data_dir / "shards" / info.id).glob("*")))
+            for n in module_cluster.nodes
+            if (n.data_dir / "shards" / info.id).exists()
+        )
+
+    for _ in range(100):  # nodes react to the tombstone asynchronously
+        if replica_dirs() == 0:
+            break
+        time.sleep(0.1)
+    assert replica_dirs() == 0
