@@ -38,3 +38,8 @@ REPLICATION_FACTOR_MAX = 5
 FANOUT_INFLIGHT_MAX = 256  # node calls a router has in flight at once (all requests)
 ROUTER_CALL_TIMEOUT_S = 30.0  # default deadline when the client sets none
 CREATE_WAIT_S_MAX = 120.0
+
+REPLICATION_TIMEOUT_S = 2.0  # a follower that does not ack within this is dropped from in_sync
+REPLICATION_ENTRIES_PER_CALL_MAX = 64  # catch-up sends the log in calls of at most this many entries
+INLINE_CATCHUP_ENTRIES_MAX = 256  # an in-sync follower this far behind is caught up inline
+SNAPSHOT_TIMEOUT_S = 600.0

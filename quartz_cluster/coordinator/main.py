@@ -15,6 +15,8 @@ import signal
 import uuid
 from dataclasses import dataclass
 
+import grpc
+
 from quartz_cluster import limits, logs
 from quartz_cluster.coordinator.reconcile import (
     Action,
@@ -22,14 +24,18 @@ from quartz_cluster.coordinator.reconcile import (
     PlaceShards,
     PurgeCollection,
     UpdateShard,
+    failover_candidates,
     reconcile,
 )
 from quartz_cluster.meta import schema
 from quartz_cluster.meta.lease import DEFAULT_TTL_S, LeaseKeeper
 from quartz_cluster.meta.store import EtcdStore
+from quartz_cluster.proto.quartz.v1 import node_pb2
+from quartz_cluster.replication.primary import Channels
 
 log = logging.getLogger("quartz.coordinator")
 CAMPAIGN_POLL_S = 0.5
+POSITION_TIMEOUT_S = 1.0
 GRANT_TIMEOUT_S = 30.0
 
 
@@ -52,6 +58,7 @@ class Coordinator:
             name="coordinator-lease",
         )
         self.leader_revision: int | None = None  # create revision of our leader key
+        self.channels = Channels()
         self.is_leader = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -115,6 +122,7 @@ class Coordinator:
                 deposed.set()
                 return
             view = ClusterView.from_kvs(revision, kvs)
+            view.positions = await self._positions(view, failover_candidates(view))
             for action in reconcile(view):
                 if not await self._apply(action):
                     break  # the view is stale: re-list before deciding more
@@ -125,6 +133,21 @@ class Coordinator:
             relay.cancel()
             self.is_leader.clear()
             self.leader_revision = None
+
+    async def _positions(self, view: ClusterView, wanted) -> dict[tuple[str, int, str], tuple[int, int]]:
+        """Ask each failover candidate where its log ends (short deadline; no answer: not a candidate)."""
+
+        async def ask(cid: str, shard: int, node: str):
+            stub = self.channels.stub(view.nodes[node].address)
+            req = node_pb2.StatsRequest(ref=node_pb2.ShardRef(collection_id=cid, shard=shard))
+            try:
+                s = await stub.Stats(req, timeout=POSITION_TIMEOUT_S)
+                return (cid, shard, node), (s.last_epoch, s.log_end)
+            except grpc.RpcError:
+                return None
+
+        answers = await asyncio.gather(*(ask(*w) for w in wanted))
+        return dict(a for a in answers if a is not None)
 
     async def _apply(self, action: Action) -> bool:
         t = self.store.txn

@@ -25,6 +25,9 @@ class ClusterView:
     )  # cid -> shard -> (rec, mod_rev)
     replicas: dict[tuple[str, int, str], ReplicaRecord] = field(default_factory=dict)
     tombstones: set[str] = field(default_factory=set)
+    # (collection_id, shard, node) -> (epoch of the replica's last entry, its log end), asked by
+    # the leader of the failover candidates that failover_candidates() names
+    positions: dict[tuple[str, int, str], tuple[int, int]] = field(default_factory=dict)
 
     @classmethod
     def from_kvs(cls, revision: int, kvs) -> ClusterView:
@@ -73,6 +76,39 @@ class PurgeCollection:
 
 
 Action = PlaceShards | UpdateShard | PurgeCollection
+
+
+def _primary_gone(view: ClusterView, rec: ShardRecord) -> bool:
+    """The primary lost its lease, or its process restarted since it was appointed."""
+    node = view.nodes.get(rec.primary)
+    return node is None or (bool(rec.primary_incarnation) and node.incarnation != rec.primary_incarnation)
+
+
+def _eligible(view: ClusterView, rec: ShardRecord) -> list[str]:
+    """In-sync replicas that may be promoted: live, and still the very replica that was in sync
+    (a replica whose data dir was lost and re-created has a new incarnation)."""
+    out = []
+    restarted = rec.primary in view.nodes
+    for member in rec.in_sync:
+        report = view.replicas.get((rec.collection_id, rec.shard, member.node))
+        if member.node not in view.nodes or report is None or report.incarnation != member.incarnation:
+            continue
+        if member.node == rec.primary and not restarted:
+            continue
+        out.append(member.node)
+    return out
+
+
+def failover_candidates(view: ClusterView) -> list[tuple[str, int, str]]:
+    """Replicas whose log position the leader must ask before reconcile can fail over."""
+    out = []
+    for cid, by_shard in view.shards.items():
+        if cid in view.tombstones:
+            continue
+        for shard, (rec, _) in by_shard.items():
+            if rec.in_sync and _primary_gone(view, rec):
+                out.extend((cid, shard, node) for node in _eligible(view, rec))
+    return out
 
 
 def reconcile(view: ClusterView) -> list[Action]:
@@ -131,13 +167,34 @@ def reconcile(view: ClusterView) -> list[Action]:
             continue
         for shard, (rec, mod_rev) in sorted(by_shard.items()):
             if rec.in_sync:
+                if _primary_gone(view, rec):
+                    scored = [
+                        (view.positions[(cid, shard, n)], n)
+                        for n in _eligible(view, rec)
+                        if (cid, shard, n) in view.positions
+                    ]
+                    if scored:  # else: no live in-sync replica; writes wait (DESIGN: last replica standing)
+                        best = max(scored)[1]
+                        in_sync = tuple(
+                            i for i in rec.in_sync if i.node != rec.primary or best == rec.primary
+                        )
+                        new = replace(
+                            rec,
+                            epoch=rec.epoch + 1,
+                            primary=best,
+                            primary_incarnation=view.nodes[best].incarnation,
+                            in_sync=in_sync,
+                        )
+                        actions.append(UpdateShard(new, mod_rev, f"failover from {rec.primary}"))
                 continue
             reports = [view.replicas.get((cid, shard, n)) for n in rec.replicas]
             if all(r is not None and r.state == "ready" for r in reports):
                 # A new shard: every replica exists and is empty, so all are in sync. Epoch 1
                 # is the first epoch in which the primary may accept writes.
                 in_sync = tuple(InSync(n, r.incarnation) for n, r in zip(rec.replicas, reports, strict=True))
-                actions.append(
-                    UpdateShard(replace(rec, epoch=1, in_sync=in_sync), mod_rev, "replicas created")
-                )
+                primary = view.nodes.get(rec.primary)
+                if primary is None:
+                    continue
+                new = replace(rec, epoch=1, in_sync=in_sync, primary_incarnation=primary.incarnation)
+                actions.append(UpdateShard(new, mod_rev, "replicas created"))
     return actions

@@ -102,6 +102,7 @@ class ShardRecord(Record):
     primary: str
     replicas: tuple[str, ...]
     in_sync: tuple[InSync, ...] = field(default=())
+    primary_incarnation: str = ""  # the primary node's process incarnation when it was appointed
 
     @property
     def ready(self) -> bool:

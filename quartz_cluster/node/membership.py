@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 
 from quartz_cluster.coordinator.reconcile import ClusterView
 from quartz_cluster.meta import schema
 from quartz_cluster.meta.lease import DEFAULT_TTL_S, LeaseKeeper
 from quartz_cluster.meta.store import EtcdStore
 from quartz_cluster.node.registry import ShardRegistry
-from quartz_cluster.node.shard import ShardSpec
+from quartz_cluster.node.shard import ShardReplica, ShardSpec
+from quartz_cluster.replication.primary import Channels, Replicator
 
 log = logging.getLogger("quartz.membership")
 GRANT_TIMEOUT_S = 30.0
@@ -40,6 +42,7 @@ class ClusterMember:
         )
         self._stop = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self.channels = Channels()
 
     async def start(self) -> None:
         self.keeper.start()
@@ -51,8 +54,12 @@ class ClusterMember:
         self._stop.set()
         if self._task is not None:
             await self._task
+        for replica in self.registry.shards.values():
+            if replica.replicator is not None:
+                replica.replicator.stop()
         self.keeper.stop(revoke=True)
         await self.store.close()
+        await self.channels.close()
 
     async def _on_state(self, revision: int, kvs) -> None:
         view = ClusterView.from_kvs(revision, kvs)
@@ -77,3 +84,61 @@ class ClusterMember:
                         schema.ReplicaRecord(self.node_id, replica.incarnation).to_json(),
                     )
                     log.info("replica reported", extra={"shard": f"{cid}/{shard}"})
+                if rec.in_sync:
+                    self._apply_role(replica, rec, view)
+
+    def _apply_role(self, replica: ShardReplica, rec: schema.ShardRecord, view: ClusterView) -> None:
+        """Make the replica primary or follower as the shard map says (DESIGN §5)."""
+        replica.lease_ok = self.keeper.alive
+        peers = {n: view.nodes[n].address for n in rec.replicas if n != self.node_id and n in view.nodes}
+        if rec.primary == self.node_id:
+            current = replica.replicator
+            if replica.role != "primary" or replica.epoch != rec.epoch or current is None or current.stopped:
+                in_sync = {i.node: i.incarnation for i in rec.in_sync}
+
+                async def isr_change(node: str, incarnation: str | None, rec=rec) -> bool:
+                    return await self._isr_change(rec.collection_id, rec.shard, rec.epoch, node, incarnation)
+
+                replica.become_primary(
+                    rec.epoch,
+                    Replicator(replica, self.node_id, rec.epoch, peers, in_sync, isr_change, self.channels),
+                )
+                log.info("primary", extra={"shard": f"{rec.collection_id}/{rec.shard}", "epoch": rec.epoch})
+            replica.replicator.update(peers)
+        elif replica.role != "follower" or replica.epoch < rec.epoch or replica.primary_hint != rec.primary:
+            replica.become_follower(rec.epoch, rec.primary)
+            log.info(
+                "follower",
+                extra={
+                    "shard": f"{rec.collection_id}/{rec.shard}",
+                    "epoch": rec.epoch,
+                    "primary": rec.primary,
+                },
+            )
+
+    async def _isr_change(self, cid: str, shard: int, epoch: int, node: str, incarnation: str | None) -> bool:
+        """Compare-and-swap the shard's in_sync in etcd, as its primary in `epoch`."""
+        try:
+            key = schema.shard_key(cid, shard)
+            kv = await self.store.get(key)
+            if kv is None:
+                return False
+            rec = schema.ShardRecord.from_json(kv.value)
+            if rec.epoch != epoch or rec.primary != self.node_id:
+                return False  # the map moved on: not ours to change
+            keep = tuple(i for i in rec.in_sync if i.node != node)
+            in_sync = (*keep, schema.InSync(node, incarnation)) if incarnation else keep
+            t = self.store.txn
+            ok, _ = await self.store.transaction(
+                compare=[t.mod(key) == kv.mod_revision],
+                success=[t.put(key, replace(rec, in_sync=in_sync).to_json())],
+            )
+            log.info(
+                "in_sync changed" if ok else "in_sync change lost a race",
+                extra={"shard": f"{cid}/{shard}", "epoch": epoch, "node": node, "added": bool(incarnation)},
+            )
+            return ok
+        except Exception as exc:
+            log.warning("in_sync change failed", extra={"shard": f"{cid}/{shard}", "error": repr(exc)})
+            await self.store.reset()
+            return False

@@ -44,6 +44,11 @@ class TaggedRWLock:
                 if self._readers == 0:
                     self._cond.notify_all()
 
+    def reset_tag(self) -> None:
+        """The guarded object was replaced: re-apply the tag at the next shared acquisition.
+        Call while holding the lock exclusively."""
+        self._tag = None
+
     def _may_read(self, tag: int) -> bool:
         if self._readers == 0:
             return True

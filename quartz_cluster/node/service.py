@@ -4,11 +4,13 @@ Errors are mapped by `rpc.status.rpc`; nothing here knows about storage internal
 from __future__ import annotations
 
 import asyncio
+import queue
+import threading
 
 import psutil
 
 from quartz_cluster import filters, limits, validation
-from quartz_cluster.errors import InvalidArgument
+from quartz_cluster.errors import FailedPrecondition, InvalidArgument
 from quartz_cluster.node.registry import ShardRegistry
 from quartz_cluster.node.shard import ShardReplica, ShardSpec
 from quartz_cluster.proto.quartz.v1 import node_pb2, node_pb2_grpc
@@ -71,7 +73,8 @@ class NodeService(node_pb2_grpc.NodeServicer):
             request.delete_ids,
             shard.spec.dim,
         )
-        return node_pb2.WriteResponse(lsn=await shard.write(batch))
+        lsn = await shard.write(batch, request.epoch, max(1, request.min_in_sync))
+        return node_pb2.WriteResponse(lsn=lsn)
 
     @rpc
     async def Get(self, request, context):
@@ -104,12 +107,75 @@ class NodeService(node_pb2_grpc.NodeServicer):
 
     def _stats(self, shard: ShardReplica) -> node_pb2.ShardStats:
         return node_pb2.ShardStats(
-            spec=spec_to_proto(shard.spec), rss_bytes=self.process.memory_info().rss, **shard.stats()
+            spec=spec_to_proto(shard.spec),
+            rss_bytes=self.process.memory_info().rss,
+            role=shard.role,
+            **shard.stats(),
         )
 
     @rpc
     async def Stats(self, request, context):
         return self._stats(self._shard(request.ref))
+
+    @rpc
+    async def Replicate(self, request, context):
+        shard = self._shard(request.ref)
+        if (
+            len(request.entries)
+            > limits.REPLICATION_ENTRIES_PER_CALL_MAX
+            + limits.INLINE_CATCHUP_ENTRIES_MAX
+            + limits.GROUP_COMMIT_BATCHES_MAX
+        ):
+            raise InvalidArgument(f"{len(request.entries)} entries in one call is too many", "entries")
+        return await shard.append_replicated(request)
+
+    @rpc
+    async def InstallSnapshot(self, request_iterator, context):
+        first = None
+        rows: queue.Queue = queue.Queue(maxsize=4)
+        shard = None
+
+        async def feed() -> None:
+            nonlocal first
+            async for chunk in request_iterator:
+                if first is None:
+                    first = chunk
+                    started.set()
+                await asyncio.to_thread(rows.put, list(zip(chunk.keys, chunk.values, strict=True)))
+            await asyncio.to_thread(rows.put, None)
+            started.set()
+
+        started = asyncio.Event()
+        feeder = asyncio.create_task(feed())
+        await started.wait()
+        if first is None:
+            raise InvalidArgument("an empty snapshot stream", "chunks")
+        try:
+            shard = self._shard(first.ref)
+            if first.epoch < shard.epoch:
+                raise FailedPrecondition(
+                    f"epoch {first.epoch} is fenced: accepted epoch {shard.epoch}", "epoch"
+                )
+            assert shard.commit_lock is not None
+            async with shard.commit_lock:
+                await asyncio.to_thread(
+                    shard.install_snapshot,
+                    first.epoch,
+                    first.lsn,
+                    first.lsn_epoch,
+                    first.next_label,
+                    iter(rows.get, None),
+                )
+            await feeder
+        finally:
+            if not feeder.done():  # failed midway: keep draining so the feeder never blocks
+                threading.Thread(target=lambda: list(iter(rows.get, None)), daemon=True).start()
+        return node_pb2.ReplicateResponse(
+            status=node_pb2.REPLICATE_OK,
+            log_end=shard.log_end,
+            last_epoch=shard.last_epoch,
+            incarnation=shard.incarnation,
+        )
 
     @rpc
     async def ListShards(self, request, context):

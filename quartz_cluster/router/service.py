@@ -11,7 +11,14 @@ import grpc
 import numpy as np
 
 from quartz_cluster import filters, limits, validation
-from quartz_cluster.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, QuartzError
+from quartz_cluster.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    QuartzError,
+    Unavailable,
+)
 from quartz_cluster.meta import schema
 from quartz_cluster.meta.schema import CollectionRecord
 from quartz_cluster.meta.store import EtcdStore
@@ -23,6 +30,16 @@ from quartz_cluster.rpc.server import CHANNEL_OPTIONS
 from quartz_cluster.rpc.status import error_from_rpc, rpc
 
 DEADLINE_MARGIN_S = 0.05
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def required_in_sync(consistency: int, replication_factor: int) -> int:
+    """write_consistency -> how many in-sync replicas a write needs (DESIGN §5)."""
+    if consistency == quartz_pb2.ONE:
+        return 1
+    if consistency == quartz_pb2.ALL:
+        return replication_factor
+    return replication_factor // 2 + 1  # majority, the default
 
 
 class NodePool:
@@ -165,7 +182,7 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
     # ------------------------------------------------------------------ writes
 
     async def _write(
-        self, coll: CollectionRecord, ids: list[str], make_request, timeout_s: float
+        self, coll: CollectionRecord, ids: list[str], make_request, timeout_s: float, consistency: int
     ) -> quartz_pb2.WriteResult:
         groups = split_by_shard(ids, coll.shards)
         errors: list[quartz_pb2.PointError] = []
@@ -174,9 +191,21 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
         async def one(shard: int, idx: np.ndarray) -> None:
             try:
                 route = self.shardmap.primary(coll, shard)
+                need = required_in_sync(consistency, coll.replication_factor)
+                if len(route.record.in_sync) < need:
+                    raise Unavailable(
+                        f"shard {shard} has {len(route.record.in_sync)} in-sync replicas; "
+                        f"the write_consistency needs {need}",
+                        "write_consistency",
+                    )
                 req = make_request(node_pb2.ShardRef(collection_id=coll.id, shard=shard), idx)
+                req.epoch, req.min_in_sync = route.record.epoch, need
                 await self._call(route.address, "Write", req, timeout_s)
             except (QuartzError, grpc.RpcError) as exc:
+                if isinstance(exc, grpc.RpcError) and exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                    # validated already: a node refuses only for fencing (a new primary or epoch);
+                    # the client retries once this router's map has caught up
+                    exc = Unavailable(f"shard {shard}: {exc.details()}")
                 err = exc if isinstance(exc, QuartzError) else error_from_rpc(exc, f"shard {shard}: ")
                 failed.add(shard)
                 errors.extend(
@@ -209,7 +238,7 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
                 ),
             )
 
-        return await self._write(coll, batch.ids, make, _timeout(context))
+        return await self._write(coll, batch.ids, make, _timeout(context), request.write_consistency)
 
     @rpc
     async def Delete(self, request, context):
@@ -222,9 +251,25 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
             ids,
             lambda ref, idx: node_pb2.WriteRequest(ref=ref, delete_ids=[ids[i] for i in idx]),
             _timeout(context),
+            request.write_consistency,
         )
 
     # ------------------------------------------------------------------ reads
+
+    async def _read(
+        self, coll: CollectionRecord, shard: int, consistency: int, method: str, req, timeout_s: float
+    ):
+        """Call one replica of the shard, falling through to the next on UNAVAILABLE."""
+        last: grpc.RpcError | None = None
+        for route in self.shardmap.read_routes(coll, shard, consistency == quartz_pb2.STRONG):
+            try:
+                return await self._call(route.address, method, req, timeout_s)
+            except grpc.RpcError as exc:
+                if exc.code() not in RETRYABLE:
+                    raise error_from_rpc(exc, f"shard {shard}: ") from None
+                last = exc
+        assert last is not None
+        raise error_from_rpc(last, f"shard {shard}: ")
 
     @rpc
     async def Get(self, request, context):
@@ -236,17 +281,13 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
         timeout_s = _timeout(context)
 
         async def one(shard: int, idx: np.ndarray):
-            route = self.shardmap.primary(coll, shard)
             req = node_pb2.GetRequest(
                 ref=node_pb2.ShardRef(collection_id=coll.id, shard=shard),
                 ids=[ids[i] for i in idx],
                 with_vectors=request.with_vectors,
                 with_payload=request.with_payload,
             )
-            try:
-                return (await self._call(route.address, "Get", req, timeout_s)).points
-            except grpc.RpcError as exc:
-                raise error_from_rpc(exc, f"shard {shard}: ") from None
+            return (await self._read(coll, shard, request.consistency, "Get", req, timeout_s)).points
 
         found = {
             p.id: p for pts in await asyncio.gather(*(one(s, i) for s, i in groups.items())) for p in pts
@@ -269,7 +310,6 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
         timeout_s = _timeout(context)
 
         async def one(shard: int):
-            route = self.shardmap.primary(coll, shard)
             req = node_pb2.SearchRequest(
                 ref=node_pb2.ShardRef(collection_id=coll.id, shard=shard),
                 queries=q,
@@ -278,10 +318,7 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
                 filter=request.filter,
                 with_payload=request.with_payload,
             )
-            try:
-                return await self._call(route.address, "Search", req, timeout_s)
-            except grpc.RpcError as exc:
-                raise error_from_rpc(exc, f"shard {shard}: ") from None
+            return await self._read(coll, shard, request.consistency, "Search", req, timeout_s)
 
         replies = await asyncio.gather(*(one(s) for s in range(coll.shards)), return_exceptions=True)
         ok = [r for r in replies if not isinstance(r, BaseException)]
@@ -309,12 +346,9 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
         timeout_s = _timeout(context)
 
         async def one(shard: int) -> int:
-            route = self.shardmap.primary(coll, shard)
+            # the primary's count: only committed writes (a follower may hold a few not yet committed)
             req = node_pb2.StatsRequest(ref=node_pb2.ShardRef(collection_id=coll.id, shard=shard))
-            try:
-                return (await self._call(route.address, "Stats", req, timeout_s)).count
-            except grpc.RpcError as exc:
-                raise error_from_rpc(exc, f"shard {shard}: ") from None
+            return (await self._read(coll, shard, quartz_pb2.STRONG, "Stats", req, timeout_s)).count
 
         counts = await asyncio.gather(*(one(s) for s in range(coll.shards)))
         return quartz_pb2.CountResponse(

@@ -4,6 +4,7 @@ this cache (never etcd), so a slow or unreachable etcd cannot slow queries."""
 from __future__ import annotations
 
 import asyncio
+import random
 from dataclasses import dataclass
 
 from quartz_cluster.coordinator.reconcile import ClusterView
@@ -57,6 +58,21 @@ class ShardMap:
     def ready(self, coll: CollectionRecord) -> bool:
         shards = self.shards(coll)
         return len(shards) == coll.shards and all(r.ready for r in shards.values())
+
+    def read_routes(self, coll: CollectionRecord, shard: int, strong: bool) -> list[Route]:
+        """Replicas to read a shard from, in the order to try them. Strong: the primary only.
+        Eventual: the live in-sync replicas in random order (load spread), then the primary."""
+        if strong:
+            return [self.primary(coll, shard)]
+        rec = self.view.shards.get(coll.id, {}).get(shard, (None, 0))[0]
+        if rec is None or not rec.ready:
+            raise Unavailable(f"shard {shard} of {coll.name!r} is not ready yet", "collection")
+        members = [i.node for i in rec.in_sync if i.node in self.view.nodes]
+        random.shuffle(members)
+        routes = [Route(shard, rec, self.view.nodes[n].address) for n in members]
+        if not routes:
+            raise Unavailable(f"shard {shard} of {coll.name!r} has no live in-sync replica", "collection")
+        return routes
 
     def primary(self, coll: CollectionRecord, shard: int) -> Route:
         """Where writes (and, until replication lands, reads) of a shard go."""

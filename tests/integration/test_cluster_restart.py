@@ -43,4 +43,9 @@ def test_full_restart_from_data_dir(cluster_factory):
         assert np.array_equal(np.stack([p.vector for p in got]), ds.base[100:200])
     assert before[0] == after[0] == 5900
     assert before[1] == after[1] and before[2] == after[2]
-    assert info_before.id == info_after.id and info_before.shard_map == info_after.shard_map
+    assert info_before.id == info_after.id
+    # Every primary's process restarted, so each shard failed over to a new epoch (possibly the
+    # same node): placement is kept, and every replica is back in sync.
+    for b, a in zip(info_before.shard_map, info_after.shard_map, strict=True):
+        assert a["replicas"] == b["replicas"] and a["epoch"] > b["epoch"]
+        assert a["primary"] in a["replicas"]

@@ -13,10 +13,19 @@ class Metric(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     COSINE: _ClassVar[Metric]
     L2: _ClassVar[Metric]
     IP: _ClassVar[Metric]
+
+class ReplicateStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REPLICATE_OK: _ClassVar[ReplicateStatus]
+    REPLICATE_BEHIND: _ClassVar[ReplicateStatus]
+    REPLICATE_DIVERGED: _ClassVar[ReplicateStatus]
 METRIC_UNSPECIFIED: Metric
 COSINE: Metric
 L2: Metric
 IP: Metric
+REPLICATE_OK: ReplicateStatus
+REPLICATE_BEHIND: ReplicateStatus
+REPLICATE_DIVERGED: ReplicateStatus
 
 class Vectors(_message.Message):
     __slots__ = ("data", "count", "dim")
@@ -93,14 +102,18 @@ class PointBatch(_message.Message):
     def __init__(self, ids: _Optional[_Iterable[str]] = ..., vectors: _Optional[_Union[Vectors, _Mapping]] = ..., payloads: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class WriteRequest(_message.Message):
-    __slots__ = ("ref", "upserts", "delete_ids")
+    __slots__ = ("ref", "upserts", "delete_ids", "epoch", "min_in_sync")
     REF_FIELD_NUMBER: _ClassVar[int]
     UPSERTS_FIELD_NUMBER: _ClassVar[int]
     DELETE_IDS_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    MIN_IN_SYNC_FIELD_NUMBER: _ClassVar[int]
     ref: ShardRef
     upserts: PointBatch
     delete_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, ref: _Optional[_Union[ShardRef, _Mapping]] = ..., upserts: _Optional[_Union[PointBatch, _Mapping]] = ..., delete_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    epoch: int
+    min_in_sync: int
+    def __init__(self, ref: _Optional[_Union[ShardRef, _Mapping]] = ..., upserts: _Optional[_Union[PointBatch, _Mapping]] = ..., delete_ids: _Optional[_Iterable[str]] = ..., epoch: _Optional[int] = ..., min_in_sync: _Optional[int] = ...) -> None: ...
 
 class WriteResponse(_message.Message):
     __slots__ = ("lsn",)
@@ -177,7 +190,7 @@ class StatsRequest(_message.Message):
     def __init__(self, ref: _Optional[_Union[ShardRef, _Mapping]] = ...) -> None: ...
 
 class ShardStats(_message.Message):
-    __slots__ = ("spec", "count", "applied_lsn", "checkpoint_lsn", "index_bytes", "capacity", "free_labels", "rss_bytes")
+    __slots__ = ("spec", "count", "applied_lsn", "checkpoint_lsn", "index_bytes", "capacity", "free_labels", "rss_bytes", "epoch", "log_end", "last_epoch", "role")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     APPLIED_LSN_FIELD_NUMBER: _ClassVar[int]
@@ -186,6 +199,10 @@ class ShardStats(_message.Message):
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     FREE_LABELS_FIELD_NUMBER: _ClassVar[int]
     RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    LOG_END_FIELD_NUMBER: _ClassVar[int]
+    LAST_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
     spec: ShardSpec
     count: int
     applied_lsn: int
@@ -194,7 +211,11 @@ class ShardStats(_message.Message):
     capacity: int
     free_labels: int
     rss_bytes: int
-    def __init__(self, spec: _Optional[_Union[ShardSpec, _Mapping]] = ..., count: _Optional[int] = ..., applied_lsn: _Optional[int] = ..., checkpoint_lsn: _Optional[int] = ..., index_bytes: _Optional[int] = ..., capacity: _Optional[int] = ..., free_labels: _Optional[int] = ..., rss_bytes: _Optional[int] = ...) -> None: ...
+    epoch: int
+    log_end: int
+    last_epoch: int
+    role: str
+    def __init__(self, spec: _Optional[_Union[ShardSpec, _Mapping]] = ..., count: _Optional[int] = ..., applied_lsn: _Optional[int] = ..., checkpoint_lsn: _Optional[int] = ..., index_bytes: _Optional[int] = ..., capacity: _Optional[int] = ..., free_labels: _Optional[int] = ..., rss_bytes: _Optional[int] = ..., epoch: _Optional[int] = ..., log_end: _Optional[int] = ..., last_epoch: _Optional[int] = ..., role: _Optional[str] = ...) -> None: ...
 
 class ListShardsRequest(_message.Message):
     __slots__ = ()
@@ -225,3 +246,49 @@ class LogEntry(_message.Message):
     delete_ids: _containers.RepeatedScalarFieldContainer[str]
     delete_labels: bytes
     def __init__(self, lsn: _Optional[int] = ..., epoch: _Optional[int] = ..., ids: _Optional[_Iterable[str]] = ..., labels: _Optional[bytes] = ..., vectors: _Optional[_Union[Vectors, _Mapping]] = ..., payloads: _Optional[_Iterable[bytes]] = ..., delete_ids: _Optional[_Iterable[str]] = ..., delete_labels: _Optional[bytes] = ...) -> None: ...
+
+class ReplicateRequest(_message.Message):
+    __slots__ = ("ref", "epoch", "primary", "prev_lsn", "prev_epoch", "entries")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_FIELD_NUMBER: _ClassVar[int]
+    PREV_LSN_FIELD_NUMBER: _ClassVar[int]
+    PREV_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    ref: ShardRef
+    epoch: int
+    primary: str
+    prev_lsn: int
+    prev_epoch: int
+    entries: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, ref: _Optional[_Union[ShardRef, _Mapping]] = ..., epoch: _Optional[int] = ..., primary: _Optional[str] = ..., prev_lsn: _Optional[int] = ..., prev_epoch: _Optional[int] = ..., entries: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class ReplicateResponse(_message.Message):
+    __slots__ = ("status", "log_end", "last_epoch", "incarnation")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    LOG_END_FIELD_NUMBER: _ClassVar[int]
+    LAST_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    status: ReplicateStatus
+    log_end: int
+    last_epoch: int
+    incarnation: str
+    def __init__(self, status: _Optional[_Union[ReplicateStatus, str]] = ..., log_end: _Optional[int] = ..., last_epoch: _Optional[int] = ..., incarnation: _Optional[str] = ...) -> None: ...
+
+class SnapshotChunk(_message.Message):
+    __slots__ = ("ref", "epoch", "lsn", "lsn_epoch", "next_label", "keys", "values")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    LSN_FIELD_NUMBER: _ClassVar[int]
+    LSN_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    NEXT_LABEL_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    ref: ShardRef
+    epoch: int
+    lsn: int
+    lsn_epoch: int
+    next_label: int
+    keys: _containers.RepeatedScalarFieldContainer[bytes]
+    values: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, ref: _Optional[_Union[ShardRef, _Mapping]] = ..., epoch: _Optional[int] = ..., lsn: _Optional[int] = ..., lsn_epoch: _Optional[int] = ..., next_label: _Optional[int] = ..., keys: _Optional[_Iterable[bytes]] = ..., values: _Optional[_Iterable[bytes]] = ...) -> None: ...

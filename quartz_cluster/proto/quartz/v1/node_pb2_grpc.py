@@ -69,6 +69,16 @@ class NodeStub:
                 request_serializer=quartz_dot_v1_dot_node__pb2.ListShardsRequest.SerializeToString,
                 response_deserializer=quartz_dot_v1_dot_node__pb2.ListShardsResponse.FromString,
                 _registered_method=True)
+        self.Replicate = channel.unary_unary(
+                '/quartz.v1.Node/Replicate',
+                request_serializer=quartz_dot_v1_dot_node__pb2.ReplicateRequest.SerializeToString,
+                response_deserializer=quartz_dot_v1_dot_node__pb2.ReplicateResponse.FromString,
+                _registered_method=True)
+        self.InstallSnapshot = channel.stream_unary(
+                '/quartz.v1.Node/InstallSnapshot',
+                request_serializer=quartz_dot_v1_dot_node__pb2.SnapshotChunk.SerializeToString,
+                response_deserializer=quartz_dot_v1_dot_node__pb2.ReplicateResponse.FromString,
+                _registered_method=True)
 
 
 class NodeServicer:
@@ -116,6 +126,18 @@ class NodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Replicate(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def InstallSnapshot(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -153,6 +175,16 @@ def add_NodeServicer_to_server(servicer, server):
                     servicer.ListShards,
                     request_deserializer=quartz_dot_v1_dot_node__pb2.ListShardsRequest.FromString,
                     response_serializer=quartz_dot_v1_dot_node__pb2.ListShardsResponse.SerializeToString,
+            ),
+            'Replicate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Replicate,
+                    request_deserializer=quartz_dot_v1_dot_node__pb2.ReplicateRequest.FromString,
+                    response_serializer=quartz_dot_v1_dot_node__pb2.ReplicateResponse.SerializeToString,
+            ),
+            'InstallSnapshot': grpc.stream_unary_rpc_method_handler(
+                    servicer.InstallSnapshot,
+                    request_deserializer=quartz_dot_v1_dot_node__pb2.SnapshotChunk.FromString,
+                    response_serializer=quartz_dot_v1_dot_node__pb2.ReplicateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -344,6 +376,60 @@ class Node:
             '/quartz.v1.Node/ListShards',
             quartz_dot_v1_dot_node__pb2.ListShardsRequest.SerializeToString,
             quartz_dot_v1_dot_node__pb2.ListShardsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Replicate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quartz.v1.Node/Replicate',
+            quartz_dot_v1_dot_node__pb2.ReplicateRequest.SerializeToString,
+            quartz_dot_v1_dot_node__pb2.ReplicateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InstallSnapshot(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/quartz.v1.Node/InstallSnapshot',
+            quartz_dot_v1_dot_node__pb2.SnapshotChunk.SerializeToString,
+            quartz_dot_v1_dot_node__pb2.ReplicateResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,272 @@
+"""The primary side of a shard's replication (DESIGN §5).
+
+`replicate()` is called by the shard's writer, holding the commit lock, after a group's
+entries are durable locally. It returns once every member of in_sync holds them durably. A
+follower that does not acknowledge within REPLICATION_TIMEOUT_S is first removed from in_sync
+in etcd (compare-and-swap on the shard key, through `isr_change`), and only then is the write
+acknowledged without it. If the removal cannot be made (the map moved: a new epoch, another
+primary), the write is not committed.
+
+Every replica outside in_sync gets a catch-up task: it brings the follower up to the log end
+(by log, or by snapshot when the follower diverged or the log no longer reaches back), then,
+holding the commit lock so no entry can slip in between, adds it back to in_sync. From the
+moment that succeeds, the follower counts in every acknowledgement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Awaitable, Callable
+
+import grpc
+
+from quartz_cluster import limits, logs
+from quartz_cluster.proto.quartz.v1 import node_pb2, node_pb2_grpc
+from quartz_cluster.rpc.server import CHANNEL_OPTIONS
+
+log = logging.getLogger("quartz.replication")
+CATCHUP_BACKOFF_S_MAX = 2.0
+
+# isr_change(node, incarnation): add the node to in_sync with that incarnation, or remove it
+# (incarnation None). True when etcd took the change.
+IsrChange = Callable[[str, str | None], Awaitable[bool]]
+
+
+class NotCommitted(Exception):
+    pass
+
+
+class Channels:
+    """Reused grpc.aio channels to peers, by address."""
+
+    def __init__(self) -> None:
+        self._stubs: dict[str, node_pb2_grpc.NodeStub] = {}
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def stub(self, address: str) -> node_pb2_grpc.NodeStub:
+        if address not in self._stubs:
+            self._channels[address] = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            self._stubs[address] = node_pb2_grpc.NodeStub(self._channels[address])
+        return self._stubs[address]
+
+    async def close(self) -> None:
+        for ch in self._channels.values():
+            await ch.close()
+
+
+class Replicator:
+    def __init__(
+        self,
+        replica,
+        me: str,
+        epoch: int,
+        peers: dict[str, str],
+        in_sync: dict[str, str],
+        isr_change: IsrChange,
+        channels: Channels,
+    ) -> None:
+        self.replica, self.me, self.epoch = replica, me, epoch
+        self.peers = dict(peers)  # replica node -> address (not me)
+        self.in_sync = dict(in_sync)  # node -> replica incarnation (me included)
+        self.isr_change, self.channels = isr_change, channels
+        self.log = logs.ContextAdapter(log, {"shard": replica.spec.name, "epoch": epoch})
+        self.ref = node_pb2.ShardRef(collection_id=replica.spec.collection_id, shard=replica.spec.shard)
+        self._catchups: dict[str, asyncio.Task] = {}
+        self.stopped = False
+
+    # ------------------------------------------------------------------ membership
+
+    def in_sync_size(self) -> int:
+        return len(self.in_sync)
+
+    def update(self, peers: dict[str, str]) -> None:
+        """New addresses (a peer restarted) or replicas; (re)start catch-up where needed."""
+        self.peers = dict(peers)
+        for node in self.peers:
+            if node not in self.in_sync:
+                self._start_catchup(node)
+
+    def stop(self) -> None:
+        self.stopped = True
+        for task in self._catchups.values():
+            task.cancel()
+
+    def _start_catchup(self, node: str) -> None:
+        task = self._catchups.get(node)
+        if self.stopped or (task is not None and not task.done()):
+            return
+        self._catchups[node] = asyncio.get_running_loop().create_task(
+            self._catch_up(node), name=f"catchup-{node}"
+        )
+
+    def _check_current(self) -> None:
+        if self.stopped or self.replica.role != "primary" or self.replica.epoch != self.epoch:
+            raise NotCommitted(f"no longer the primary of epoch {self.epoch}")
+
+    # ------------------------------------------------------------------ the write path
+
+    async def replicate(self, entries: list[bytes], prev_lsn: int, prev_epoch: int) -> None:
+        acked: set[str] = set()
+        while True:
+            self._check_current()
+            targets = [n for n in self.in_sync if n != self.me and n not in acked]
+            if not targets:
+                return
+            results = await asyncio.gather(*(self._send(n, entries, prev_lsn, prev_epoch) for n in targets))
+            for node, ok in zip(targets, results, strict=True):
+                if ok:
+                    acked.add(node)
+                    continue
+                self.log.warning(
+                    "follower did not acknowledge; removing it from in_sync", extra={"node": node}
+                )
+                if await self.isr_change(node, None):
+                    self.in_sync.pop(node, None)
+                    self._start_catchup(node)
+                else:
+                    self._check_current()
+                    await asyncio.sleep(0.2)  # etcd unreachable or the map moved: retry, or stop above
+
+    async def _send(self, node: str, entries: list[bytes], prev_lsn: int, prev_epoch: int) -> bool:
+        address = self.peers.get(node)
+        if address is None:
+            return False
+        stub = self.channels.stub(address)
+        try:
+            resp = await self._replicate(stub, prev_lsn, prev_epoch, entries)
+            if (
+                resp.status == node_pb2.REPLICATE_BEHIND
+                and prev_lsn - resp.log_end <= limits.INLINE_CATCHUP_ENTRIES_MAX
+            ):
+                # In sync but a little behind (e.g. after a promotion): fill the gap, then retry.
+                fill = await asyncio.to_thread(
+                    self.replica.read_log, resp.log_end + 1, prev_lsn - resp.log_end
+                )
+                if fill is not None:
+                    epoch = self.replica._entry_epoch(resp.log_end)
+                    resp = await self._replicate(stub, resp.log_end, epoch, fill + entries)
+            return resp.status == node_pb2.REPLICATE_OK
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.FAILED_PRECONDITION and "fenced" in (exc.details() or ""):
+                self.stopped = True  # a newer epoch exists: this primary is stale
+            self.log.warning(
+                "replicate failed", extra={"node": node, "error": f"{exc.code().name}: {exc.details()}"}
+            )
+            return False
+
+    async def _replicate(
+        self,
+        stub,
+        prev_lsn: int,
+        prev_epoch: int,
+        entries: list[bytes],
+        timeout_s: float = limits.REPLICATION_TIMEOUT_S,
+    ) -> node_pb2.ReplicateResponse:
+        req = node_pb2.ReplicateRequest(
+            ref=self.ref,
+            epoch=self.epoch,
+            primary=self.me,
+            prev_lsn=prev_lsn,
+            prev_epoch=prev_epoch,
+            entries=entries,
+        )
+        return await stub.Replicate(req, timeout=timeout_s)
+
+    # ------------------------------------------------------------------ catch-up
+
+    async def _catch_up(self, node: str) -> None:
+        backoff = 0.1
+        while not self.stopped:
+            try:
+                if await self._bring_up_to_date(node, join=False):
+                    assert self.replica.commit_lock is not None
+                    async with self.replica.commit_lock:  # no entry can be appended meanwhile
+                        self._check_current()
+                        incarnation = await self._bring_up_to_date(node, join=True)
+                        if incarnation and await self.isr_change(node, incarnation):
+                            self.in_sync[node] = incarnation
+                            self.log.info("follower caught up; back in in_sync", extra={"node": node})
+                            return
+            except asyncio.CancelledError:
+                raise
+            except NotCommitted:
+                return
+            except Exception as exc:
+                self.log.info("catch-up attempt failed", extra={"node": node, "error": repr(exc)})
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, CATCHUP_BACKOFF_S_MAX)
+
+    async def _bring_up_to_date(self, node: str, join: bool) -> str | None:
+        """Send the follower what it lacks until its log ends where ours does. Returns its
+        replica incarnation when it is there, else None."""
+        address = self.peers.get(node)
+        if address is None:
+            return None
+        stub = self.channels.stub(address)
+        r = self.replica
+        resp = await self._replicate(stub, r.log_end, r.last_epoch, [])  # probe
+        for _ in range(100_000):  # bounded: each round makes progress or snapshots
+            self._check_current()
+            if resp.status == node_pb2.REPLICATE_OK and resp.log_end == r.log_end:
+                return resp.incarnation
+            if resp.status == node_pb2.REPLICATE_DIVERGED or resp.log_end > r.log_end:
+                resp = await self._send_snapshot(stub)
+                continue
+            start = resp.log_end + 1
+            entries = await asyncio.to_thread(r.read_log, start, limits.REPLICATION_ENTRIES_PER_CALL_MAX)
+            if entries is None:  # our log no longer reaches back that far
+                resp = await self._send_snapshot(stub)
+                continue
+            resp = await self._replicate(stub, resp.log_end, r._entry_epoch(resp.log_end), entries)
+            if not join and r.log_end - resp.log_end <= limits.REPLICATION_ENTRIES_PER_CALL_MAX:
+                return resp.incarnation if resp.log_end == r.log_end else None
+        return None
+
+    async def _send_snapshot(self, stub) -> node_pb2.ReplicateResponse:
+        """Stream our committed state to a follower. A thread reads RocksDB into a bounded queue;
+        the stream polls it, so neither side can block the other forever."""
+        r = self.replica
+        self.log.info("sending snapshot")
+        chunks: queue.Queue = queue.Queue(maxsize=4)
+        cancelled = threading.Event()
+
+        def produce() -> None:
+            for item in r.snapshot_chunks():
+                while not cancelled.is_set():
+                    try:
+                        chunks.put(item, timeout=0.5)
+                        break
+                    except queue.Full:
+                        pass
+                if cancelled.is_set():
+                    return
+
+        producer = asyncio.get_running_loop().run_in_executor(None, produce)
+
+        async def stream():
+            while True:
+                try:
+                    lsn, lsn_epoch, next_label, rows = chunks.get_nowait()
+                except queue.Empty:
+                    if producer.done() and chunks.empty():
+                        producer.result()  # re-raise a read error
+                        return
+                    await asyncio.sleep(0.005)
+                    continue
+                yield node_pb2.SnapshotChunk(
+                    ref=self.ref,
+                    epoch=self.epoch,
+                    lsn=lsn,
+                    lsn_epoch=lsn_epoch,
+                    next_label=next_label,
+                    keys=[k for k, _ in rows],
+                    values=[v for _, v in rows],
+                )
+
+        try:
+            return await stub.InstallSnapshot(stream(), timeout=limits.SNAPSHOT_TIMEOUT_S)
+        finally:
+            cancelled.set()
