@@ -51,6 +51,7 @@ def _node(args: argparse.Namespace) -> int:
             threads=args.threads,
             etcd=args.etcd,
             lease_ttl_s=args.lease_ttl,
+            log_retention_entries=args.log_retention,
         ),
         args.log_level,
     )
@@ -290,6 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="checkpoint the index after this many written points",
     )
     node.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="hnswlib threads")
+    node.add_argument(
+        "--log-retention",
+        type=int,
+        default=10_000,
+        metavar="ENTRIES",
+        help="log entries kept behind the newest checkpoint (for follower catch-up)",
+    )
     node.add_argument("--log-level", default="info")
     node.set_defaults(func=_node)
 

@@ -24,10 +24,12 @@ class LocalCluster:
         routers: int = 1,
         router_port: int = 0,
         lease_ttl_s: int = 3,
+        node_args: list[str] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.n_nodes, self.n_coordinators, self.n_routers = nodes, coordinators, routers
         self.router_port, self.lease_ttl_s = router_port, lease_ttl_s
+        self.node_args = node_args or []
         self.etcd: EtcdProcess | None = None
         self.coordinators: list[CoordinatorProcess] = []
         self.nodes: list[NodeProcess] = []
@@ -87,7 +89,7 @@ class LocalCluster:
             self.data_dir / "nodes" / node_id,
             self.logs / f"{node_id}.log",
             etcd=self.etcd.endpoint,
-            extra_args=["--lease-ttl", str(self.lease_ttl_s)],
+            extra_args=["--lease-ttl", str(self.lease_ttl_s), *self.node_args],
         )
 
     def processes(self) -> list[Child]:

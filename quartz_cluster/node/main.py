@@ -41,6 +41,7 @@ class NodeSettings:
     threads: int = os.cpu_count() or 1
     etcd: str | None = None  # host:port[,host:port...]; None: standalone (no cluster)
     lease_ttl_s: int = 3
+    log_retention_entries: int = 10_000
 
 
 def _write_node_file(settings: NodeSettings, address: str) -> None:
@@ -56,7 +57,12 @@ async def serve(settings: NodeSettings) -> None:
     os.makedirs(settings.data_dir, exist_ok=True)
     registry = ShardRegistry(
         settings.data_dir,
-        ShardOptions(settings.commit_mode, settings.checkpoint_every_points, settings.threads),
+        ShardOptions(
+            commit_mode=settings.commit_mode,
+            checkpoint_every_points=settings.checkpoint_every_points,
+            threads=settings.threads,
+            log_retention_entries=settings.log_retention_entries,
+        ),
     )
     service = NodeService(registry)
     server, port, health = build_server(
