@@ -43,3 +43,4 @@ REPLICATION_TIMEOUT_S = 2.0  # a follower that does not ack within this is dropp
 REPLICATION_ENTRIES_PER_CALL_MAX = 64  # catch-up sends the log in calls of at most this many entries
 INLINE_CATCHUP_ENTRIES_MAX = 256  # an in-sync follower this far behind is caught up inline
 SNAPSHOT_TIMEOUT_S = 600.0
+SESSION_WAIT_S_MAX = 1.0  # a replica waits this long to apply a session's LSN, then the router tries another

@@ -171,6 +171,27 @@ def get_request(collection, ids, with_vectors, with_payload, consistency):
     )
 
 
+class Session:
+    """Session tokens: per collection and shard, the highest (epoch, LSN) this client's writes
+    reached. Sent with consistency="session" reads so they always see the client's own writes."""
+
+    def __init__(self) -> None:
+        self.positions: dict[str, dict[int, quartz_pb2.ShardPosition]] = {}
+
+    def record(self, collection: str, result: quartz_pb2.WriteResult) -> None:
+        mine = self.positions.setdefault(collection, {})
+        for p in result.positions:
+            if p.shard not in mine or p.lsn > mine[p.shard].lsn:
+                mine[p.shard] = p
+
+    def attach(self, collection: str, request, consistency: str) -> None:
+        if consistency == "session":
+            request.session.extend(self.positions.get(collection, {}).values())
+
+    def forget(self, collection: str) -> None:
+        self.positions.pop(collection, None)
+
+
 def check_write(result: quartz_pb2.WriteResult, ids: list[str]) -> None:
     if result.errors:
         raise PartialWriteError({ids[e.index]: (e.code, e.message) for e in result.errors})

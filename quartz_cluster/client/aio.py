@@ -19,6 +19,7 @@ class AsyncQuartzClient:
     ) -> None:
         self.address, self.timeout = address, timeout
         self._metadata = c.metadata(api_key)
+        self.session = c.Session()
         self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
         self._stub = quartz_pb2_grpc.QuartzStub(self._channel)
 
@@ -66,6 +67,7 @@ class AsyncQuartzClient:
         return c.parse_collection(await self._call("CreateCollection", req, timeout))
 
     async def drop_collection(self, name: str) -> bool:
+        self.session.forget(name)
         return (await self._call("DropCollection", quartz_pb2.DropCollectionRequest(name=name))).dropped
 
     async def list_collections(self) -> list[c.CollectionInfo]:
@@ -86,13 +88,17 @@ class AsyncQuartzClient:
         timeout: float | None = None,
     ) -> None:
         req, sids = c.upsert_request(collection, ids, vectors, payloads, write_consistency)
-        c.check_write(await self._call("Upsert", req, timeout), sids)
+        result = await self._call("Upsert", req, timeout)
+        self.session.record(collection, result)
+        c.check_write(result, sids)
 
     async def delete(
         self, collection: str, ids: Sequence[str | int], write_consistency: str = "majority"
     ) -> None:
         req, sids = c.delete_request(collection, ids, write_consistency)
-        c.check_write(await self._call("Delete", req), sids)
+        result = await self._call("Delete", req)
+        self.session.record(collection, result)
+        c.check_write(result, sids)
 
     async def get(
         self,
@@ -103,6 +109,7 @@ class AsyncQuartzClient:
         consistency: str = "eventual",
     ) -> list[c.Point]:
         req = c.get_request(collection, ids, with_vectors, with_payload, consistency)
+        self.session.attach(collection, req, consistency)
         return c.parse_points(await self._call("Get", req), with_vectors, with_payload)
 
     async def search(
@@ -120,6 +127,7 @@ class AsyncQuartzClient:
         req, single = c.search_request(
             collection, query, k, filter, ef, consistency, with_payload, allow_partial
         )
+        self.session.attach(collection, req, consistency)
         return c.parse_hits(await self._call("Search", req, timeout), single, with_payload)
 
     async def count(self, collection: str) -> int:

@@ -28,6 +28,7 @@ class QuartzClient:
     ) -> None:
         self.address, self.timeout = address, timeout
         self._metadata = c.metadata(api_key)
+        self.session = c.Session()
         self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
         self._stub = quartz_pb2_grpc.QuartzStub(self._channel)
 
@@ -75,6 +76,7 @@ class QuartzClient:
         return c.parse_collection(self._call("CreateCollection", req, timeout))
 
     def drop_collection(self, name: str) -> bool:
+        self.session.forget(name)
         return self._call("DropCollection", quartz_pb2.DropCollectionRequest(name=name)).dropped
 
     def list_collections(self) -> list[c.CollectionInfo]:
@@ -97,11 +99,15 @@ class QuartzClient:
         timeout: float | None = None,
     ) -> None:
         req, sids = c.upsert_request(collection, ids, vectors, payloads, write_consistency)
-        c.check_write(self._call("Upsert", req, timeout), sids)
+        result = self._call("Upsert", req, timeout)
+        self.session.record(collection, result)
+        c.check_write(result, sids)
 
     def delete(self, collection: str, ids: Sequence[str | int], write_consistency: str = "majority") -> None:
         req, sids = c.delete_request(collection, ids, write_consistency)
-        c.check_write(self._call("Delete", req), sids)
+        result = self._call("Delete", req)
+        self.session.record(collection, result)
+        c.check_write(result, sids)
 
     def get(
         self,
@@ -112,6 +118,7 @@ class QuartzClient:
         consistency: str = "eventual",
     ) -> list[c.Point]:
         req = c.get_request(collection, ids, with_vectors, with_payload, consistency)
+        self.session.attach(collection, req, consistency)
         return c.parse_points(self._call("Get", req), with_vectors, with_payload)
 
     def search(
@@ -130,6 +137,7 @@ class QuartzClient:
         req, single = c.search_request(
             collection, query, k, filter, ef, consistency, with_payload, allow_partial
         )
+        self.session.attach(collection, req, consistency)
         return c.parse_hits(self._call("Search", req, timeout), single, with_payload)
 
     def count(self, collection: str) -> int:

@@ -42,6 +42,11 @@ def spec_to_proto(spec: ShardSpec) -> node_pb2.ShardSpec:
     )
 
 
+def _session_wait(context) -> float:
+    remaining = context.time_remaining()
+    return limits.SESSION_WAIT_S_MAX if remaining is None else min(limits.SESSION_WAIT_S_MAX, remaining / 2)
+
+
 class NodeService(node_pb2_grpc.NodeServicer):
     def __init__(self, registry: ShardRegistry) -> None:
         self.registry = registry
@@ -74,7 +79,7 @@ class NodeService(node_pb2_grpc.NodeServicer):
             shard.spec.dim,
         )
         lsn = await shard.write(batch, request.epoch, max(1, request.min_in_sync))
-        return node_pb2.WriteResponse(lsn=lsn)
+        return node_pb2.WriteResponse(lsn=lsn, epoch=shard.epoch)
 
     @rpc
     async def Get(self, request, context):
@@ -82,6 +87,8 @@ class NodeService(node_pb2_grpc.NodeServicer):
         if len(request.ids) > limits.GET_IDS_MAX:
             raise InvalidArgument(f"{len(request.ids)} ids exceeds {limits.GET_IDS_MAX}", "ids")
         ids = validation.point_ids(request.ids, "ids")
+        if request.min_lsn:
+            await shard.wait_applied(request.min_lsn, _session_wait(context))
         rows = await asyncio.to_thread(shard.get, ids, request.with_vectors, request.with_payload)
         return node_pb2.GetResponse(
             points=[node_pb2.Point(id=pid, vector=vec, payload=pay) for pid, vec, pay in rows]
@@ -97,6 +104,8 @@ class NodeService(node_pb2_grpc.NodeServicer):
         k = validation.bounded_int(request.k, "k", 1, limits.K_MAX)
         ef = validation.bounded_int(request.ef, "ef", 0, limits.EF_MAX)
         flt = filters.parse(request.filter)
+        if request.min_lsn:
+            await shard.wait_applied(request.min_lsn, _session_wait(context))
         results = await asyncio.to_thread(shard.search, queries, k, ef, flt, request.with_payload)
         return node_pb2.SearchResponse(
             results=[

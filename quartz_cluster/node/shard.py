@@ -852,6 +852,19 @@ class ShardReplica:
 
     # ---------------------------------------------------------------- reads
 
+    async def wait_applied(self, lsn: int, timeout_s: float) -> None:
+        """For a session read: return once `lsn` is applied here, or refuse after timeout_s."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self.applied_lsn < lsn:
+            if loop.time() >= deadline:
+                raise Unavailable(
+                    f"this replica of shard {self.spec.name} has applied LSN {self.applied_lsn}; "
+                    f"the session needs {lsn}",
+                    "session",
+                )
+            await asyncio.sleep(0.002)
+
     def search(
         self, queries: np.ndarray, k: int, ef: int, flt: filters.Filter | None, with_payload: bool
     ) -> list[SearchHits]:

@@ -187,6 +187,7 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
         groups = split_by_shard(ids, coll.shards)
         errors: list[quartz_pb2.PointError] = []
         failed: set[int] = set()
+        positions: list[quartz_pb2.ShardPosition] = []
 
         async def one(shard: int, idx: np.ndarray) -> None:
             try:
@@ -200,7 +201,8 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
                     )
                 req = make_request(node_pb2.ShardRef(collection_id=coll.id, shard=shard), idx)
                 req.epoch, req.min_in_sync = route.record.epoch, need
-                await self._call(route.address, "Write", req, timeout_s)
+                resp = await self._call(route.address, "Write", req, timeout_s)
+                positions.append(quartz_pb2.ShardPosition(shard=shard, epoch=resp.epoch, lsn=resp.lsn))
             except (QuartzError, grpc.RpcError) as exc:
                 if isinstance(exc, grpc.RpcError) and exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
                     # validated already: a node refuses only for fencing (a new primary or epoch);
@@ -216,6 +218,7 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
         errors.sort(key=lambda e: e.index)
         return quartz_pb2.WriteResult(
             errors=errors,
+            positions=sorted(positions, key=lambda p: p.shard),
             shards=quartz_pb2.ShardsAnswered(total=len(groups), answered=len(groups) - len(failed)),
         )
 
@@ -257,10 +260,21 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
     # ------------------------------------------------------------------ reads
 
     async def _read(
-        self, coll: CollectionRecord, shard: int, consistency: int, method: str, req, timeout_s: float
+        self,
+        coll: CollectionRecord,
+        shard: int,
+        consistency: int,
+        method: str,
+        req,
+        timeout_s: float,
+        session: dict[int, int] | None = None,
     ):
-        """Call one replica of the shard, falling through to the next on UNAVAILABLE."""
+        """Call one replica of the shard, falling through to the next on UNAVAILABLE. A session read
+        carries the LSN the client last wrote there: a replica that has not applied it says so,
+        and the next one (at worst the primary, which always has it) answers."""
         last: grpc.RpcError | None = None
+        if consistency == quartz_pb2.SESSION and session and shard in session:
+            req.min_lsn = session[shard]
         for route in self.shardmap.read_routes(coll, shard, consistency == quartz_pb2.STRONG):
             try:
                 return await self._call(route.address, method, req, timeout_s)
@@ -279,6 +293,7 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
         ids = validation.point_ids(request.ids, "ids")
         groups = split_by_shard(ids, coll.shards)
         timeout_s = _timeout(context)
+        session = {p.shard: p.lsn for p in request.session}
 
         async def one(shard: int, idx: np.ndarray):
             req = node_pb2.GetRequest(
@@ -287,7 +302,7 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
                 with_vectors=request.with_vectors,
                 with_payload=request.with_payload,
             )
-            return (await self._read(coll, shard, request.consistency, "Get", req, timeout_s)).points
+            return (await self._read(coll, shard, request.consistency, "Get", req, timeout_s, session)).points
 
         found = {
             p.id: p for pts in await asyncio.gather(*(one(s, i) for s, i in groups.items())) for p in pts
@@ -308,6 +323,7 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
         validation.bounded_int(request.ef, "ef", 0, limits.EF_MAX)
         filters.parse(request.filter)
         timeout_s = _timeout(context)
+        session = {p.shard: p.lsn for p in request.session}
 
         async def one(shard: int):
             req = node_pb2.SearchRequest(
@@ -318,7 +334,7 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
                 filter=request.filter,
                 with_payload=request.with_payload,
             )
-            return await self._read(coll, shard, request.consistency, "Search", req, timeout_s)
+            return await self._read(coll, shard, request.consistency, "Search", req, timeout_s, session)
 
         replies = await asyncio.gather(*(one(s) for s in range(coll.shards)), return_exceptions=True)
         ok = [r for r in replies if not isinstance(r, BaseException)]

@@ -78,3 +78,19 @@ def test_create_is_idempotent_and_drop_is_durable(node_factory, tmp_path):
     client.reconnect(proc.address)
     with pytest.raises(grpc.RpcError):
         client.stats("d", 0)
+
+
+def test_session_read_waits_for_its_lsn_then_refuses(node_factory):
+    from quartz_cluster.proto.quartz.v1 import node_pb2
+
+    _, client = node_factory()
+    client.create_shard("sess", 0, 4, "l2")
+    lsn = client.upsert("sess", 0, ["a"], np.ones((1, 4), np.float32))
+    q = node_pb2.Vectors(data=np.ones((1, 4), np.float32).tobytes(), count=1, dim=4)
+    ok = client.stub.Search(
+        node_pb2.SearchRequest(ref=client.ref("sess"), queries=q, k=1, min_lsn=lsn), timeout=5
+    )
+    assert ok.results[0].ids == ["a"]
+    with pytest.raises(grpc.RpcError) as err:
+        client.stub.Get(node_pb2.GetRequest(ref=client.ref("sess"), ids=["a"], min_lsn=lsn + 1), timeout=5)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE and err.value.details().startswith("session:")

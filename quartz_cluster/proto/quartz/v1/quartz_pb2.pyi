@@ -124,6 +124,16 @@ class ShardsAnswered(_message.Message):
     answered: int
     def __init__(self, total: _Optional[int] = ..., answered: _Optional[int] = ...) -> None: ...
 
+class ShardPosition(_message.Message):
+    __slots__ = ("shard", "epoch", "lsn")
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    LSN_FIELD_NUMBER: _ClassVar[int]
+    shard: int
+    epoch: int
+    lsn: int
+    def __init__(self, shard: _Optional[int] = ..., epoch: _Optional[int] = ..., lsn: _Optional[int] = ...) -> None: ...
+
 class PointError(_message.Message):
     __slots__ = ("index", "code", "message")
     INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -135,12 +145,14 @@ class PointError(_message.Message):
     def __init__(self, index: _Optional[int] = ..., code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class WriteResult(_message.Message):
-    __slots__ = ("errors", "shards")
+    __slots__ = ("errors", "shards", "positions")
     ERRORS_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
+    POSITIONS_FIELD_NUMBER: _ClassVar[int]
     errors: _containers.RepeatedCompositeFieldContainer[PointError]
     shards: ShardsAnswered
-    def __init__(self, errors: _Optional[_Iterable[_Union[PointError, _Mapping]]] = ..., shards: _Optional[_Union[ShardsAnswered, _Mapping]] = ...) -> None: ...
+    positions: _containers.RepeatedCompositeFieldContainer[ShardPosition]
+    def __init__(self, errors: _Optional[_Iterable[_Union[PointError, _Mapping]]] = ..., shards: _Optional[_Union[ShardsAnswered, _Mapping]] = ..., positions: _Optional[_Iterable[_Union[ShardPosition, _Mapping]]] = ...) -> None: ...
 
 class UpsertRequest(_message.Message):
     __slots__ = ("collection", "points", "write_consistency")
@@ -163,18 +175,20 @@ class DeleteRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ..., write_consistency: _Optional[_Union[WriteConsistency, str]] = ...) -> None: ...
 
 class GetPointsRequest(_message.Message):
-    __slots__ = ("collection", "ids", "with_vectors", "with_payload", "consistency")
+    __slots__ = ("collection", "ids", "with_vectors", "with_payload", "consistency", "session")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     WITH_VECTORS_FIELD_NUMBER: _ClassVar[int]
     WITH_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
     collection: str
     ids: _containers.RepeatedScalarFieldContainer[str]
     with_vectors: bool
     with_payload: bool
     consistency: ReadConsistency
-    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ..., with_vectors: _Optional[bool] = ..., with_payload: _Optional[bool] = ..., consistency: _Optional[_Union[ReadConsistency, str]] = ...) -> None: ...
+    session: _containers.RepeatedCompositeFieldContainer[ShardPosition]
+    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ..., with_vectors: _Optional[bool] = ..., with_payload: _Optional[bool] = ..., consistency: _Optional[_Union[ReadConsistency, str]] = ..., session: _Optional[_Iterable[_Union[ShardPosition, _Mapping]]] = ...) -> None: ...
 
 class GetPointsResponse(_message.Message):
     __slots__ = ("points", "shards")
@@ -185,7 +199,7 @@ class GetPointsResponse(_message.Message):
     def __init__(self, points: _Optional[_Iterable[_Union[_node_pb2.Point, _Mapping]]] = ..., shards: _Optional[_Union[ShardsAnswered, _Mapping]] = ...) -> None: ...
 
 class SearchPointsRequest(_message.Message):
-    __slots__ = ("collection", "queries", "k", "ef", "filter", "with_payload", "consistency", "allow_partial")
+    __slots__ = ("collection", "queries", "k", "ef", "filter", "with_payload", "consistency", "allow_partial", "session")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
@@ -194,6 +208,7 @@ class SearchPointsRequest(_message.Message):
     WITH_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
     ALLOW_PARTIAL_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
     collection: str
     queries: _node_pb2.Vectors
     k: int
@@ -202,7 +217,8 @@ class SearchPointsRequest(_message.Message):
     with_payload: bool
     consistency: ReadConsistency
     allow_partial: bool
-    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Union[_node_pb2.Vectors, _Mapping]] = ..., k: _Optional[int] = ..., ef: _Optional[int] = ..., filter: _Optional[str] = ..., with_payload: _Optional[bool] = ..., consistency: _Optional[_Union[ReadConsistency, str]] = ..., allow_partial: _Optional[bool] = ...) -> None: ...
+    session: _containers.RepeatedCompositeFieldContainer[ShardPosition]
+    def __init__(self, collection: _Optional[str] = ..., queries: _Optional[_Union[_node_pb2.Vectors, _Mapping]] = ..., k: _Optional[int] = ..., ef: _Optional[int] = ..., filter: _Optional[str] = ..., with_payload: _Optional[bool] = ..., consistency: _Optional[_Union[ReadConsistency, str]] = ..., allow_partial: _Optional[bool] = ..., session: _Optional[_Iterable[_Union[ShardPosition, _Mapping]]] = ...) -> None: ...
 
 class SearchPointsResponse(_message.Message):
     __slots__ = ("results", "shards")
