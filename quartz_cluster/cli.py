@@ -66,7 +66,9 @@ def _router_cmd(args: argparse.Namespace) -> int:
 def _coordinator(args: argparse.Namespace) -> int:
     from quartz_cluster.coordinator.main import CoordinatorSettings, new_id, run
 
-    return run(CoordinatorSettings(args.id or new_id(), args.etcd, args.lease_ttl), args.log_level)
+    return run(
+        CoordinatorSettings(args.id or new_id(), args.etcd, args.lease_ttl, args.repair_grace), args.log_level
+    )
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -106,6 +108,54 @@ def _up(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- operations
+
+
+def _drain(args: argparse.Namespace) -> int:
+    """Mark a node draining; the coordinator moves each replica off it (new replica first,
+    caught up, primary handed over, old replica removed). Waits and shows progress."""
+    import time
+
+    from rich.console import Console
+
+    from quartz_cluster.coordinator.reconcile import ClusterView
+    from quartz_cluster.meta import schema
+    from quartz_cluster.meta.store import EtcdStore
+
+    console = Console()
+
+    async def run() -> int:
+        store = EtcdStore(_etcd(args))
+        try:
+            if args.cancel:
+                await store.delete(schema.drain_key(args.node))
+                console.print(f"drain of {args.node} cancelled")
+                return 0
+            await store.put(schema.drain_key(args.node), b"{}")
+            deadline = time.monotonic() + args.timeout
+            with console.status(f"draining {args.node}") as status:
+                while True:
+                    rev, kvs = await store.list(schema.ROOT)
+                    view = ClusterView.from_kvs(rev, kvs)
+                    left = [
+                        f"{rec.collection}/{s}"
+                        for by in view.shards.values()
+                        for s, (rec, _) in by.items()
+                        if args.node in rec.replicas
+                    ]
+                    if not left:
+                        console.print(f"{args.node} holds no replica any more: drained")
+                        return 0
+                    status.update(
+                        f"draining {args.node}: {len(left)} replica(s) left ({', '.join(left[:4])})"
+                    )
+                    if time.monotonic() > deadline:
+                        console.print(f"[red]timed out[/] with {len(left)} replica(s) left on {args.node}")
+                        return 1
+                    await asyncio.sleep(0.5)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -312,6 +362,13 @@ def build_parser() -> argparse.ArgumentParser:
     coord.add_argument("--etcd", required=True, help="etcd host:port[,...]")
     coord.add_argument("--id", default=None, help="coordinator id (default: random)")
     coord.add_argument("--lease-ttl", type=int, default=3, help="leadership lease TTL in seconds")
+    coord.add_argument(
+        "--repair-grace",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="a node gone this long has its replicas re-created on other nodes",
+    )
     coord.add_argument("--log-level", default="info")
     coord.set_defaults(func=_coordinator)
 
@@ -321,6 +378,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--coordinators", type=int, default=1)
     up.add_argument("--port", type=int, default=7000, help="router port (0: any free port)")
     up.set_defaults(func=_up)
+
+    drain = sub.add_parser("drain", help="move every replica off a node (no write lost, no search failed)")
+    find_opts(drain, etcd=True)
+    drain.add_argument("node")
+    drain.add_argument("--timeout", type=float, default=3600.0)
+    drain.add_argument("--cancel", action="store_true", help="stop draining (replicas already moved stay)")
+    drain.set_defaults(func=_drain)
 
     status = sub.add_parser("status", help="nodes and shards as tables (or --json)")
     find_opts(status, etcd=True)

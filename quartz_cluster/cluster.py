@@ -25,11 +25,13 @@ class LocalCluster:
         router_port: int = 0,
         lease_ttl_s: int = 3,
         node_args: list[str] | None = None,
+        coordinator_args: list[str] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.n_nodes, self.n_coordinators, self.n_routers = nodes, coordinators, routers
         self.router_port, self.lease_ttl_s = router_port, lease_ttl_s
         self.node_args = node_args or []
+        self.coordinator_args = coordinator_args or []
         self.etcd: EtcdProcess | None = None
         self.coordinators: list[CoordinatorProcess] = []
         self.nodes: list[NodeProcess] = []
@@ -58,7 +60,13 @@ class LocalCluster:
             self.etcd = EtcdProcess("etcd", self.data_dir / "etcd", self.logs / "etcd.log").start()
             endpoint = self.etcd.endpoint
             for i in range(self.n_coordinators):
-                c = CoordinatorProcess(f"c{i + 1}", endpoint, self.logs / f"c{i + 1}.log", self.lease_ttl_s)
+                c = CoordinatorProcess(
+                    f"c{i + 1}",
+                    endpoint,
+                    self.logs / f"c{i + 1}.log",
+                    self.lease_ttl_s,
+                    self.coordinator_args,
+                )
                 self.coordinators.append(c.start())
             for i in range(self.n_nodes):
                 self.nodes.append(self.make_node(f"n{i + 1}").start())

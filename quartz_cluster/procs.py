@@ -208,13 +208,27 @@ class RouterProcess(Child):
 class CoordinatorProcess(Child):
     role = "coordinator"
 
-    def __init__(self, name: str, etcd: str, log_path: str | Path, lease_ttl_s: int = 3) -> None:
+    def __init__(
+        self,
+        name: str,
+        etcd: str,
+        log_path: str | Path,
+        lease_ttl_s: int = 3,
+        extra_args: list[str] | None = None,
+    ) -> None:
         super().__init__(name, log_path)
-        self.etcd, self.lease_ttl_s = etcd, lease_ttl_s
+        self.etcd, self.lease_ttl_s, self.extra_args = etcd, lease_ttl_s, extra_args or []
 
     def command(self) -> list[str]:
         return quartz_cmd(
-            "coordinator", "--id", self.name, "--etcd", self.etcd, "--lease-ttl", str(self.lease_ttl_s)
+            "coordinator",
+            "--id",
+            self.name,
+            "--etcd",
+            self.etcd,
+            "--lease-ttl",
+            str(self.lease_ttl_s),
+            *self.extra_args,
         )
 
 

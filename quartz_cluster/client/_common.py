@@ -135,7 +135,7 @@ def upsert_request(collection, ids, vectors, payloads, write_consistency):
         collection=collection,
         points=node_pb2.PointBatch(ids=ids, vectors=vecs, payloads=blobs),
         write_consistency=_choice(write_consistency, WRITE_CONSISTENCY, "write_consistency"),
-    ), ids
+    )
 
 
 def delete_request(collection, ids, write_consistency):
@@ -144,7 +144,7 @@ def delete_request(collection, ids, write_consistency):
         collection=collection,
         ids=ids,
         write_consistency=_choice(write_consistency, WRITE_CONSISTENCY, "write_consistency"),
-    ), ids
+    )
 
 
 def search_request(collection, query, k, filter, ef, consistency, with_payload, allow_partial):
@@ -190,6 +190,39 @@ class Session:
 
     def forget(self, collection: str) -> None:
         self.positions.pop(collection, None)
+
+
+def retry_subset(request, result: quartz_pb2.WriteResult):
+    """The part of a write worth retrying: the points whose shard answered UNAVAILABLE (failing
+    over, moving). None when some point failed for another reason (that is final)."""
+    failed = [e.index for e in result.errors]
+    if not failed or any(e.code != "UNAVAILABLE" for e in result.errors):
+        return None
+    if isinstance(request, quartz_pb2.DeleteRequest):
+        return quartz_pb2.DeleteRequest(
+            collection=request.collection,
+            ids=[request.ids[i] for i in failed],
+            write_consistency=request.write_consistency,
+        )
+    p = request.points
+    row = p.vectors.dim * 4
+    return quartz_pb2.UpsertRequest(
+        collection=request.collection,
+        write_consistency=request.write_consistency,
+        points=node_pb2.PointBatch(
+            ids=[p.ids[i] for i in failed],
+            vectors=node_pb2.Vectors(
+                data=b"".join(p.vectors.data[i * row : (i + 1) * row] for i in failed),
+                count=len(failed),
+                dim=p.vectors.dim,
+            ),
+            payloads=[p.payloads[i] for i in failed] if p.payloads else [],
+        ),
+    )
+
+
+def write_ids(request) -> list[str]:
+    return list(request.ids) if isinstance(request, quartz_pb2.DeleteRequest) else list(request.points.ids)
 
 
 def check_write(result: quartz_pb2.WriteResult, ids: list[str]) -> None:

@@ -48,6 +48,23 @@ class AsyncQuartzClient:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, c.RETRY_BACKOFF_S_MAX)
 
+    async def _write(self, method: str, collection: str, request, timeout: float | None = None) -> None:
+        """A write, retrying the points whose shard was UNAVAILABLE until the deadline (safe: ids
+        are idempotent); PartialWriteError names what is still not written after it."""
+        now = asyncio.get_running_loop().time
+        deadline = now() + (timeout or self.timeout)
+        backoff = c.RETRY_BACKOFF_S_FIRST
+        while True:
+            result = await self._call(method, request, max(deadline - now(), 0.001))
+            self.session.record(collection, result)
+            retry = c.retry_subset(request, result)
+            if retry is None or deadline - now() <= backoff:
+                c.check_write(result, c.write_ids(request))
+                return
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, c.RETRY_BACKOFF_S_MAX)
+            request = retry
+
     async def create_collection(
         self,
         name: str,
@@ -87,18 +104,14 @@ class AsyncQuartzClient:
         write_consistency: str = "majority",
         timeout: float | None = None,
     ) -> None:
-        req, sids = c.upsert_request(collection, ids, vectors, payloads, write_consistency)
-        result = await self._call("Upsert", req, timeout)
-        self.session.record(collection, result)
-        c.check_write(result, sids)
+        req = c.upsert_request(collection, ids, vectors, payloads, write_consistency)
+        await self._write("Upsert", collection, req, timeout)
 
     async def delete(
         self, collection: str, ids: Sequence[str | int], write_consistency: str = "majority"
     ) -> None:
-        req, sids = c.delete_request(collection, ids, write_consistency)
-        result = await self._call("Delete", req)
-        self.session.record(collection, result)
-        c.check_write(result, sids)
+        req = c.delete_request(collection, ids, write_consistency)
+        await self._write("Delete", collection, req)
 
     async def get(
         self,

@@ -56,6 +56,22 @@ class QuartzClient:
                 time.sleep(backoff)
                 backoff = min(backoff * 2, c.RETRY_BACKOFF_S_MAX)
 
+    def _write(self, method: str, collection: str, request, timeout: float | None = None) -> None:
+        """A write, retrying the points whose shard was UNAVAILABLE until the deadline (safe: ids
+        are idempotent); PartialWriteError names what is still not written after it."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        backoff = c.RETRY_BACKOFF_S_FIRST
+        while True:
+            result = self._call(method, request, max(deadline - time.monotonic(), 0.001))
+            self.session.record(collection, result)
+            retry = c.retry_subset(request, result)
+            if retry is None or deadline - time.monotonic() <= backoff:
+                c.check_write(result, c.write_ids(request))
+                return
+            time.sleep(backoff)
+            backoff = min(backoff * 2, c.RETRY_BACKOFF_S_MAX)
+            request = retry
+
     # collections
     def create_collection(
         self,
@@ -98,16 +114,12 @@ class QuartzClient:
         write_consistency: str = "majority",
         timeout: float | None = None,
     ) -> None:
-        req, sids = c.upsert_request(collection, ids, vectors, payloads, write_consistency)
-        result = self._call("Upsert", req, timeout)
-        self.session.record(collection, result)
-        c.check_write(result, sids)
+        req = c.upsert_request(collection, ids, vectors, payloads, write_consistency)
+        self._write("Upsert", collection, req, timeout)
 
     def delete(self, collection: str, ids: Sequence[str | int], write_consistency: str = "majority") -> None:
-        req, sids = c.delete_request(collection, ids, write_consistency)
-        result = self._call("Delete", req)
-        self.session.record(collection, result)
-        c.check_write(result, sids)
+        req = c.delete_request(collection, ids, write_consistency)
+        self._write("Delete", collection, req)
 
     def get(
         self,

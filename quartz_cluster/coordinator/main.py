@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -44,6 +45,7 @@ class CoordinatorSettings:
     coordinator_id: str
     etcd: str
     lease_ttl_s: int = DEFAULT_TTL_S
+    repair_grace_s: float = 300.0  # a node gone this long has its replicas re-created elsewhere
 
 
 class Coordinator:
@@ -59,6 +61,7 @@ class Coordinator:
         )
         self.leader_revision: int | None = None  # create revision of our leader key
         self.channels = Channels()
+        self.absent_since: dict[str, float] = {}  # node -> when this leader first saw it without a lease
         self.is_leader = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -123,6 +126,16 @@ class Coordinator:
                 return
             view = ClusterView.from_kvs(revision, kvs)
             view.positions = await self._positions(view, failover_candidates(view))
+            now = time.monotonic()
+            named = {n for by in view.shards.values() for rec, _ in by.values() for n in rec.replicas}
+            for n in named:
+                if n in view.nodes:
+                    self.absent_since.pop(n, None)
+                else:
+                    self.absent_since.setdefault(n, now)
+            # (a new leader starts the clock afresh: repair may come later, never earlier)
+            view.dead_for_s = {n: now - t for n, t in self.absent_since.items()}
+            view.repair_grace_s = self.settings.repair_grace_s
             for action in reconcile(view):
                 if not await self._apply(action):
                     break  # the view is stale: re-list before deciding more
@@ -164,6 +177,9 @@ class Coordinator:
             key = schema.shard_key(action.record.collection_id, action.record.shard)
             compare = [*guard, t.mod(key) == action.mod_revision]
             ops = [t.put(key, action.record.to_json())]
+            for cid, shard, node, incarnation in action.removed:
+                ops.append(t.put(schema.replica_tombstone_key(cid, shard, node), incarnation.encode()))
+                ops.append(t.delete(schema.replica_key(cid, shard, node)))
             detail = {
                 "shard": f"{action.record.collection_id}/{action.record.shard}",
                 "epoch": action.record.epoch,

@@ -28,6 +28,12 @@ class ClusterView:
     # (collection_id, shard, node) -> (epoch of the replica's last entry, its log end), asked by
     # the leader of the failover candidates that failover_candidates() names
     positions: dict[tuple[str, int, str], tuple[int, int]] = field(default_factory=dict)
+    replica_tombstones: dict[tuple[str, int, str], str] = field(default_factory=dict)  # -> incarnation
+    draining: set[str] = field(default_factory=set)
+    # filled by the leader: how long each node named in the map has been without a lease, and
+    # how long a node may be gone before its replicas are re-created elsewhere
+    dead_for_s: dict[str, float] = field(default_factory=dict)
+    repair_grace_s: float = float("inf")
 
     @classmethod
     def from_kvs(cls, revision: int, kvs) -> ClusterView:
@@ -46,6 +52,11 @@ class ClusterView:
             elif k.startswith(schema.REPLICAS):
                 cid, shard, node = k[len(schema.REPLICAS) :].decode().split("/")
                 v.replicas[(cid, int(shard), node)] = ReplicaRecord.from_json(kv.value)
+            elif k.startswith(schema.REPLICA_TOMBSTONES):
+                cid, shard, node = k[len(schema.REPLICA_TOMBSTONES) :].decode().split("/")
+                v.replica_tombstones[(cid, int(shard), node)] = kv.value.decode()
+            elif k.startswith(schema.DRAINING):
+                v.draining.add(k[len(schema.DRAINING) :].decode())
             elif k.startswith(schema.TOMBSTONES):
                 v.tombstones.add(k[len(schema.TOMBSTONES) :].decode())
         return v
@@ -66,6 +77,9 @@ class UpdateShard:
     record: ShardRecord
     mod_revision: int
     reason: str
+    # replicas this change removes: (collection_id, shard, node, replica incarnation) get a
+    # replica tombstone (the node deletes exactly that replica) and lose their replica report
+    removed: tuple[tuple[str, int, str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -97,6 +111,79 @@ def _eligible(view: ClusterView, rec: ShardRecord) -> list[str]:
             continue
         out.append(member.node)
     return out
+
+
+def _healthy(view: ClusterView, rec: ShardRecord) -> bool:
+    return bool(rec.in_sync) and not _primary_gone(view, rec)
+
+
+def _move(
+    view: ClusterView, rec: ShardRecord, mod_rev: int, target_rf: int, load: dict[str, int]
+) -> UpdateShard | None:
+    """Repair (a replica's node gone past the grace period) and drain, one step at a time. Each
+    step is one guarded write; the next step is decided on the next snapshot."""
+    cid, shard = rec.collection_id, rec.shard
+    in_sync = {i.node for i in rec.in_sync}
+    spare = sorted(
+        (n for n in view.nodes if n not in rec.replicas and n not in view.draining),
+        key=lambda n: (load.get(n, 0), n),
+    )
+
+    def removal(node: str) -> tuple[str, int, str, str]:
+        report = view.replicas.get((cid, shard, node))
+        return (cid, shard, node, report.incarnation if report else "")
+
+    dead = [
+        n for n in rec.replicas if n not in view.nodes and view.dead_for_s.get(n, 0.0) >= view.repair_grace_s
+    ]
+    if dead:
+        if not spare:
+            return None
+        gone, new = dead[0], spare[0]
+        new_rec = replace(
+            rec,
+            replicas=tuple(new if n == gone else n for n in rec.replicas),
+            in_sync=tuple(i for i in rec.in_sync if i.node != gone),
+        )
+        return UpdateShard(
+            new_rec,
+            mod_rev,
+            f"repair: {gone} gone past the grace period; new replica on {new}",
+            (removal(gone),),
+        )
+    leaving = [n for n in rec.replicas if n in view.draining]
+    if not leaving:
+        return None
+    node = leaving[0]
+    staying = [n for n in rec.replicas if n not in view.draining]
+    if len(staying) < target_rf:
+        if not spare:
+            return None
+        return UpdateShard(
+            replace(rec, replicas=(*rec.replicas, spare[0])),
+            mod_rev,
+            f"drain {node}: new replica on {spare[0]}",
+        )
+    if not all(n in in_sync and n in view.nodes for n in staying):
+        return None  # wait: the new replicas are still catching up
+    if rec.primary == node:
+        successor = staying[0]
+        return UpdateShard(
+            replace(
+                rec,
+                epoch=rec.epoch + 1,
+                primary=successor,
+                primary_incarnation=view.nodes[successor].incarnation,
+            ),
+            mod_rev,
+            f"drain {node}: primary handed to {successor}",
+        )
+    new_rec = replace(
+        rec,
+        replicas=tuple(n for n in rec.replicas if n != node),
+        in_sync=tuple(i for i in rec.in_sync if i.node != node),
+    )
+    return UpdateShard(new_rec, mod_rev, f"drain {node}: replica removed", (removal(node),))
 
 
 def failover_candidates(view: ClusterView) -> list[tuple[str, int, str]]:
@@ -186,6 +273,19 @@ def reconcile(view: ClusterView) -> list[Action]:
                             in_sync=in_sync,
                         )
                         actions.append(UpdateShard(new, mod_rev, f"failover from {rec.primary}"))
+                    continue
+                coll = next((c for c in view.collections.values() if c.id == cid), None)
+                move = _move(
+                    view,
+                    rec,
+                    mod_rev,
+                    coll.replication_factor if coll else len(rec.replicas),
+                    replicas_per_node,
+                )
+                if move is not None:
+                    actions.append(move)
+                    for n in move.record.replicas:
+                        replicas_per_node[n] = replicas_per_node.get(n, 0) + 1
                 continue
             reports = [view.replicas.get((cid, shard, n)) for n in rec.replicas]
             if all(r is not None and r.state == "ready" for r in reports):

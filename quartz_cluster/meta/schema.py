@@ -24,6 +24,8 @@ COLLECTIONS = ROOT + b"collections/"
 SHARDS = ROOT + b"shards/"
 REPLICAS = ROOT + b"replicas/"
 TOMBSTONES = ROOT + b"tombstones/"
+REPLICA_TOMBSTONES = ROOT + b"replica-tombstones/"  # <cid>/<shard>/<node> -> replica incarnation
+DRAINING = ROOT + b"drain/"  # <node>: move every replica off it
 LEADER = ROOT + b"coordinator/leader"
 
 
@@ -41,6 +43,14 @@ def shard_key(collection_id: str, shard: int) -> bytes:
 
 def replica_key(collection_id: str, shard: int, node: str) -> bytes:
     return REPLICAS + f"{collection_id}/{shard:04d}/{node}".encode()
+
+
+def replica_tombstone_key(collection_id: str, shard: int, node: str) -> bytes:
+    return REPLICA_TOMBSTONES + f"{collection_id}/{shard:04d}/{node}".encode()
+
+
+def drain_key(node: str) -> bytes:
+    return DRAINING + node.encode()
 
 
 def tombstone_key(collection_id: str) -> bytes:

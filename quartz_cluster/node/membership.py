@@ -19,6 +19,7 @@ from quartz_cluster.replication.primary import Channels, Replicator
 
 log = logging.getLogger("quartz.membership")
 GRANT_TIMEOUT_S = 30.0
+REPLICA_DELETE_GRACE_S = 5.0
 
 
 class ClusterMember:
@@ -43,6 +44,7 @@ class ClusterMember:
         self._stop = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.channels = Channels()
+        self._tombstoned_at: dict[tuple[str, int], float] = {}
 
     async def start(self) -> None:
         self.keeper.start()
@@ -63,15 +65,32 @@ class ClusterMember:
 
     async def _on_state(self, revision: int, kvs) -> None:
         view = ClusterView.from_kvs(revision, kvs)
+        now = asyncio.get_running_loop().time()
         for cid, shard in list(self.registry.shards):
             if cid in view.tombstones:
                 await self.registry.drop(cid, shard)
+                continue
+            # A replica moved away (drain, repair): delete exactly that replica, after a grace
+            # period during which routers with an older map can still read from it.
+            doomed = view.replica_tombstones.get((cid, shard, self.node_id))
+            if doomed is not None and doomed == self.registry.shards[(cid, shard)].incarnation:
+                first = self._tombstoned_at.setdefault((cid, shard), now)
+                if now - first >= REPLICA_DELETE_GRACE_S:
+                    await self.registry.drop(cid, shard)
+                    self._tombstoned_at.pop((cid, shard), None)
+                    log.info("moved replica deleted", extra={"shard": f"{cid}/{shard}"})
         for cid, by_shard in view.shards.items():
             if cid in view.tombstones:
                 continue
             for shard, (rec, _) in by_shard.items():
                 if self.node_id not in rec.replicas:
                     continue
+                local = self.registry.shards.get((cid, shard))
+                if (
+                    local is not None
+                    and view.replica_tombstones.get((cid, shard, self.node_id)) == local.incarnation
+                ):
+                    continue  # re-assigned here after a move: the old copy goes first, then a fresh one
                 if (cid, shard) not in self.registry.shards:
                     await self.registry.create(
                         ShardSpec(cid, shard, rec.dim, rec.metric, rec.m, rec.ef_construction, rec.ef)
@@ -104,7 +123,8 @@ class ClusterMember:
                     Replicator(replica, self.node_id, rec.epoch, peers, in_sync, isr_change, self.channels),
                 )
                 log.info("primary", extra={"shard": f"{rec.collection_id}/{rec.shard}", "epoch": rec.epoch})
-            replica.replicator.update(peers)
+                replica.replicator.start()
+            replica.replicator.update(peers, rec.replicas)
         elif replica.role != "follower" or replica.epoch < rec.epoch or replica.primary_hint != rec.primary:
             replica.become_follower(rec.epoch, rec.primary)
             log.info(

@@ -82,12 +82,48 @@ class Replicator:
     def in_sync_size(self) -> int:
         return len(self.in_sync)
 
-    def update(self, peers: dict[str, str]) -> None:
-        """New addresses (a peer restarted) or replicas; (re)start catch-up where needed."""
+    def update(self, peers: dict[str, str], replicas: tuple[str, ...]) -> None:
+        """New addresses (a peer restarted) or replicas; (re)start catch-up where needed. A node no
+        longer among the replicas (moved away) stops counting in acknowledgements."""
         self.peers = dict(peers)
+        for node in list(self.in_sync):
+            if node != self.me and node not in replicas:
+                self.in_sync.pop(node)
+        for node, task in list(self._catchups.items()):
+            if node not in replicas:
+                task.cancel()
         for node in self.peers:
             if node not in self.in_sync:
                 self._start_catchup(node)
+
+    def start(self) -> None:
+        """A new epoch: check every in-sync follower's log against ours now, not at the next write.
+        A follower may hold an entry the previous primary replicated but never committed (it lost
+        its epoch first); we do not have it, so that follower is resynchronised (Kafka truncates on
+        leader change for the same reason). One behind is filled in."""
+        for node in list(self.in_sync):
+            if node != self.me:
+                task = asyncio.get_running_loop().create_task(self._probe(node), name=f"probe-{node}")
+                self._catchups.setdefault(f"probe-{node}", task)
+
+    async def _probe(self, node: str) -> None:
+        r = self.replica
+        assert r.commit_lock is not None
+        try:
+            async with r.commit_lock:  # no append in between: the probe sees a stable log end
+                self._check_current()
+                if await self._send(node, [], r.log_end, r.last_epoch):
+                    return
+                self.log.warning(
+                    "in-sync follower disagrees with the new primary; resyncing it", extra={"node": node}
+                )
+                if await self.isr_change(node, None):
+                    self.in_sync.pop(node, None)
+                    self._start_catchup(node)
+        except NotCommitted:
+            return
+        except Exception as exc:
+            self.log.info("probe failed", extra={"node": node, "error": repr(exc)})
 
     def stop(self) -> None:
         self.stopped = True
@@ -179,7 +215,7 @@ class Replicator:
 
     async def _catch_up(self, node: str) -> None:
         backoff = 0.1
-        while not self.stopped:
+        while not self.stopped and node in self.peers:
             try:
                 if await self._bring_up_to_date(node, join=False):
                     assert self.replica.commit_lock is not None

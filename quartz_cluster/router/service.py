@@ -30,7 +30,8 @@ from quartz_cluster.rpc.server import CHANNEL_OPTIONS
 from quartz_cluster.rpc.status import error_from_rpc, rpc
 
 DEADLINE_MARGIN_S = 0.05
-RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+# a read falls through to the next replica on these (NOT_FOUND: that replica was just moved away)
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.NOT_FOUND)
 
 
 def required_in_sync(consistency: int, replication_factor: int) -> int:

@@ -252,3 +252,16 @@ def test_session_reads_see_own_writes_while_a_follower_lags(cluster_factory):
             hits = c.search("se", vecs[0], k=1, consistency="session", with_payload=False)
             assert hits[0].id == ids[0]
         assert c.session.positions["se"]  # the SDK carried tokens by itself
+
+
+def test_sdk_rides_through_a_failover_without_partial_errors(cluster_factory):
+    cluster = cluster_factory("c", nodes=3)
+    rng = np.random.default_rng(9)
+    with QuartzClient(cluster.router_address, timeout=30) as c:
+        c.create_collection("ri", dim=DIM, shards=3, replication_factor=3)
+        c.upsert("ri", [f"a{i}" for i in range(60)], rng.normal(size=(60, DIM)))
+        primary = shard_map(cluster, "ri")[0]["primary"]
+        next(n for n in cluster.nodes if n.name == primary).kill()
+        ids = [f"b{i}" for i in range(60)]  # spans every shard, including the one failing over
+        c.upsert("ri", ids, rng.normal(size=(60, DIM)))  # raises PartialWriteError if not retried
+        assert len(c.get("ri", ids, consistency="strong")) == 60
