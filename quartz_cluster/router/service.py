@@ -5,6 +5,7 @@ fans out with a deadline and a cap on in-flight calls, and merges."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import grpc
@@ -24,6 +25,7 @@ from quartz_cluster.meta.schema import CollectionRecord
 from quartz_cluster.meta.store import EtcdStore
 from quartz_cluster.node.service import METRIC_ENUMS, METRIC_NAMES
 from quartz_cluster.proto.quartz.v1 import node_pb2, node_pb2_grpc, quartz_pb2, quartz_pb2_grpc
+from quartz_cluster.router.hedging import Latencies, hedged
 from quartz_cluster.router.routing import merge_top_k, split_by_shard
 from quartz_cluster.router.shardmap import ShardMap
 from quartz_cluster.rpc.server import CHANNEL_OPTIONS
@@ -99,6 +101,8 @@ def collection_info(coll: CollectionRecord, shardmap: ShardMap) -> quartz_pb2.Co
 class QuartzService(quartz_pb2_grpc.QuartzServicer):
     def __init__(self, shardmap: ShardMap, store: EtcdStore, nodes: NodePool) -> None:
         self.shardmap, self.store, self.nodes = shardmap, store, nodes
+        self.latencies = Latencies()
+        self.hedges_sent = 0
 
     async def _call(self, address: str, method: str, request, timeout_s: float):
         async with self.nodes.inflight:
@@ -276,15 +280,37 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
         last: grpc.RpcError | None = None
         if consistency == quartz_pb2.SESSION and session and shard in session:
             req.min_lsn = session[shard]
-        for route in self.shardmap.read_routes(coll, shard, consistency == quartz_pb2.STRONG):
+        routes = self.shardmap.read_routes(coll, shard, consistency == quartz_pb2.STRONG)
+        if consistency in (quartz_pb2.EVENTUAL, quartz_pb2.READ_CONSISTENCY_UNSPECIFIED) and len(routes) >= 2:
+            # Hedge: a second replica is asked when the first is slower than its recent p95.
+            first, second = routes[0].address, routes[1].address
             try:
-                return await self._call(route.address, method, req, timeout_s)
+                result, sent = await hedged(
+                    lambda: self._timed_call(first, method, req, timeout_s),
+                    lambda: self._timed_call(second, method, req, timeout_s),
+                    self.latencies.hedge_delay_s(first),
+                )
+                self.hedges_sent += sent
+                return result
+            except grpc.RpcError as exc:
+                if exc.code() not in RETRYABLE:
+                    raise error_from_rpc(exc, f"shard {shard}: ") from None
+                last, routes = exc, routes[2:]
+        for route in routes:
+            try:
+                return await self._timed_call(route.address, method, req, timeout_s)
             except grpc.RpcError as exc:
                 if exc.code() not in RETRYABLE:
                     raise error_from_rpc(exc, f"shard {shard}: ") from None
                 last = exc
         assert last is not None
         raise error_from_rpc(last, f"shard {shard}: ")
+
+    async def _timed_call(self, address: str, method: str, request, timeout_s: float):
+        t0 = time.monotonic()
+        result = await self._call(address, method, request, timeout_s)
+        self.latencies.record(address, time.monotonic() - t0)
+        return result
 
     @rpc
     async def Get(self, request, context):

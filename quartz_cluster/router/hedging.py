@@ -1,0 +1,66 @@
+"""Hedged reads: if the replica asked first is slower than its recent p95, ask a second one too
+and take whichever answers first (Dean & Barroso, "The Tail at Scale"). Pure asyncio: no gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+SAMPLES_MAX = 256  # per replica address
+SAMPLES_MIN = 20  # below this, the default delay is used
+HEDGE_DELAY_S_DEFAULT = 0.05
+HEDGE_DELAY_S_MIN = 0.002
+HEDGE_DELAY_S_MAX = 1.0
+
+
+class Latencies:
+    """Recent call latencies per replica address."""
+
+    def __init__(self) -> None:
+        self._samples: dict[str, deque[float]] = {}
+
+    def record(self, address: str, seconds: float) -> None:
+        self._samples.setdefault(address, deque(maxlen=SAMPLES_MAX)).append(seconds)
+
+    def hedge_delay_s(self, address: str) -> float:
+        samples = self._samples.get(address)
+        if samples is None or len(samples) < SAMPLES_MIN:
+            return HEDGE_DELAY_S_DEFAULT
+        return float(np.clip(np.percentile(samples, 95), HEDGE_DELAY_S_MIN, HEDGE_DELAY_S_MAX))
+
+
+async def hedged(
+    first: Callable[[], Awaitable[T]], second: Callable[[], Awaitable[T]], delay_s: float
+) -> tuple[T, bool]:
+    """Run first(); if it has not finished after delay_s, also run second(). Returns the first
+    successful result and whether the hedge was sent. If both fail, raises the first's error.
+    The loser is cancelled."""
+    a = asyncio.ensure_future(first())
+    done, _ = await asyncio.wait({a}, timeout=delay_s)
+    if done:
+        return a.result(), False  # raises a's error: the caller falls through to other replicas
+    b = asyncio.ensure_future(second())
+    pending = {a, b}
+    error: BaseException | None = None
+    try:
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task.exception() is None:
+                    return task.result(), True
+                if task is a or error is None:
+                    error = task.exception()
+        assert error is not None
+        raise error
+    finally:
+        for task in (a, b):
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task

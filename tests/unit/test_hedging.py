@@ -1,0 +1,58 @@
+import asyncio
+
+import pytest
+
+from quartz_cluster.router.hedging import HEDGE_DELAY_S_DEFAULT, HEDGE_DELAY_S_MIN, Latencies, hedged
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def call(value, delay_s=0.0, fail=False, log=None):
+    async def go():
+        try:
+            await asyncio.sleep(delay_s)
+        except asyncio.CancelledError:
+            if log is not None:
+                log.append(f"cancelled {value}")
+            raise
+        if fail:
+            raise RuntimeError(value)
+        return value
+
+    return go
+
+
+def test_fast_first_replica_needs_no_hedge():
+    assert run(hedged(call("a"), call("b"), delay_s=1.0)) == ("a", False)
+
+
+def test_slow_first_replica_is_hedged_and_the_loser_cancelled():
+    log: list[str] = []
+    assert run(hedged(call("a", 10.0, log=log), call("b"), delay_s=0.01)) == ("b", True)
+    assert log == ["cancelled a"]
+
+
+def test_a_failing_hedge_does_not_hide_a_good_first_answer():
+    assert run(hedged(call("a", 0.05), call("b", fail=True), delay_s=0.01)) == ("a", True)
+
+
+def test_both_failing_raises_the_first_error():
+    with pytest.raises(RuntimeError, match="a"):
+        run(hedged(call("a", 0.05, fail=True), call("b", fail=True), delay_s=0.01))
+
+
+def test_fast_failure_is_not_hedged_but_raised():
+    with pytest.raises(RuntimeError, match="a"):
+        run(hedged(call("a", fail=True), call("b"), delay_s=1.0))
+
+
+def test_delay_follows_each_replicas_p95():
+    lat = Latencies()
+    assert lat.hedge_delay_s("n1") == HEDGE_DELAY_S_DEFAULT
+    for i in range(100):
+        lat.record("n1", 0.001 * (i + 1))  # 1..100 ms
+        lat.record("n2", 0.0)
+    assert 0.09 < lat.hedge_delay_s("n1") < 0.1
+    assert lat.hedge_delay_s("n2") == HEDGE_DELAY_S_MIN
