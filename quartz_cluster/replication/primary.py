@@ -75,6 +75,7 @@ class Replicator:
         self.log = logs.ContextAdapter(log, {"shard": replica.spec.name, "epoch": epoch})
         self.ref = node_pb2.ShardRef(collection_id=replica.spec.collection_id, shard=replica.spec.shard)
         self._catchups: dict[str, asyncio.Task] = {}
+        self._probes: dict[str, asyncio.Task] = {}  # one per in-sync follower when the epoch starts
         self.stopped = False
 
     # ------------------------------------------------------------------ membership
@@ -103,8 +104,9 @@ class Replicator:
         leader change for the same reason). One behind is filled in."""
         for node in list(self.in_sync):
             if node != self.me:
-                task = asyncio.get_running_loop().create_task(self._probe(node), name=f"probe-{node}")
-                self._catchups.setdefault(f"probe-{node}", task)
+                self._probes[node] = asyncio.get_running_loop().create_task(
+                    self._probe(node), name=f"probe-{node}"
+                )
 
     async def _probe(self, node: str) -> None:
         r = self.replica
@@ -127,7 +129,7 @@ class Replicator:
 
     def stop(self) -> None:
         self.stopped = True
-        for task in self._catchups.values():
+        for task in (*self._catchups.values(), *self._probes.values()):
             task.cancel()
 
     def _start_catchup(self, node: str) -> None:
@@ -257,8 +259,11 @@ class Replicator:
                 resp = await self._send_snapshot(stub)
                 continue
             resp = await self._replicate(stub, resp.log_end, r._entry_epoch(resp.log_end), entries)
+            if resp.status != node_pb2.REPLICATE_OK:
+                continue  # behind or diverged: handled at the top of the loop (resend or snapshot)
             if not join and r.log_end - resp.log_end <= limits.REPLICATION_ENTRIES_PER_CALL_MAX:
-                return resp.incarnation if resp.log_end == r.log_end else None
+                # Close enough: the last few entries are sent holding the commit lock, then it joins.
+                return resp.incarnation
         return None
 
     async def _send_snapshot(self, stub) -> node_pb2.ReplicateResponse:

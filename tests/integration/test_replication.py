@@ -265,3 +265,61 @@ def test_sdk_rides_through_a_failover_without_partial_errors(cluster_factory):
         ids = [f"b{i}" for i in range(60)]  # spans every shard, including the one failing over
         c.upsert("ri", ids, rng.normal(size=(60, DIM)))  # raises PartialWriteError if not retried
         assert len(c.get("ri", ids, consistency="strong")) == 60
+
+
+def test_entry_the_new_primary_never_had_is_removed_without_further_writes(cluster_factory):
+    """A follower holds an entry its primary never committed (as when a primary replicated to
+    one follower only, then died). After a failover to a replica without it, that follower is
+    resynchronised at once; the entry never becomes visible through the cluster."""
+    cluster = cluster_factory("c", nodes=3)
+    with QuartzClient(cluster.router_address, timeout=30) as c:
+        c.create_collection("gh", dim=DIM, shards=1, replication_factor=3)
+        c.upsert("gh", [f"p{i}" for i in range(50)], np.random.default_rng(0).normal(size=(50, DIM)))
+    m = shard_map(cluster, "gh")[0]
+    cid = _cid(cluster, "gh")
+    primary = next(n for n in cluster.nodes if n.name == m["primary"])
+    f1, f2 = (
+        next(n for n in cluster.nodes if n.name == name) for name in m["replicas"] if name != m["primary"]
+    )
+    with NodeClient(f1.address) as nc:
+        s = nc.stats(cid, 0)
+        ghost = node_pb2.LogEntry(
+            lsn=s.log_end + 1,
+            epoch=s.epoch,
+            ids=["ghost"],
+            labels=np.array([999], dtype="<u8").tobytes(),
+            vectors=node_pb2.Vectors(data=np.ones((1, DIM), np.float32).tobytes(), count=1, dim=DIM),
+            payloads=[b"{}"],
+        )
+        resp = nc.stub.Replicate(
+            node_pb2.ReplicateRequest(
+                ref=node_pb2.ShardRef(collection_id=cid, shard=0),
+                epoch=s.epoch,
+                primary=m["primary"],
+                prev_lsn=s.log_end,
+                prev_epoch=s.last_epoch,
+                entries=[ghost.SerializeToString()],
+            ),
+            timeout=10,
+        )
+        assert resp.status == node_pb2.REPLICATE_OK and "ghost" in nc.get(cid, 0, ["ghost"])
+    f1.kill()
+    primary.kill()  # f2, without the ghost, is the only live in-sync replica: it is promoted
+    wait_for(
+        lambda: shard_map(cluster, "gh")[0]["primary"] == f2.name, what="failover to the replica without it"
+    )
+    with QuartzClient(cluster.router_address, timeout=30) as c:
+        # the new primary writes past the ghost's LSN: on its return f1 looks merely behind, and the
+        # disagreement shows only mid-catch-up (same LSN, another epoch)
+        for q in ("q1", "q2", "q3"):  # one log entry each: the new primary ends 2 past the ghost
+            c.upsert("gh", [q], np.ones((1, DIM), np.float32), write_consistency="one")
+    f1.start()
+    primary.start()
+
+    def ghost_gone():
+        with NodeClient(f1.address) as nc:
+            return "ghost" not in nc.get(cid, 0, ["ghost"]) and nc.stats(cid, 0).count == 53
+
+    wait_for(ghost_gone, what="the stray entry removed from the follower")
+    with QuartzClient(cluster.router_address, timeout=30) as c:
+        assert c.get("gh", ["ghost"]) == [] and c.count("gh") == 53
