@@ -19,9 +19,7 @@ import argparse
 import contextlib
 import multiprocessing as mp
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,10 +30,10 @@ from pathlib import Path
 import hnswlib
 import numpy as np
 import orjson
-import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from loadtest.common import percentiles_ms, run_info
 from quartz_cluster import QuartzClient
 from quartz_cluster.cluster import LocalCluster
 from quartz_cluster.datasets import generate_clustered, load_pydocs, recall_at_k, shared_data_dir
@@ -152,9 +150,7 @@ def summarize(results: list[tuple], clients: int) -> dict:
         "calls": len(lat_ms),
         "wall_s": wall_s,
         "qps": len(lat_ms) / wall_s,
-        "p50_ms": float(np.percentile(lat_ms, 50)),
-        "p95_ms": float(np.percentile(lat_ms, 95)),
-        "p99_ms": float(np.percentile(lat_ms, 99)),
+        **percentiles_ms(lat_ms / 1000),
     }
 
 
@@ -274,11 +270,6 @@ def bench_cluster(ds, workdir: Path, duration_s: float) -> dict:
 # --- main ----------------------------------------------------------------------------------------
 
 
-def git(*args: str) -> str:
-    cwd = Path(__file__).parent
-    return subprocess.run(["git", *args], capture_output=True, text=True, cwd=cwd).stdout.strip()
-
-
 def print_table(result: dict) -> None:
     systems = [result["hnswlib"], result["node"], result["cluster"]]
 
@@ -332,14 +323,7 @@ def main() -> int:
                 "cluster": "processes (spawn)",
             },
         },
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        },
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "worktree_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **run_info(),
     }
     workdir = Path(tempfile.mkdtemp(prefix="quartz-bench-cluster-"))
     try:

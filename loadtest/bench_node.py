@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -30,6 +28,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from loadtest.common import percentiles_ms, run_info
 from quartz_cluster.datasets import generate_clustered, load_pydocs, recall_at_k, shared_data_dir
 from quartz_cluster.node.client import NodeClient
 from quartz_cluster.procs import NodeProcess
@@ -40,13 +39,7 @@ LOAD_BATCH = 1000
 SEARCH_BATCH = 100
 
 
-def pct(samples_s: list[float]) -> dict[str, float]:
-    a = np.asarray(samples_s) * 1000
-    return {
-        "p50_ms": float(np.percentile(a, 50)),
-        "p95_ms": float(np.percentile(a, 95)),
-        "p99_ms": float(np.percentile(a, 99)),
-    }
+pct = percentiles_ms
 
 
 def bench_hnswlib(ds, threads: int) -> dict:
@@ -238,18 +231,7 @@ def main() -> int:
                 "threads": args.threads,
                 "load_batch": LOAD_BATCH,
             },
-            "machine": {
-                "cpus": os.cpu_count(),
-                "python": platform.python_version(),
-                "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-            },
-            "commit": subprocess.run(
-                ["git", "rev-parse", "--short", "HEAD"],
-                capture_output=True,
-                text=True,
-                cwd=Path(__file__).parent,
-            ).stdout.strip(),
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **run_info(),
         }
         print("in-process hnswlib ...", flush=True)
         result["hnswlib"] = bench_hnswlib(ds, args.threads)

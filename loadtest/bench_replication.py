@@ -35,9 +35,7 @@ import argparse
 import contextlib
 import multiprocessing as mp
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -46,10 +44,10 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from loadtest.common import percentiles_ms, run_info
 from quartz_cluster import QuartzClient
 from quartz_cluster.cluster import LocalCluster
 from quartz_cluster.datasets import generate_clustered, load_pydocs, recall_at_k, shared_data_dir
@@ -78,13 +76,7 @@ FAILOVER_WAIT_S = 90.0
 RESYNC_WAIT_S = 120.0
 
 
-def pct(lat_s) -> dict[str, float]:
-    a = np.asarray(lat_s) * 1000
-    return {
-        "p50_ms": float(np.percentile(a, 50)),
-        "p95_ms": float(np.percentile(a, 95)),
-        "p99_ms": float(np.percentile(a, 99)),
-    }
+pct = percentiles_ms
 
 
 # --- client processes ----------------------------------------------------------------------------
@@ -391,11 +383,6 @@ def bench_failover(cluster: LocalCluster, runs: int) -> dict:
 # --- main ----------------------------------------------------------------------------------------
 
 
-def git(*args: str) -> str:
-    cwd = Path(__file__).parent
-    return subprocess.run(["git", *args], capture_output=True, text=True, cwd=cwd).stdout.strip()
-
-
 def fmt_s(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}"
 
@@ -480,15 +467,7 @@ def main() -> int:
                 "measure": "kill -> ack of the first upsert that started after the kill and succeeded",
             },
         },
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-            "load_avg_at_start": list(os.getloadavg()),
-        },
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "worktree_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **run_info(),
     }
     workdir = Path(tempfile.mkdtemp(prefix="quartz-bench-repl-"))
     cluster = LocalCluster(workdir / "cluster", nodes=CLUSTER_NODES)
