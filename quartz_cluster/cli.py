@@ -295,6 +295,23 @@ def _load(args: argparse.Namespace) -> int:
     )
 
 
+def _chaos(args: argparse.Namespace) -> int:
+    from quartz_cluster.chaos.runner import ChaosConfig, run
+
+    report = run(
+        ChaosConfig(
+            args.scenario,
+            args.duration,
+            args.seed,
+            args.nodes,
+            args.shards,
+            args.rf,
+            args.out or f".quartz/chaos/{args.scenario}-{args.seed}",
+        )
+    )
+    return 0 if report["passed"] else 1
+
+
 def _demo(args: argparse.Namespace) -> int:
     from quartz_cluster.demo import run_demo
 
@@ -422,6 +439,20 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--rf", type=int, default=1, help="when creating")
     load.add_argument("--metric", default="cosine", choices=["cosine", "l2", "ip"], help="when creating")
     load.set_defaults(func=_load)
+
+    from quartz_cluster.chaos.faults import SCENARIOS
+
+    chaos = sub.add_parser("chaos", help="fault-injection runs that check no acknowledged write is lost")
+    chaos_sub = chaos.add_subparsers(dest="action", required=True)
+    crun = chaos_sub.add_parser("run", help="start a cluster, write and read, inject faults, check")
+    crun.add_argument("--scenario", required=True, choices=sorted(SCENARIOS))
+    crun.add_argument("--duration", type=float, default=60.0, help="seconds of faults and workload")
+    crun.add_argument("--seed", type=int, default=1, help="the fault schedule; a failing run prints it")
+    crun.add_argument("--nodes", type=int, default=3)
+    crun.add_argument("--shards", type=int, default=4)
+    crun.add_argument("--rf", type=int, default=2)
+    crun.add_argument("--out", default=None, help="history, report and timeline go here")
+    crun.set_defaults(func=_chaos)
 
     demo = sub.add_parser("demo", help="start a cluster, load demo data, run example searches, stop")
     demo.add_argument("--data-dir", default=None, help="where the demo keeps its data (default .quartz/demo)")

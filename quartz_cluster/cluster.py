@@ -10,7 +10,14 @@ from pathlib import Path
 
 import orjson
 
-from quartz_cluster.procs import Child, CoordinatorProcess, EtcdProcess, NodeProcess, RouterProcess
+from quartz_cluster.procs import (
+    Child,
+    CoordinatorProcess,
+    EtcdCluster,
+    EtcdProcess,
+    NodeProcess,
+    RouterProcess,
+)
 
 CLUSTER_FILE = "cluster.json"
 
@@ -26,12 +33,14 @@ class LocalCluster:
         lease_ttl_s: int = 3,
         node_args: list[str] | None = None,
         coordinator_args: list[str] | None = None,
+        etcd_members: int = 1,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.n_nodes, self.n_coordinators, self.n_routers = nodes, coordinators, routers
         self.router_port, self.lease_ttl_s = router_port, lease_ttl_s
         self.node_args = node_args or []
         self.coordinator_args = coordinator_args or []
+        self.etcd_members = etcd_members
         self.etcd: EtcdProcess | None = None
         self.coordinators: list[CoordinatorProcess] = []
         self.nodes: list[NodeProcess] = []
@@ -57,7 +66,10 @@ class LocalCluster:
     def start(self) -> LocalCluster:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         try:
-            self.etcd = EtcdProcess("etcd", self.data_dir / "etcd", self.logs / "etcd.log").start()
+            if self.etcd_members > 1:
+                self.etcd = EtcdCluster(self.data_dir / "etcd", self.logs, self.etcd_members).start()
+            else:
+                self.etcd = EtcdProcess("etcd", self.data_dir / "etcd", self.logs / "etcd.log").start()
             endpoint = self.etcd.endpoint
             for i in range(self.n_coordinators):
                 c = CoordinatorProcess(
@@ -100,14 +112,19 @@ class LocalCluster:
             extra_args=["--lease-ttl", str(self.lease_ttl_s), *self.node_args],
         )
 
+    def etcd_processes(self) -> list[EtcdProcess]:
+        if isinstance(self.etcd, EtcdCluster):
+            return self.etcd.members
+        return [self.etcd] if self.etcd is not None else []
+
     def processes(self) -> list[Child]:
-        return [p for p in [self.etcd, *self.coordinators, *self.nodes, *self.routers] if p is not None]
+        return [*self.etcd_processes(), *self.coordinators, *self.nodes, *self.routers]
 
     def write_info(self) -> None:
         info = {
             "router": self.routers[0].address if self.routers else None,
             "routers": [r.address for r in self.routers],
-            "etcd": [self.etcd.endpoint] if self.etcd else [],
+            "etcd": [m.endpoint for m in self.etcd_processes()],
             "data_dir": str(self.data_dir),
             "processes": [
                 {"role": p.role, "id": p.name, "pid": p.pid, "address": p.address, "log": str(p.log_path)}

@@ -242,10 +242,20 @@ class EtcdProcess(Child):
         super().__init__(name, log_path)
         self.data_dir = Path(data_dir)
         self.client_port = self.peer_port = 0
+        self.initial_cluster: str | None = None  # "name=peer-url,..." when part of an EtcdCluster
 
     @property
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.client_port}"
+
+    def start_member(self) -> None:
+        """Spawn with the ports and initial cluster already set (EtcdCluster waits for quorum)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._spawn()
+
+    def restart_member(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        self._spawn()
+        self._wait_ready(time.monotonic() + timeout_s)
 
     def command(self) -> list[str]:
         client = f"http://127.0.0.1:{self.client_port}"
@@ -265,7 +275,7 @@ class EtcdProcess(Child):
             "--initial-advertise-peer-urls",
             peer,
             "--initial-cluster",
-            f"{self.name}={peer}",
+            self.initial_cluster or f"{self.name}={peer}",
             "--initial-cluster-state",
             "new",
             "--auto-compaction-mode",
@@ -307,3 +317,62 @@ class EtcdProcess(Child):
                 if orjson.loads(resp.read()).get("health") == "true":
                     return
             time.sleep(0.05)
+
+
+class EtcdCluster:
+    """Several etcd members on loopback forming one cluster (3 for chaos runs: one member can be
+    lost without losing quorum). Ports are probed once and kept in DATA_DIR/ports.json."""
+
+    role = "etcd"
+
+    def __init__(self, data_dir: str | Path, log_dir: str | Path, members: int = 3) -> None:
+        self.data_dir, self.log_dir, self.n = Path(data_dir), Path(log_dir), members
+        self.members: list[EtcdProcess] = []
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [m.endpoint for m in self.members]
+
+    @property
+    def endpoint(self) -> str:
+        return ",".join(self.endpoints)
+
+    def start(self, timeout_s: float = READY_TIMEOUT_S) -> EtcdCluster:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        ports_file = self.data_dir / "ports.json"
+        names = [f"etcd{i + 1}" for i in range(self.n)]
+        if ports_file.exists():
+            ports = orjson.loads(ports_file.read_bytes())
+        else:
+            ports = {name: {"client": free_port(), "peer": free_port()} for name in names}
+            ports_file.write_bytes(orjson.dumps(ports))
+        initial = ",".join(f"{n}=http://127.0.0.1:{ports[n]['peer']}" for n in names)
+        self.members = []
+        for name in names:
+            m = EtcdProcess(name, self.data_dir / name, self.log_dir / f"{name}.log")
+            m.client_port, m.peer_port = ports[name]["client"], ports[name]["peer"]
+            m.initial_cluster = initial
+            self.members.append(m)
+        try:
+            for m in self.members:  # all at once: a member is healthy only once a quorum is up
+                m.start_member()
+            deadline = time.monotonic() + timeout_s
+            for m in self.members:
+                m._wait_ready(deadline)
+                m.address = m.endpoint
+        except BaseException:
+            self.kill()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for m in self.members:
+            try:
+                m.stop()
+            except Exception:
+                m.kill()
+
+    def kill(self) -> None:
+        for m in self.members:
+            with contextlib.suppress(Exception):
+                m.kill()

@@ -40,10 +40,13 @@ async def hedged(
 ) -> tuple[T, bool]:
     """Run first(); if it has not finished after delay_s, also run second(). Returns the first
     successful result and whether the hedge was sent. If both fail, raises the first's error.
-    The loser is cancelled."""
+    The loser is cancelled. A raised error carries `hedge_sent`: whether second() was tried, so
+    the caller knows which replicas are left to try."""
     a = asyncio.ensure_future(first())
     done, _ = await asyncio.wait({a}, timeout=delay_s)
     if done:
+        if a.exception() is not None:
+            _mark(a.exception(), sent=False)
         return a.result(), False  # raises a's error: the caller falls through to other replicas
     b = asyncio.ensure_future(second())
     pending = {a, b}
@@ -57,6 +60,7 @@ async def hedged(
                 if task is a or error is None:
                     error = task.exception()
         assert error is not None
+        _mark(error, sent=True)
         raise error
     finally:
         for task in (a, b):
@@ -64,3 +68,10 @@ async def hedged(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+
+
+def _mark(error: BaseException, sent: bool) -> None:
+    try:
+        error.hedge_sent = sent  # type: ignore[attr-defined]
+    except AttributeError:
+        pass

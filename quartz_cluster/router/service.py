@@ -295,7 +295,8 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
             except grpc.RpcError as exc:
                 if exc.code() not in RETRYABLE:
                     raise error_from_rpc(exc, f"shard {shard}: ") from None
-                last, routes = exc, routes[2:]
+                # the replicas not tried yet: the second too, unless the hedge went out
+                last, routes = exc, routes[2:] if getattr(exc, "hedge_sent", False) else routes[1:]
         for route in routes:
             try:
                 return await self._timed_call(route.address, method, req, timeout_s)

@@ -44,8 +44,15 @@ def test_both_failing_raises_the_first_error():
 
 
 def test_fast_failure_is_not_hedged_but_raised():
-    with pytest.raises(RuntimeError, match="a"):
+    with pytest.raises(RuntimeError, match="a") as err:
         run(hedged(call("a", fail=True), call("b"), delay_s=1.0))
+    assert err.value.hedge_sent is False  # the caller must still try the second replica
+
+
+def test_errors_say_whether_the_hedge_was_tried():
+    with pytest.raises(RuntimeError) as err:
+        run(hedged(call("a", 0.05, fail=True), call("b", fail=True), delay_s=0.01))
+    assert err.value.hedge_sent is True
 
 
 def test_delay_follows_each_replicas_p95():

@@ -1,0 +1,279 @@
+"""`quartz chaos run`: start a cluster (3-member etcd, 2 coordinators), run the workload,
+inject faults on a schedule drawn from the seed, heal, wait for convergence, check, report."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from quartz_cluster.chaos.checker import availability, check, recovery_times
+from quartz_cluster.chaos.faults import FAULTS, SCENARIOS, Injected
+from quartz_cluster.chaos.workload import History, Workload
+from quartz_cluster.client import QuartzClient
+from quartz_cluster.cluster import LocalCluster
+from quartz_cluster.meta.schema import shard_of
+from quartz_cluster.node.client import NodeClient
+
+COLLECTION = "chaos"
+CONVERGE_TIMEOUT_S = 120.0
+RECALL_QUERIES = 50
+
+
+@dataclass
+class ChaosConfig:
+    scenario: str
+    duration_s: float = 60.0
+    seed: int = 1
+    nodes: int = 3
+    shards: int = 4
+    rf: int = 2
+    out_dir: str = ".quartz/chaos"
+    dim: int = 16
+    fault_every_s: float = 8.0  # a fault starts this often
+    heal_after_s: float = 4.0  # and is healed this long after
+
+    def replay(self) -> str:
+        return (
+            f"quartz chaos run --scenario {self.scenario} --duration {self.duration_s:g} --seed {self.seed} "
+            f"--nodes {self.nodes} --shards {self.shards} --rf {self.rf}"
+        )
+
+
+def run(cfg: ChaosConfig, say=print) -> dict:
+    if cfg.scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {cfg.scenario!r}; one of {', '.join(sorted(SCENARIOS))}")
+    rng = random.Random(cfg.seed)
+    out = Path(cfg.out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    cluster = LocalCluster(
+        out / "cluster",
+        nodes=cfg.nodes,
+        coordinators=2,
+        etcd_members=3,
+        coordinator_args=["--repair-grace", "3600"],
+    )
+    history = History()
+    say(
+        f"chaos {cfg.scenario}: seed {cfg.seed}, {cfg.duration_s:g} s, {cfg.nodes} nodes, "
+        f"{cfg.shards} shards x RF {cfg.rf}; output in {out}"
+    )
+    try:
+        cluster.start()
+        with QuartzClient(cluster.router_address, timeout=60) as c:
+            c.create_collection(
+                COLLECTION, dim=cfg.dim, metric="cosine", shards=cfg.shards, replication_factor=cfg.rf
+            )
+        history.start = time.monotonic()
+        workload = Workload(cluster.router_address, COLLECTION, cfg.dim, history, cfg.seed)
+        workload.start()
+        _schedule(cfg, cluster, history, rng, say)
+        workload.halt()
+        say("healed; waiting for convergence ...")
+        converge_s = _converge(cluster, history, cfg)
+        report = _check(cfg, cluster, history, converge_s)
+    except BaseException:
+        cluster.kill()
+        raise
+    cluster.stop()
+    _write(out, cfg, history, report)
+    say(summary(report))
+    return report
+
+
+def _schedule(cfg: ChaosConfig, cluster: LocalCluster, h: History, rng: random.Random, say) -> None:
+    names = SCENARIOS[cfg.scenario]
+    pending: list[tuple[float, Injected]] = []
+    next_fault = min(2.0, cfg.fault_every_s)
+    while h.now() < cfg.duration_s:
+        if h.now() >= next_fault and h.now() + cfg.heal_after_s < cfg.duration_s:
+            name = rng.choice(names)
+            t = h.now()
+            injected = FAULTS[name](cluster, COLLECTION, rng)
+            h.add({"type": "fault", "t": t, "fault": name, "target": injected.target})
+            say(f"  t={t:6.1f}s  {name} ({injected.target})")
+            pending.append((h.now() + cfg.heal_after_s, injected))
+            next_fault = h.now() + cfg.fault_every_s
+        for due, injected in [p for p in pending if p[0] <= h.now()]:
+            injected.heal()
+            h.add({"type": "heal", "t": h.now(), "fault": injected.fault, "target": injected.target})
+            pending.remove((due, injected))
+        time.sleep(0.1)
+    for _, injected in pending:
+        injected.heal()
+        h.add({"type": "heal", "t": h.now(), "fault": injected.fault, "target": injected.target})
+
+
+def _replica_states(cluster: LocalCluster, attempted: list[str], shards: int) -> dict[int, list[object]]:
+    """Per shard, each live replica's (log end, count, {id: vector bytes} of the attempted ids it holds)."""
+    with QuartzClient(cluster.router_address, timeout=30) as c:
+        info = c.describe_collection(COLLECTION)
+    nodes = {n.name: n for n in cluster.nodes if n.alive()}
+    out: dict[int, list[object]] = {}
+    for s in info.shard_map:
+        mine = [i for i in attempted if shard_of(i, shards) == s["shard"]]
+        states = []
+        for name in s["replicas"]:
+            node = nodes.get(name)
+            if node is None:
+                states.append(("down", name))
+                continue
+            with NodeClient(node.address) as nc:
+                stats = nc.stats(info.id, s["shard"])
+                held: dict[str, bytes] = {}
+                for start in range(0, len(mine), 5000):
+                    got = nc.get(info.id, s["shard"], mine[start : start + 5000], with_payload=False)
+                    held.update({pid: vec.tobytes() for pid, (vec, _) in got.items()})
+            states.append((stats.log_end, stats.count, held))
+        out[s["shard"]] = states
+    return out
+
+
+def _converge(cluster: LocalCluster, h: History, cfg: ChaosConfig) -> float | None:
+    """Wait until every shard has RF live in-sync replicas holding the same data."""
+    t0 = time.monotonic()
+    attempted = list(h.vectors)
+    while time.monotonic() - t0 < CONVERGE_TIMEOUT_S:
+        try:
+            with QuartzClient(cluster.router_address, timeout=10) as c:
+                shard_map = c.describe_collection(COLLECTION).shard_map
+            if all(len(s["in_sync"]) == cfg.rf for s in shard_map):
+                states = _replica_states(cluster, attempted, cfg.shards)
+                if all(all(x == v[0] for x in v) for v in states.values()):
+                    return round(time.monotonic() - t0, 2)
+        except Exception:
+            pass
+        time.sleep(0.5)
+    return None
+
+
+def _check(cfg: ChaosConfig, cluster: LocalCluster, h: History, converge_s: float | None) -> dict:
+    attempted = sorted(h.vectors)
+    with QuartzClient(cluster.router_address, timeout=60) as c:
+        present: dict[str, np.ndarray] = {}
+        for start in range(0, len(attempted), 5000):
+            for p in c.get(
+                COLLECTION, attempted[start : start + 5000], with_payload=False, consistency="strong"
+            ):
+                present[p.id] = p.vector
+        count = c.count(COLLECTION)
+        # recall@10 after convergence vs exact cosine over what is stored
+        ids = sorted(present)
+        base = np.stack([present[i] for i in ids]) if ids else np.zeros((0, cfg.dim), np.float32)
+        q = np.random.default_rng(cfg.seed).normal(size=(RECALL_QUERIES, cfg.dim)).astype(np.float32)
+        recall = None
+        if len(ids) >= 10:
+            bn = base / np.linalg.norm(base, axis=1, keepdims=True)
+            qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+            truth = np.argsort(-(qn @ bn.T), axis=1)[:, :10]
+            hits = c.search(COLLECTION, q, k=10, with_payload=False, consistency="strong")
+            found = [{h_.id for h_ in row} for row in hits]
+            recall = float(np.mean([len(found[i] & {ids[j] for j in truth[i]}) / 10 for i in range(len(q))]))
+    wrong_vectors = sorted(i for i, v in present.items() if not np.array_equal(v, h.vectors[i]))
+    states = _replica_states(cluster, attempted, cfg.shards)
+    verdict = check(
+        set(attempted), set(h.acked), set(present), set(h.read_ids), h.result_lists, count, states
+    )
+    events = h.events
+    writes = [e for e in events if e["type"] == "write"]
+    reads = [e for e in events if e["type"] == "read"]
+    return {
+        "config": asdict(cfg),
+        "passed": verdict.passed and not wrong_vectors and converge_s is not None,
+        "lost": verdict.lost,
+        "unexpected": verdict.unexpected,
+        "duplicated": verdict.duplicated,
+        "wrong_vectors": wrong_vectors,
+        "recovered": len(verdict.recovered),
+        "divergent_shards": verdict.divergent_shards,
+        "converged_after_s": converge_s,
+        "attempted": len(attempted),
+        "acknowledged": len(h.acked),
+        "stored": count,
+        "writes": {"ok": sum(e["ok"] for e in writes), "failed": sum(not e["ok"] for e in writes)},
+        "reads": {"ok": sum(e["ok"] for e in reads), "failed": sum(not e["ok"] for e in reads)},
+        "recall_at_10_after": recall,
+        "recovery": recovery_times(events),
+        "availability": availability(events),
+        "replay": cfg.replay(),
+    }
+
+
+def summary(r: dict) -> str:
+    cfg = r["config"]
+    lines = [
+        f"chaos {cfg['scenario']} seed {cfg['seed']}: {'PASS' if r['passed'] else 'FAIL'}",
+        f"  writes: {r['acknowledged']:,} ids acknowledged of {r['attempted']:,} attempted "
+        f"({r['writes']['ok']:,} ok / {r['writes']['failed']:,} failed calls); stored {r['stored']:,}",
+        f"  lost {len(r['lost'])}, unexpected {len(r['unexpected'])}, duplicated {len(r['duplicated'])}, "
+        f"wrong vectors {len(r['wrong_vectors'])}, recovered (unacknowledged but stored) {r['recovered']}",
+        f"  reads: {r['reads']['ok']:,} ok / {r['reads']['failed']:,} failed",
+        f"  converged after {r['converged_after_s']} s; divergent shards {r['divergent_shards'] or 'none'}; "
+        f"recall@10 after convergence {r['recall_at_10_after']}",
+    ]
+    for f in r["recovery"]:
+        lines.append(
+            f"  fault {f['fault']} ({f['target']}) at {f['t']:.1f} s: writes recovered after "
+            f"{f['recovered_after_s']} s"
+        )
+    if not r["passed"]:
+        lines.append(f"  replay: {r['replay']}")
+    return "\n".join(lines)
+
+
+def _write(out: Path, cfg: ChaosConfig, h: History, report: dict) -> None:
+    with open(out / "history.jsonl", "wb") as f:
+        for e in h.events:
+            f.write(orjson.dumps(e) + b"\n")
+    (out / "report.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+    (out / "summary.txt").write_text(summary(report) + "\n")
+    _timeline(out / "timeline.png", h.events, report)
+
+
+def _timeline(path: Path, events: list[dict], report: dict) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # an optional extra: pip install 'quartz-cluster[chaos]'
+        return
+    buckets = report["availability"]
+    t = [b["t"] for b in buckets]
+    fig, ax = plt.subplots(figsize=(10, 4))
+    ax.plot(t, [b["write_ok"] for b in buckets], label="writes ok/s", color="tab:blue")
+    ax.plot(t, [b["read_ok"] for b in buckets], label="reads ok/s", color="tab:green")
+    ax.plot(
+        t,
+        [b["eventual_read_ok"] for b in buckets],
+        label="eventual reads ok/s",
+        color="tab:olive",
+        linestyle="--",
+    )
+    ax.plot(t, [b["write_err"] for b in buckets], label="write errors/s", color="tab:red")
+    ax.plot(t, [b["read_err"] for b in buckets], label="read errors/s", color="tab:orange")
+    for e in events:
+        if e["type"] == "fault":
+            ax.axvline(e["t"], color="red", linestyle="--", alpha=0.6)
+            ax.text(
+                e["t"],
+                ax.get_ylim()[1] * 0.95,
+                f" {e['fault']}",
+                color="red",
+                fontsize=7,
+                rotation=90,
+                va="top",
+            )
+        elif e["type"] == "heal":
+            ax.axvline(e["t"], color="green", linestyle=":", alpha=0.6)
+    cfg = report["config"]
+    ax.set_title(f"chaos {cfg['scenario']} seed {cfg['seed']}: {'PASS' if report['passed'] else 'FAIL'}")
+    ax.set_xlabel("seconds")
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,38 @@
+from quartz_cluster.chaos.checker import availability, check, recovery_times
+
+
+def test_verdict_in_jepsen_terms():
+    v = check(
+        attempted={"a", "b", "c", "d"},
+        acked={"a", "b"},
+        present={"a", "c"},
+        read_ids={"a", "z"},
+        result_lists=[["a", "c"], ["c", "c"]],
+        stored_count=2,
+        replica_states={0: [1, 1], 1: [1, 2]},
+    )
+    assert v.lost == ["b"] and v.recovered == ["c"] and v.unexpected == ["z"] and v.duplicated == ["c"]
+    assert v.divergent_shards == [1] and not v.passed
+
+
+def test_clean_run_passes_and_counts_catch_duplicates():
+    ok = check({"a", "b"}, {"a"}, {"a", "b"}, {"a", "b"}, [["a", "b"]], 2, {0: ["x", "x"]})
+    assert ok.passed and ok.recovered == ["b"] and ok.lost == [] and ok.divergent_shards == []
+    dup = check({"a"}, {"a"}, {"a"}, set(), [], 2, {})
+    assert dup.duplicated and not dup.passed
+
+
+def test_availability_and_recovery():
+    events = [
+        {"type": "write", "t0": 0.1, "t1": 0.2, "ok": True},
+        {"type": "fault", "t": 0.5, "fault": "kill-primary", "target": "n1"},
+        {"type": "write", "t0": 0.6, "t1": 1.4, "ok": False},
+        {"type": "read", "t0": 0.7, "t1": 1.1, "ok": True},
+        {"type": "write", "t0": 1.5, "t1": 2.5, "ok": True},
+    ]
+    buckets = availability(events)
+    assert [b["write_ok"] for b in buckets] == [1, 0, 1] and buckets[1]["write_err"] == 1
+    assert buckets[1]["read_ok"] == 1
+    assert recovery_times(events) == [
+        {"fault": "kill-primary", "target": "n1", "t": 0.5, "recovered_after_s": 2.0}
+    ]
