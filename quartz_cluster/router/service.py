@@ -33,7 +33,12 @@ from quartz_cluster.rpc.status import error_from_rpc, rpc
 
 DEADLINE_MARGIN_S = 0.05
 # a read falls through to the next replica on these (NOT_FOUND: that replica was just moved away)
-RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.NOT_FOUND)
+RETRYABLE = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.CANCELLED,  # the replica is shutting down
+)
 
 
 def required_in_sync(consistency: int, replication_factor: int) -> int:

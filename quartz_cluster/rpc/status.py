@@ -66,6 +66,8 @@ def error_from_rpc(exc: grpc.RpcError, context: str = "") -> errors.QuartzError:
     details = exc.details() if hasattr(exc, "details") else str(exc)
     cls = _BY_CODE.get(code)
     if cls is None:
-        cls = errors.Unavailable if code == grpc.StatusCode.DEADLINE_EXCEEDED else errors.Internal
+        # a peer too slow, or shutting down mid-call (CANCELLED): transient, worth a retry elsewhere
+        transient = code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
+        cls = errors.Unavailable if transient else errors.Internal
         details = f"{code.name}: {details}"
     return cls(f"{context}{details}")
