@@ -322,15 +322,23 @@ class ShardReplica:
                 ready.append(p)
         if not ready:
             return True
+        # What this group is accepted under, captured once: the shard map may demote this replica
+        # while the group is in flight (the membership task runs concurrently). The group is
+        # stamped with this epoch and must be replicated through this replicator; a demotion
+        # stops it, so the group cannot commit. A primary is never treated as standalone.
+        role, epoch, replicator = self.role, self.epoch, self.replicator
+        if role == "primary" and replicator is None:
+            self._fail(ready, Unavailable(f"shard {self.spec.name} is changing primary", "epoch"))
+            return True
         try:
-            prev_lsn, prev_epoch = await asyncio.to_thread(self._append, ready)
+            prev_lsn, prev_epoch = await asyncio.to_thread(self._append, ready, epoch)
         except Exception as exc:  # storage failure: nothing was appended
             self.log.exception("append failed")
             self._fail(ready, Unavailable(f"storage write failed: {exc}"))
             return True
-        if self.replicator is not None:
+        if replicator is not None:
             try:
-                await self.replicator.replicate([p.raw for p in ready], prev_lsn, prev_epoch)
+                await replicator.replicate([p.raw for p in ready], prev_lsn, prev_epoch)
             except Exception as exc:
                 # Not committed: nobody was told it succeeded. Drop it from this log; if a
                 # follower kept it, the next primary decides whether it stays.
@@ -368,7 +376,7 @@ class ShardReplica:
                 group.append(item)
         self._fail(group, exc)
 
-    def _append(self, group: list[_Pending]) -> tuple[int, int]:
+    def _append(self, group: list[_Pending], epoch: int) -> tuple[int, int]:
         """Assign LSNs and labels to a group and make its log entries durable in one WriteBatch.
         Touches no in-memory state but log_end: if the write fails, nothing needs undoing.
         Returns (prev_lsn, prev_epoch): where the group's entries attach."""
@@ -399,7 +407,7 @@ class ShardReplica:
                 del_labels.append(label)
             entry = node_pb2.LogEntry(
                 lsn=lsn,
-                epoch=self.epoch,
+                epoch=epoch,
                 ids=b.ids,
                 labels=labels.tobytes(),
                 vectors=node_pb2.Vectors(
@@ -412,9 +420,9 @@ class ShardReplica:
             p.entry, p.raw = entry, entry.SerializeToString()
             wb.put(_log_key(lsn), p.raw)
         wb.put(K_LOG_END, _u64(lsn))
-        wb.put(K_LAST_EPOCH, _u64(self.epoch))
+        wb.put(K_LAST_EPOCH, _u64(epoch))
         self.db.write(wb, self._sync)
-        self.log_end, self.last_epoch = lsn, self.epoch
+        self.log_end, self.last_epoch = lsn, epoch
         return prev_lsn, prev_epoch
 
     def _rows(self, wb: rocksdict.WriteBatch, entry: node_pb2.LogEntry) -> int:

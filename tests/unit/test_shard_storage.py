@@ -225,3 +225,57 @@ def test_close_with_writes_in_flight_resolves_every_write(tmp_path):
     r, _ = open_replica(tmp_path)
     assert len(r.label_of) == acked * 20
     r.db.close()
+
+
+class _FakeReplicator:
+    """Stands in for replication: commits unless stopped (a demotion stops it)."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+        self.calls = 0
+
+    def in_sync_size(self) -> int:
+        return 1
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    async def replicate(self, entries, prev_lsn, prev_epoch) -> None:
+        self.calls += 1
+        if self.stopped:
+            raise RuntimeError("no longer the primary")
+
+
+def test_primary_demoted_mid_group_does_not_acknowledge(tmp_path, monkeypatch):
+    """The map may demote a primary while a group is in flight: the group must not commit
+    (a drain once lost acknowledged writes this way: the old primary applied without replicating)."""
+    rng = np.random.default_rng(8)
+
+    async def go():
+        r, _ = open_replica(tmp_path)
+        r.start()
+        first = _FakeReplicator()
+        r.become_primary(1, first)
+        assert await r.write(batch(["a"], rng), epoch=1) == 1
+        real_append = r._append
+
+        def append_then_demoted(*args):
+            r.become_follower(2, "n9")  # the membership task runs while the append is in a thread
+            return real_append(*args)
+
+        monkeypatch.setattr(r, "_append", append_then_demoted)
+        try:
+            await r.write(batch(["b"], rng), epoch=1)
+        except Exception as exc:
+            failed = exc
+        else:
+            failed = None
+        assert failed is not None and "not committed" in str(failed)
+        assert first.calls == 2 and r.applied_lsn == r.log_end == 1
+        assert r.get(["b"], True, True) == [] and "b" not in r.label_of
+        monkeypatch.setattr(r, "_append", real_append)
+        with pytest.raises(Exception, match="follower"):
+            await r.write(batch(["c"], rng), epoch=2)
+        await r.close(checkpoint=False)
+
+    asyncio.run(go())
