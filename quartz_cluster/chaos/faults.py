@@ -12,6 +12,7 @@ from quartz_cluster.client import QuartzClient
 from quartz_cluster.cluster import LocalCluster
 
 PAUSE_BEYOND_LEASE_S = 2.0
+DRAIN_WAIT_S = 30.0
 
 
 @dataclass
@@ -74,6 +75,36 @@ def full_restart(cluster: LocalCluster, collection: str, rng: random.Random) -> 
     return Injected("full-restart", "all nodes", lambda: [n.start() for n in cluster.nodes])
 
 
+def drain(cluster: LocalCluster, collection: str, rng: random.Random) -> Injected:
+    """`quartz drain` a random node (new replicas elsewhere, primacy handed over with a live old
+    primary, old replicas removed) and wait until it holds nothing; the heal cancels the drain."""
+    import asyncio
+
+    from quartz_cluster.meta import schema
+    from quartz_cluster.meta.store import EtcdStore
+
+    node = rng.choice([n for n in cluster.nodes if n.alive()])
+
+    async def put(value: bytes | None) -> None:
+        store = EtcdStore(cluster.etcd.endpoint)
+        try:
+            if value is None:
+                await store.delete(schema.drain_key(node.name))
+            else:
+                await store.put(schema.drain_key(node.name), value)
+        finally:
+            await store.close()
+
+    asyncio.run(put(b"{}"))
+    deadline = time.monotonic() + DRAIN_WAIT_S
+    while time.monotonic() < deadline:
+        with QuartzClient(cluster.router_address, timeout=10) as c:
+            if all(node.name not in s["replicas"] for s in c.describe_collection(collection).shard_map):
+                break
+        time.sleep(0.2)
+    return Injected("drain", node.name, lambda: asyncio.run(put(None)))
+
+
 FAULTS = {
     "kill-primary": kill_primary,
     "kill-random": kill_random,
@@ -81,7 +112,8 @@ FAULTS = {
     "etcd-member-loss": etcd_member_loss,
     "rolling-restart": rolling_restart,
     "full-restart": full_restart,
+    "drain": drain,
 }
 SCENARIOS = {name: [name] for name in FAULTS} | {
-    "mixed": ["kill-primary", "kill-random", "pause-primary", "etcd-member-loss", "rolling-restart"]
+    "mixed": ["kill-primary", "kill-random", "pause-primary", "etcd-member-loss", "rolling-restart", "drain"]
 }

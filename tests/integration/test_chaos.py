@@ -11,7 +11,7 @@ from quartz_cluster.chaos.runner import ChaosConfig, run
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("scenario", ["kill-primary", "pause-primary", "etcd-member-loss"])
+@pytest.mark.parametrize("scenario", ["kill-primary", "pause-primary", "etcd-member-loss", "drain"])
 def test_short_chaos_run_keeps_every_acknowledged_write(tmp_path, scenario):
     report = run(
         ChaosConfig(scenario, duration_s=20, seed=7, out_dir=str(tmp_path / scenario)), say=lambda _: None
