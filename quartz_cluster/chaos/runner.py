@@ -4,6 +4,7 @@ inject faults on a schedule drawn from the seed, heal, wait for convergence, che
 from __future__ import annotations
 
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -50,6 +51,7 @@ def run(cfg: ChaosConfig, say=print) -> dict:
     rng = random.Random(cfg.seed)
     out = Path(cfg.out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out / "cluster", ignore_errors=True)  # a run always starts from a fresh cluster
     cluster = LocalCluster(
         out / "cluster",
         nodes=cfg.nodes,
