@@ -26,6 +26,7 @@ from quartz_cluster.chaos.runner import ChaosConfig, run
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--first-seed", type=int, default=1, help="seeds first-seed .. first-seed + runs - 1")
     ap.add_argument("--duration", type=float, default=60.0)
     ap.add_argument("--scenarios", default=",".join(sorted(SCENARIOS)))
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
@@ -34,7 +35,7 @@ def main() -> int:
     work = out / "runs"
     rows = []
     for scenario in args.scenarios.split(","):
-        for seed in range(1, args.runs + 1):
+        for seed in range(args.first_seed, args.first_seed + args.runs):
             r = run(
                 ChaosConfig(scenario, args.duration, seed, out_dir=str(work / f"{scenario}-{seed}")),
                 say=lambda _: None,
