@@ -32,7 +32,7 @@ from quartz_cluster.meta import schema
 from quartz_cluster.meta.lease import DEFAULT_TTL_S, LeaseKeeper
 from quartz_cluster.meta.store import EtcdStore
 from quartz_cluster.proto.quartz.v1 import node_pb2
-from quartz_cluster.replication.primary import Channels
+from quartz_cluster.rpc.channels import NodeChannels
 
 log = logging.getLogger("quartz.coordinator")
 CAMPAIGN_POLL_S = 0.5
@@ -60,7 +60,7 @@ class Coordinator:
             name="coordinator-lease",
         )
         self.leader_revision: int | None = None  # create revision of our leader key
-        self.channels = Channels()
+        self.channels = NodeChannels()
         self.absent_since: dict[str, float] = {}  # node -> when this leader first saw it without a lease
         self.is_leader = asyncio.Event()
 

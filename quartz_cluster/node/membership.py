@@ -15,7 +15,8 @@ from quartz_cluster.meta.lease import DEFAULT_TTL_S, LeaseKeeper
 from quartz_cluster.meta.store import EtcdStore
 from quartz_cluster.node.registry import ShardRegistry
 from quartz_cluster.node.shard import ShardReplica, ShardSpec
-from quartz_cluster.replication.primary import Channels, Replicator
+from quartz_cluster.replication.primary import Replicator
+from quartz_cluster.rpc.channels import NodeChannels
 
 log = logging.getLogger("quartz.membership")
 GRANT_TIMEOUT_S = 30.0
@@ -43,7 +44,7 @@ class ClusterMember:
         )
         self._stop = asyncio.Event()
         self._task: asyncio.Task | None = None
-        self.channels = Channels()
+        self.channels = NodeChannels()
         self._tombstoned_at: dict[tuple[str, int], float] = {}
 
     async def start(self) -> None:

@@ -133,10 +133,6 @@ class ShardOptions:
     log_retention_entries: int = limits.LOG_RETENTION_ENTRIES
 
 
-class NotCommitted(Exception):
-    """Replication could not complete (this replica is no longer the primary of its epoch)."""
-
-
 class ShardReplica:
     def __init__(self, path: str, spec: ShardSpec, options: ShardOptions) -> None:
         self.path, self.spec, self.options = path, spec, options

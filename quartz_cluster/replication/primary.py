@@ -24,8 +24,8 @@ from collections.abc import Awaitable, Callable
 import grpc
 
 from quartz_cluster import limits, logs
-from quartz_cluster.proto.quartz.v1 import node_pb2, node_pb2_grpc
-from quartz_cluster.rpc.server import CHANNEL_OPTIONS
+from quartz_cluster.proto.quartz.v1 import node_pb2
+from quartz_cluster.rpc.channels import NodeChannels
 
 log = logging.getLogger("quartz.replication")
 CATCHUP_BACKOFF_S_MAX = 2.0
@@ -39,24 +39,6 @@ class NotCommitted(Exception):
     pass
 
 
-class Channels:
-    """Reused grpc.aio channels to peers, by address."""
-
-    def __init__(self) -> None:
-        self._stubs: dict[str, node_pb2_grpc.NodeStub] = {}
-        self._channels: dict[str, grpc.aio.Channel] = {}
-
-    def stub(self, address: str) -> node_pb2_grpc.NodeStub:
-        if address not in self._stubs:
-            self._channels[address] = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-            self._stubs[address] = node_pb2_grpc.NodeStub(self._channels[address])
-        return self._stubs[address]
-
-    async def close(self) -> None:
-        for ch in self._channels.values():
-            await ch.close()
-
-
 class Replicator:
     def __init__(
         self,
@@ -66,7 +48,7 @@ class Replicator:
         peers: dict[str, str],
         in_sync: dict[str, str],
         isr_change: IsrChange,
-        channels: Channels,
+        channels: NodeChannels,
     ) -> None:
         self.replica, self.me, self.epoch = replica, me, epoch
         self.peers = dict(peers)  # replica node -> address (not me)

@@ -24,11 +24,11 @@ from quartz_cluster.meta import schema
 from quartz_cluster.meta.schema import CollectionRecord
 from quartz_cluster.meta.store import EtcdStore
 from quartz_cluster.node.service import METRIC_ENUMS, METRIC_NAMES
-from quartz_cluster.proto.quartz.v1 import node_pb2, node_pb2_grpc, quartz_pb2, quartz_pb2_grpc
+from quartz_cluster.proto.quartz.v1 import node_pb2, quartz_pb2, quartz_pb2_grpc
 from quartz_cluster.router.hedging import Latencies, hedged
 from quartz_cluster.router.routing import merge_top_k, split_by_shard
 from quartz_cluster.router.shardmap import ShardMap
-from quartz_cluster.rpc.server import CHANNEL_OPTIONS
+from quartz_cluster.rpc.channels import NodeChannels
 from quartz_cluster.rpc.status import error_from_rpc, rpc
 
 DEADLINE_MARGIN_S = 0.05
@@ -50,25 +50,12 @@ def required_in_sync(consistency: int, replication_factor: int) -> int:
     return replication_factor // 2 + 1  # majority, the default
 
 
-class NodePool:
-    """One reused grpc.aio channel per node address, and a cap on calls in flight."""
+class NodePool(NodeChannels):
+    """Node channels plus a cap on the calls this router has in flight to nodes."""
 
     def __init__(self) -> None:
-        self._stubs: dict[str, node_pb2_grpc.NodeStub] = {}
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        super().__init__()
         self.inflight = asyncio.Semaphore(limits.FANOUT_INFLIGHT_MAX)
-
-    def stub(self, address: str) -> node_pb2_grpc.NodeStub:
-        stub = self._stubs.get(address)
-        if stub is None:
-            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-            self._channels[address] = channel
-            stub = self._stubs[address] = node_pb2_grpc.NodeStub(channel)
-        return stub
-
-    async def close(self) -> None:
-        for channel in self._channels.values():
-            await channel.close()
 
 
 def _timeout(context: grpc.aio.ServicerContext) -> float:
