@@ -34,6 +34,8 @@ def main() -> int:
     out = Path(args.out)
     work = out / "runs"
     rows = []
+    path = out / f"campaign-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.mkdir(parents=True, exist_ok=True)
     for scenario in args.scenarios.split(","):
         for seed in range(args.first_seed, args.first_seed + args.runs):
             r = run(
@@ -60,10 +62,9 @@ def main() -> int:
                 }
             )
             print(f"{scenario} seed {seed}: {'PASS' if r['passed'] else 'FAIL'}", flush=True)
-    result = {"runs_per_scenario": args.runs, "duration_s": args.duration, **run_info(), "rows": rows}
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"campaign-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+            # written after every run: a campaign stopped half-way keeps what it measured
+            result = {"runs_per_scenario": args.runs, "duration_s": args.duration, **run_info(), "rows": rows}
+            path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     print(
         "\n| scenario | runs | passed | lost | unexpected | duplicated | acknowledged writes | failed calls "
         "(write / read) | write recovery after a fault, median (max) |"
