@@ -37,7 +37,7 @@ class LeaseKeeper(threading.Thread):
         self.lease_id: int | None = None
         self.granted = threading.Event()  # set once the key is first registered
         self._acked_sent_at = 0.0
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.grants = 0  # how many leases were granted (more than 1: the lease was lost once)
 
@@ -57,7 +57,7 @@ class LeaseKeeper(threading.Thread):
     def stop(self, revoke: bool = True, timeout_s: float = 5.0) -> None:
         """Stop keeping the lease; with revoke, delete it now so others react at once."""
         self._revoke = revoke
-        self._stop.set()
+        self._halt.set()
         self.join(timeout_s)
 
     async def _main(self) -> None:
@@ -65,7 +65,7 @@ class LeaseKeeper(threading.Thread):
         lease = None
         period = max(self.ttl_s / 3, 0.2)
         last_value = b""
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             try:
                 if lease is None:
                     c = await store.client()
@@ -95,7 +95,7 @@ class LeaseKeeper(threading.Thread):
                 await store.reset()
                 if lease is not None and not self.alive():
                     lease, self.lease_id = None, None
-            await asyncio.get_running_loop().run_in_executor(None, self._stop.wait, period)
+            await asyncio.get_running_loop().run_in_executor(None, self._halt.wait, period)
         if lease is not None and getattr(self, "_revoke", True):
             try:
                 await lease.revoke()
