@@ -46,6 +46,7 @@ def _node(args: argparse.Namespace) -> int:
             node_id=args.id,
             data_dir=args.data_dir,
             listen=args.listen,
+            advertise=args.advertise,
             commit_mode=args.commit_mode,
             checkpoint_every_points=args.checkpoint_every,
             threads=args.threads,
@@ -340,6 +341,13 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--id", required=True, help="node id, e.g. n1")
     node.add_argument("--data-dir", required=True, help="directory for this node's shards")
     node.add_argument("--listen", default="127.0.0.1:7101", help="host:port (port 0 picks a free one)")
+    node.add_argument(
+        "--advertise",
+        default=None,
+        metavar="HOST:PORT",
+        help="the address others reach this node at, registered in etcd (default: the listen address "
+        "with the bound port); for a node behind NAT, a proxy or a service name",
+    )
     node.add_argument(
         "--etcd", default=None, help="join a cluster: etcd host:port[,...] (default: standalone)"
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -34,6 +35,7 @@ class LocalCluster:
         node_args: list[str] | None = None,
         coordinator_args: list[str] | None = None,
         etcd_members: int = 1,
+        node_advertise: Callable[[str], str] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.n_nodes, self.n_coordinators, self.n_routers = nodes, coordinators, routers
@@ -41,10 +43,13 @@ class LocalCluster:
         self.node_args = node_args or []
         self.coordinator_args = coordinator_args or []
         self.etcd_members = etcd_members
+        # node id -> the address it advertises (chaos runs put a fault-injecting front there)
+        self.node_advertise = node_advertise
         self.etcd: EtcdProcess | None = None
         self.coordinators: list[CoordinatorProcess] = []
         self.nodes: list[NodeProcess] = []
         self.routers: list[RouterProcess] = []
+        self.network = None  # the chaos runner's fault-injecting network, when it put one in front
 
     @property
     def logs(self) -> Path:
@@ -110,6 +115,7 @@ class LocalCluster:
             self.logs / f"{node_id}.log",
             etcd=self.etcd.endpoint,
             extra_args=["--lease-ttl", str(self.lease_ttl_s), *self.node_args],
+            advertise=self.node_advertise(node_id) if self.node_advertise else None,
         )
 
     def etcd_processes(self) -> list[EtcdProcess]:

@@ -153,10 +153,13 @@ class NodeProcess(Child):
         extra_args: list[str] | None = None,
         etcd: str | None = None,
         listen: str = "127.0.0.1:0",
+        advertise: str | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         super().__init__(node_id, log_path or self.data_dir.parent / f"{node_id}.log")
         self.node_id, self.extra_args, self.etcd, self.listen = node_id, extra_args or [], etcd, listen
+        self.advertise = advertise
+        self.listen_address: str | None = None  # where it is bound (address: where others reach it)
 
     def command(self) -> list[str]:
         cmd = quartz_cmd(
@@ -169,6 +172,8 @@ class NodeProcess(Child):
             self.listen,
             *self.extra_args,
         )
+        if self.advertise:
+            cmd += ["--advertise", self.advertise]
         return cmd + (["--etcd", self.etcd] if self.etcd else [])
 
     def _spawn(self) -> None:
@@ -177,8 +182,9 @@ class NodeProcess(Child):
         super()._spawn()
 
     def _wait_ready(self, deadline: float) -> None:
-        self.address = self._wait_info_file(self.data_dir / "node.json", deadline)["address"]
-        wait_serving(self.address, max(1.0, deadline - time.monotonic()))
+        info = self._wait_info_file(self.data_dir / "node.json", deadline)
+        self.address, self.listen_address = info["address"], info["listen"]
+        wait_serving(self.listen_address, max(1.0, deadline - time.monotonic()))
 
 
 class RouterProcess(Child):

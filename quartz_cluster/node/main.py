@@ -36,6 +36,7 @@ class NodeSettings:
     node_id: str
     data_dir: str
     listen: str = "127.0.0.1:0"
+    advertise: str | None = None  # the address registered in etcd; None: the bound listen address
     commit_mode: str = "group"
     checkpoint_every_points: int = 50_000
     threads: int = os.cpu_count() or 1
@@ -44,11 +45,12 @@ class NodeSettings:
     log_retention_entries: int = 10_000
 
 
-def _write_node_file(settings: NodeSettings, address: str) -> None:
+def _write_node_file(settings: NodeSettings, address: str, listen: str) -> None:
     path = os.path.join(settings.data_dir, "node.json")
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
-        f.write(orjson.dumps({"id": settings.node_id, "address": address, "pid": os.getpid()}))
+        info = {"id": settings.node_id, "address": address, "listen": listen, "pid": os.getpid()}
+        f.write(orjson.dumps(info))
     os.replace(tmp, path)
 
 
@@ -72,19 +74,21 @@ async def serve(settings: NodeSettings) -> None:
     await server.start()
     await registry.open_all()
     host = settings.listen.rsplit(":", 1)[0]
-    address = f"{host}:{port}"
+    listen = f"{host}:{port}"
+    address = settings.advertise or listen
     member = None
     if settings.etcd:
         member = ClusterMember(
             settings.node_id, settings.etcd, address, uuid.uuid4().hex, registry, settings.lease_ttl_s
         )
         await member.start()
-    _write_node_file(settings, address)
+    _write_node_file(settings, address, listen)
     await set_serving(health, [SERVICE], True)
     log.info(
         "node ready",
         extra={
             "address": address,
+            "listen": listen,
             "shards": len(registry.shards),
             "startup_s": round(time.monotonic() - t0, 3),
         },
