@@ -89,6 +89,8 @@ class NodeService(node_pb2_grpc.NodeServicer):
         ids = validation.point_ids(request.ids, "ids")
         if request.min_lsn:
             await shard.wait_applied(request.min_lsn, _session_wait(context))
+        if request.strong:
+            shard.check_strong_read(request.epoch)
         rows = await asyncio.to_thread(shard.get, ids, request.with_vectors, request.with_payload)
         return node_pb2.GetResponse(
             points=[node_pb2.Point(id=pid, vector=vec, payload=pay) for pid, vec, pay in rows]
@@ -106,6 +108,8 @@ class NodeService(node_pb2_grpc.NodeServicer):
         flt = filters.parse(request.filter)
         if request.min_lsn:
             await shard.wait_applied(request.min_lsn, _session_wait(context))
+        if request.strong:
+            shard.check_strong_read(request.epoch)
         results = await asyncio.to_thread(shard.search, queries, k, ef, flt, request.with_payload)
         return node_pb2.SearchResponse(
             results=[

@@ -284,6 +284,29 @@ class ShardReplica:
             )
         return None
 
+    def check_strong_read(self, epoch: int) -> None:
+        """A strong read sees every acknowledged write only on the current primary, and the
+        primary knows it is current only while its lease lives: a paused or cut-off primary
+        whose lease lapsed may already have a successor acknowledging writes it never saw."""
+        if self.role == "standalone":
+            return
+        if self.role != "primary":
+            raise Unavailable(
+                f"this replica of shard {self.spec.name} is a follower in epoch {self.epoch}; "
+                "strong reads are served by the primary",
+                "consistency",
+            )
+        if epoch and epoch != self.epoch:
+            raise Unavailable(
+                f"strong read for epoch {epoch}, but shard {self.spec.name} is in epoch {self.epoch}",
+                "consistency",
+            )
+        if not self.lease_ok():
+            raise Unavailable(
+                f"the primary of shard {self.spec.name} cannot renew its lease; strong reads wait for it",
+                "consistency",
+            )
+
     async def _write_loop(self) -> None:
         assert self._queue is not None and self.commit_lock is not None
         group_max = 1 if self.options.commit_mode == "batch" else limits.GROUP_COMMIT_BATCHES_MAX

@@ -273,6 +273,9 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
         if consistency == quartz_pb2.SESSION and session and shard in session:
             req.min_lsn = session[shard]
         routes = self.shardmap.read_routes(coll, shard, consistency == quartz_pb2.STRONG)
+        if consistency == quartz_pb2.STRONG and method in ("Get", "Search"):
+            # the node refuses unless it is that epoch's primary with a live lease
+            req.strong, req.epoch = True, routes[0].record.epoch
         if consistency in (quartz_pb2.EVENTUAL, quartz_pb2.READ_CONSISTENCY_UNSPECIFIED) and len(routes) >= 2:
             # Hedge: a second replica is asked when the first is slower than its recent p95.
             first, second = routes[0].address, routes[1].address

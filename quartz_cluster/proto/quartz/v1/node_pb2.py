@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14quartz/v1/node.proto\x12\tquartz.v1\"3\n\x07Vectors\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x0b\n\x03\x64im\x18\x03 \x01(\r\"0\n\x08ShardRef\x12\x15\n\rcollection_id\x18\x01 \x01(\t\x12\r\n\x05shard\x18\x02 \x01(\r\"<\n\nHnswParams\x12\t\n\x01m\x18\x01 \x01(\r\x12\x17\n\x0f\x65\x66_construction\x18\x02 \x01(\r\x12\n\n\x02\x65\x66\x18\x03 \x01(\r\"\x82\x01\n\tShardSpec\x12 \n\x03ref\x18\x01 \x01(\x0b\x32\x13.quartz.v1.ShardRef\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12!\n\x06metric\x18\x03 \x01(\x0e\x32\x11.quartz.v1.Metric\x12#\n\x04hnsw\x18\x04 \x01(\x0b\x32\x15.quartz.v1.HnswParams\"8\n\x12\x43reateShardRequest\x12\"\n\x04spec\x18\x01 \x01(\x0b\x32\x14.quartz.v1.ShardSpec\"&\n\x13\x43reateShardResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\"4\n\x10\x44ropShardRequest\x12 \n\x03ref\x18\x01 \x01(\x0b\x32\x13.quartz.v1.ShardRef\"$\n\x11\x44ropShardResponse\x12\x0f\n\x07\x64ropped\x18\x01 \x01(\x08\"P\n\nPointBatch\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12#\n\x07vectors\x18\x02 \x01(\x0b\x32\x12.quartz.v1.Vectors\x12\x10\n\x08payloads\x18\x03 \x03(\x0c\"\x90\x01\n\x0cWriteRequest\x12 \n\x03ref\x18\x01 \x01(\x0b\x32\x13.quartz.v1.ShardRef\x12&\n\x07upserts\x18\x02 \x01(\x0b\x32\x15.quartz.v1.PointBatch\x12\x12\n\ndelete_ids\x18\x03 \x03(\t\x12\r\n\x05\x65poch\x18\x04 \x01(\x04\x12\x13\n\x0bmin_in_sync\x18\x05 \x01(\r\"+\n\rWriteResponse\x12\x0b\n\x03lsn\x18\x01 \x01(\x04\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\"x\n\nGetRequest\x12 \n\x03ref\x18\x01 \x01(\x0b\x32\x13.quartz.v1.ShardRef\x12\x0b\n\x03ids\x18\x02 \x03(\t\x12\x14\n\x0cwith_vectors\x18\x03 \x01(\x08\x12\x14\n\x0cwith_payload\x18\x04 \x01(\x08\x12\x0f\n\x07min_lsn\x18\x05 \x01(\x04\"4\n\x05Point\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06vector\x18\x02 \x01(\x0c\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\"/\n\x0bGetResponse\x12 \n\x06points\x18\x01 \x03(\x0b\x32\x10.quartz.v1.Point\"\xa4\x01\n\rSearchRequest\x12 \n\x03ref\x18\x01 \x01(\x0b\x32\x13.quartz.v1.ShardRef\x12#\n\x07queries\x18\x02 \x01(\x0b\x32\x12.quartz.v1.Vectors\x12\t\n\x01k\x18\x03 \x01(\r\x12\n\n\x02\x65\x66\x18\x04 \x01(\r\x12\x0e\n\x06\x66ilter\x18\x05 \x01(\t\x12\x14\n\x0cwith_payload\x18\x06 \x01(\x08\x12\x0f\n\x07min_lsn\x18\x07 \x01(\x04\"K\n\x0cSearchResult\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12\x0e\n\x06scores\x18\x02 \x03(\x02\x12\x10\n\x08payloads\x18\x03 \x03(\x0c\x12\x0c\n\x04plan\x18\x04 \x01(\t\":\n\x0eSearchResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.quartz.v1.SearchResult\"0\n\x0cStatsRequest\x12 \n\x03ref\x18\x01 \x01(\x0b\x32\x13.quartz.v1.ShardRef\"\xfd\x01\n\nShardStats\x12\"\n\x04spec\x18\x01 \x01(\x0b\x32\x14.quartz.v1.ShardSpec\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\x12\x13\n\x0b\x61pplied_lsn\x18\x03 \x01(\x04\x12\x16\n\x0e\x63heckpoint_lsn\x18\x04 \x01(\x04\x12\x13\n\x0bindex_bytes\x18\x05 \x01(\x04\x12\x10\n\x08\x63\x61pacity\x18\x06 \x01(\x04\x12\x13\n\x0b\x66ree_labels\x18\x07 \x01(\x04\x12\x11\n\trss_bytes\x18\x08 \x01(\x04\x12\r\n\x05\x65poch\x18\t \x01(\x04\x12\x0f\n\x07log_end\x18\n \x01(\x04\x12\x12\n\nlast_epoch\x18\x0b \x01(\x04\x12\x0c\n\x04role\x18\x0c \x01(\t\"\x13\n\x11ListShardsRequest\";\n\x12ListShardsResponse\x12%\n\x06shards\x18\x01 \x03(\x0b\x32\x15.quartz.v1.ShardStats\"\xa5\x01\n\x08LogEntry\x12\x0b\n\x03lsn\x18\x01 \x01(\x04\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x0b\n\x03ids\x18\x03 \x03(\t\x12\x0e\n\x06labels\x18\x04 \x01(\x0c\x12#\n\x07vectors\x18\x05 \x01(\x0b\x32\x12.quartz.v1.Vectors\x12\x10\n\x08payloads\x18\x06 \x03(\x0c\x12\x12\n\ndelete_ids\x18\x07 \x03(\t\x12\x15\n\rdelete_labels\x18\x08 \x01(\x0c\"\x8b\x01\n\x10ReplicateRequest\x12 \n\x03ref\x18\x01 \x01(\x0b\x32\x13.quartz.v1.ShardRef\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x0f\n\x07primary\x18\x03 \x01(\t\x12\x10\n\x08prev_lsn\x18\x04 \x01(\x04\x12\x12\n\nprev_epoch\x18\x05 \x01(\x04\x12\x0f\n\x07\x65ntries\x18\x06 \x03(\x0c\"y\n\x11ReplicateResponse\x12*\n\x06status\x18\x01 \x01(\x0e\x32\x1a.quartz.v1.ReplicateStatus\x12\x0f\n\x07log_end\x18\x02 \x01(\x04\x12\x12\n\nlast_epoch\x18\x03 \x01(\x04\x12\x13\n\x0bincarnation\x18\x04 \x01(\t\"\x92\x01\n\rSnapshotChunk\x12 \n\x03ref\x18\x01 \x01(\x0b\x32\x13.quartz.v1.ShardRef\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x0b\n\x03lsn\x18\x03 \x01(\x04\x12\x11\n\tlsn_epoch\x18\x04 \x01(\x04\x12\x12\n\nnext_label\x18\x05 \x01(\x04\x12\x0c\n\x04keys\x18\x06 \x03(\x0c\x12\x0e\n\x06values\x18\x07 \x03(\x0c*<\n\x06Metric\x12\x16\n\x12METRIC_UNSPECIFIED\x10\x00\x12\n\n\x06\x43OSINE\x10\x01\x12\x06\n\x02L2\x10\x02\x12\x06\n\x02IP\x10\x03*Q\n\x0fReplicateStatus\x12\x10\n\x0cREPLICATE_OK\x10\x00\x12\x14\n\x10REPLICATE_BEHIND\x10\x01\x12\x16\n\x12REPLICATE_DIVERGED\x10\x02\x32\xe6\x04\n\x04Node\x12L\n\x0b\x43reateShard\x12\x1d.quartz.v1.CreateShardRequest\x1a\x1e.quartz.v1.CreateShardResponse\x12\x46\n\tDropShard\x12\x1b.quartz.v1.DropShardRequest\x1a\x1c.quartz.v1.DropShardResponse\x12:\n\x05Write\x12\x17.quartz.v1.WriteRequest\x1a\x18.quartz.v1.WriteResponse\x12\x34\n\x03Get\x12\x15.quartz.v1.GetRequest\x1a\x16.quartz.v1.GetResponse\x12=\n\x06Search\x12\x18.quartz.v1.SearchRequest\x1a\x19.quartz.v1.SearchResponse\x12\x37\n\x05Stats\x12\x17.quartz.v1.StatsRequest\x1a\x15.quartz.v1.ShardStats\x12I\n\nListShards\x12\x1c.quartz.v1.ListShardsRequest\x1a\x1d.quartz.v1.ListShardsResponse\x12\x46\n\tReplicate\x12\x1b.quartz.v1.ReplicateRequest\x1a\x1c.quartz.v1.ReplicateResponse\x12K\n\x0fInstallSnapshot\x12\x18.quartz.v1.SnapshotChunk\x1a\x1c.quartz.v1.ReplicateResponse(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14quartz/v1/node.proto\x12\tquartz.v1\"3\n\x07Vectors\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x0b\n\x03\x64im\x18\x03 \x01(\r\"0\n\x08ShardRef\x12\x15\n\rcollection_id\x18\x01 \x01(\t\x12\r\n\x05shard\x18\x02 \x01(\r\"<\n\nHnswParams\x12\t\n\x01m\x18\x01 \x01(\r\x12\x17\n\x0f\x65\x66_construction\x18\x02 \x01(\r\x12\n\n\x02\x65\x66\x18\x03 \x01(\r\"\x82\x01\n\tShardSpec\x12 \n\x03ref\x18\x01 \x01(\x0b\x32\x13.quartz.v1.ShardRef\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12!\n\x06metric\x18\x03 \x01(\x0e\x32\x11.quartz.v1.Metric\x12#\n\x04hnsw\x18\x04 \x01(\x0b\x32\x15.quartz.v1.HnswParams\"8\n\x12\x43reateShardRequest\x12\"\n\x04spec\x18\x01 \x01(\x0b\x32\x14.quartz.v1.ShardSpec\"&\n\x13\x43reateShardResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\"4\n\x10\x44ropShardRequest\x12 \n\x03ref\x18\x01 \x01(\x0b\x32\x13.quartz.v1.ShardRef\"$\n\x11\x44ropShardResponse\x12\x0f\n\x07\x64ropped\x18\x01 \x01(\x08\"P\n\nPointBatch\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12#\n\x07vectors\x18\x02 \x01(\x0b\x32\x12.quartz.v1.Vectors\x12\x10\n\x08payloads\x18\x03 \x03(\x0c\"\x90\x01\n\x0cWriteRequest\x12 \n\x03ref\x18\x01 \x01(\x0b\x32\x13.quartz.v1.ShardRef\x12&\n\x07upserts\x18\x02 \x01(\x0b\x32\x15.quartz.v1.PointBatch\x12\x12\n\ndelete_ids\x18\x03 \x03(\t\x12\r\n\x05\x65poch\x18\x04 \x01(\x04\x12\x13\n\x0bmin_in_sync\x18\x05 \x01(\r\"+\n\rWriteResponse\x12\x0b\n\x03lsn\x18\x01 \x01(\x04\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\"\x97\x01\n\nGetRequest\x12 \n\x03ref\x18\x01 \x01(\x0b\x32\x13.quartz.v1.ShardRef\x12\x0b\n\x03ids\x18\x02 \x03(\t\x12\x14\n\x0cwith_vectors\x18\x03 \x01(\x08\x12\x14\n\x0cwith_payload\x18\x04 \x01(\x08\x12\x0f\n\x07min_lsn\x18\x05 \x01(\x04\x12\x0e\n\x06strong\x18\x06 \x01(\x08\x12\r\n\x05\x65poch\x18\x07 \x01(\x04\"4\n\x05Point\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06vector\x18\x02 \x01(\x0c\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\"/\n\x0bGetResponse\x12 \n\x06points\x18\x01 \x03(\x0b\x32\x10.quartz.v1.Point\"\xc3\x01\n\rSearchRequest\x12 \n\x03ref\x18\x01 \x01(\x0b\x32\x13.quartz.v1.ShardRef\x12#\n\x07queries\x18\x02 \x01(\x0b\x32\x12.quartz.v1.Vectors\x12\t\n\x01k\x18\x03 \x01(\r\x12\n\n\x02\x65\x66\x18\x04 \x01(\r\x12\x0e\n\x06\x66ilter\x18\x05 \x01(\t\x12\x14\n\x0cwith_payload\x18\x06 \x01(\x08\x12\x0f\n\x07min_lsn\x18\x07 \x01(\x04\x12\x0e\n\x06strong\x18\x08 \x01(\x08\x12\r\n\x05\x65poch\x18\t \x01(\x04\"K\n\x0cSearchResult\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12\x0e\n\x06scores\x18\x02 \x03(\x02\x12\x10\n\x08payloads\x18\x03 \x03(\x0c\x12\x0c\n\x04plan\x18\x04 \x01(\t\":\n\x0eSearchResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.quartz.v1.SearchResult\"0\n\x0cStatsRequest\x12 \n\x03ref\x18\x01 \x01(\x0b\x32\x13.quartz.v1.ShardRef\"\xfd\x01\n\nShardStats\x12\"\n\x04spec\x18\x01 \x01(\x0b\x32\x14.quartz.v1.ShardSpec\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\x12\x13\n\x0b\x61pplied_lsn\x18\x03 \x01(\x04\x12\x16\n\x0e\x63heckpoint_lsn\x18\x04 \x01(\x04\x12\x13\n\x0bindex_bytes\x18\x05 \x01(\x04\x12\x10\n\x08\x63\x61pacity\x18\x06 \x01(\x04\x12\x13\n\x0b\x66ree_labels\x18\x07 \x01(\x04\x12\x11\n\trss_bytes\x18\x08 \x01(\x04\x12\r\n\x05\x65poch\x18\t \x01(\x04\x12\x0f\n\x07log_end\x18\n \x01(\x04\x12\x12\n\nlast_epoch\x18\x0b \x01(\x04\x12\x0c\n\x04role\x18\x0c \x01(\t\"\x13\n\x11ListShardsRequest\";\n\x12ListShardsResponse\x12%\n\x06shards\x18\x01 \x03(\x0b\x32\x15.quartz.v1.ShardStats\"\xa5\x01\n\x08LogEntry\x12\x0b\n\x03lsn\x18\x01 \x01(\x04\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x0b\n\x03ids\x18\x03 \x03(\t\x12\x0e\n\x06labels\x18\x04 \x01(\x0c\x12#\n\x07vectors\x18\x05 \x01(\x0b\x32\x12.quartz.v1.Vectors\x12\x10\n\x08payloads\x18\x06 \x03(\x0c\x12\x12\n\ndelete_ids\x18\x07 \x03(\t\x12\x15\n\rdelete_labels\x18\x08 \x01(\x0c\"\x8b\x01\n\x10ReplicateRequest\x12 \n\x03ref\x18\x01 \x01(\x0b\x32\x13.quartz.v1.ShardRef\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x0f\n\x07primary\x18\x03 \x01(\t\x12\x10\n\x08prev_lsn\x18\x04 \x01(\x04\x12\x12\n\nprev_epoch\x18\x05 \x01(\x04\x12\x0f\n\x07\x65ntries\x18\x06 \x03(\x0c\"y\n\x11ReplicateResponse\x12*\n\x06status\x18\x01 \x01(\x0e\x32\x1a.quartz.v1.ReplicateStatus\x12\x0f\n\x07log_end\x18\x02 \x01(\x04\x12\x12\n\nlast_epoch\x18\x03 \x01(\x04\x12\x13\n\x0bincarnation\x18\x04 \x01(\t\"\x92\x01\n\rSnapshotChunk\x12 \n\x03ref\x18\x01 \x01(\x0b\x32\x13.quartz.v1.ShardRef\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x0b\n\x03lsn\x18\x03 \x01(\x04\x12\x11\n\tlsn_epoch\x18\x04 \x01(\x04\x12\x12\n\nnext_label\x18\x05 \x01(\x04\x12\x0c\n\x04keys\x18\x06 \x03(\x0c\x12\x0e\n\x06values\x18\x07 \x03(\x0c*<\n\x06Metric\x12\x16\n\x12METRIC_UNSPECIFIED\x10\x00\x12\n\n\x06\x43OSINE\x10\x01\x12\x06\n\x02L2\x10\x02\x12\x06\n\x02IP\x10\x03*Q\n\x0fReplicateStatus\x12\x10\n\x0cREPLICATE_OK\x10\x00\x12\x14\n\x10REPLICATE_BEHIND\x10\x01\x12\x16\n\x12REPLICATE_DIVERGED\x10\x02\x32\xe6\x04\n\x04Node\x12L\n\x0b\x43reateShard\x12\x1d.quartz.v1.CreateShardRequest\x1a\x1e.quartz.v1.CreateShardResponse\x12\x46\n\tDropShard\x12\x1b.quartz.v1.DropShardRequest\x1a\x1c.quartz.v1.DropShardResponse\x12:\n\x05Write\x12\x17.quartz.v1.WriteRequest\x1a\x18.quartz.v1.WriteResponse\x12\x34\n\x03Get\x12\x15.quartz.v1.GetRequest\x1a\x16.quartz.v1.GetResponse\x12=\n\x06Search\x12\x18.quartz.v1.SearchRequest\x1a\x19.quartz.v1.SearchResponse\x12\x37\n\x05Stats\x12\x17.quartz.v1.StatsRequest\x1a\x15.quartz.v1.ShardStats\x12I\n\nListShards\x12\x1c.quartz.v1.ListShardsRequest\x1a\x1d.quartz.v1.ListShardsResponse\x12\x46\n\tReplicate\x12\x1b.quartz.v1.ReplicateRequest\x1a\x1c.quartz.v1.ReplicateResponse\x12K\n\x0fInstallSnapshot\x12\x18.quartz.v1.SnapshotChunk\x1a\x1c.quartz.v1.ReplicateResponse(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'quartz.v1.node_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_METRIC']._serialized_start=2296
-  _globals['_METRIC']._serialized_end=2356
-  _globals['_REPLICATESTATUS']._serialized_start=2358
-  _globals['_REPLICATESTATUS']._serialized_end=2439
+  _globals['_METRIC']._serialized_start=2359
+  _globals['_METRIC']._serialized_end=2419
+  _globals['_REPLICATESTATUS']._serialized_start=2421
+  _globals['_REPLICATESTATUS']._serialized_end=2502
   _globals['_VECTORS']._serialized_start=35
   _globals['_VECTORS']._serialized_end=86
   _globals['_SHARDREF']._serialized_start=88
@@ -57,34 +57,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WRITEREQUEST']._serialized_end=750
   _globals['_WRITERESPONSE']._serialized_start=752
   _globals['_WRITERESPONSE']._serialized_end=795
-  _globals['_GETREQUEST']._serialized_start=797
-  _globals['_GETREQUEST']._serialized_end=917
-  _globals['_POINT']._serialized_start=919
-  _globals['_POINT']._serialized_end=971
-  _globals['_GETRESPONSE']._serialized_start=973
-  _globals['_GETRESPONSE']._serialized_end=1020
-  _globals['_SEARCHREQUEST']._serialized_start=1023
-  _globals['_SEARCHREQUEST']._serialized_end=1187
-  _globals['_SEARCHRESULT']._serialized_start=1189
-  _globals['_SEARCHRESULT']._serialized_end=1264
-  _globals['_SEARCHRESPONSE']._serialized_start=1266
-  _globals['_SEARCHRESPONSE']._serialized_end=1324
-  _globals['_STATSREQUEST']._serialized_start=1326
-  _globals['_STATSREQUEST']._serialized_end=1374
-  _globals['_SHARDSTATS']._serialized_start=1377
-  _globals['_SHARDSTATS']._serialized_end=1630
-  _globals['_LISTSHARDSREQUEST']._serialized_start=1632
-  _globals['_LISTSHARDSREQUEST']._serialized_end=1651
-  _globals['_LISTSHARDSRESPONSE']._serialized_start=1653
-  _globals['_LISTSHARDSRESPONSE']._serialized_end=1712
-  _globals['_LOGENTRY']._serialized_start=1715
-  _globals['_LOGENTRY']._serialized_end=1880
-  _globals['_REPLICATEREQUEST']._serialized_start=1883
-  _globals['_REPLICATEREQUEST']._serialized_end=2022
-  _globals['_REPLICATERESPONSE']._serialized_start=2024
-  _globals['_REPLICATERESPONSE']._serialized_end=2145
-  _globals['_SNAPSHOTCHUNK']._serialized_start=2148
-  _globals['_SNAPSHOTCHUNK']._serialized_end=2294
-  _globals['_NODE']._serialized_start=2442
-  _globals['_NODE']._serialized_end=3056
+  _globals['_GETREQUEST']._serialized_start=798
+  _globals['_GETREQUEST']._serialized_end=949
+  _globals['_POINT']._serialized_start=951
+  _globals['_POINT']._serialized_end=1003
+  _globals['_GETRESPONSE']._serialized_start=1005
+  _globals['_GETRESPONSE']._serialized_end=1052
+  _globals['_SEARCHREQUEST']._serialized_start=1055
+  _globals['_SEARCHREQUEST']._serialized_end=1250
+  _globals['_SEARCHRESULT']._serialized_start=1252
+  _globals['_SEARCHRESULT']._serialized_end=1327
+  _globals['_SEARCHRESPONSE']._serialized_start=1329
+  _globals['_SEARCHRESPONSE']._serialized_end=1387
+  _globals['_STATSREQUEST']._serialized_start=1389
+  _globals['_STATSREQUEST']._serialized_end=1437
+  _globals['_SHARDSTATS']._serialized_start=1440
+  _globals['_SHARDSTATS']._serialized_end=1693
+  _globals['_LISTSHARDSREQUEST']._serialized_start=1695
+  _globals['_LISTSHARDSREQUEST']._serialized_end=1714
+  _globals['_LISTSHARDSRESPONSE']._serialized_start=1716
+  _globals['_LISTSHARDSRESPONSE']._serialized_end=1775
+  _globals['_LOGENTRY']._serialized_start=1778
+  _globals['_LOGENTRY']._serialized_end=1943
+  _globals['_REPLICATEREQUEST']._serialized_start=1946
+  _globals['_REPLICATEREQUEST']._serialized_end=2085
+  _globals['_REPLICATERESPONSE']._serialized_start=2087
+  _globals['_REPLICATERESPONSE']._serialized_end=2208
+  _globals['_SNAPSHOTCHUNK']._serialized_start=2211
+  _globals['_SNAPSHOTCHUNK']._serialized_end=2357
+  _globals['_NODE']._serialized_start=2505
+  _globals['_NODE']._serialized_end=3119
 # @@protoc_insertion_point(module_scope)

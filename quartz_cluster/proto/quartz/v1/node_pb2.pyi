@@ -124,18 +124,22 @@ class WriteResponse(_message.Message):
     def __init__(self, lsn: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class GetRequest(_message.Message):
-    __slots__ = ("ref", "ids", "with_vectors", "with_payload", "min_lsn")
+    __slots__ = ("ref", "ids", "with_vectors", "with_payload", "min_lsn", "strong", "epoch")
     REF_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     WITH_VECTORS_FIELD_NUMBER: _ClassVar[int]
     WITH_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     MIN_LSN_FIELD_NUMBER: _ClassVar[int]
+    STRONG_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     ref: ShardRef
     ids: _containers.RepeatedScalarFieldContainer[str]
     with_vectors: bool
     with_payload: bool
     min_lsn: int
-    def __init__(self, ref: _Optional[_Union[ShardRef, _Mapping]] = ..., ids: _Optional[_Iterable[str]] = ..., with_vectors: _Optional[bool] = ..., with_payload: _Optional[bool] = ..., min_lsn: _Optional[int] = ...) -> None: ...
+    strong: bool
+    epoch: int
+    def __init__(self, ref: _Optional[_Union[ShardRef, _Mapping]] = ..., ids: _Optional[_Iterable[str]] = ..., with_vectors: _Optional[bool] = ..., with_payload: _Optional[bool] = ..., min_lsn: _Optional[int] = ..., strong: _Optional[bool] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class Point(_message.Message):
     __slots__ = ("id", "vector", "payload")
@@ -154,7 +158,7 @@ class GetResponse(_message.Message):
     def __init__(self, points: _Optional[_Iterable[_Union[Point, _Mapping]]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("ref", "queries", "k", "ef", "filter", "with_payload", "min_lsn")
+    __slots__ = ("ref", "queries", "k", "ef", "filter", "with_payload", "min_lsn", "strong", "epoch")
     REF_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
@@ -162,6 +166,8 @@ class SearchRequest(_message.Message):
     FILTER_FIELD_NUMBER: _ClassVar[int]
     WITH_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     MIN_LSN_FIELD_NUMBER: _ClassVar[int]
+    STRONG_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     ref: ShardRef
     queries: Vectors
     k: int
@@ -169,7 +175,9 @@ class SearchRequest(_message.Message):
     filter: str
     with_payload: bool
     min_lsn: int
-    def __init__(self, ref: _Optional[_Union[ShardRef, _Mapping]] = ..., queries: _Optional[_Union[Vectors, _Mapping]] = ..., k: _Optional[int] = ..., ef: _Optional[int] = ..., filter: _Optional[str] = ..., with_payload: _Optional[bool] = ..., min_lsn: _Optional[int] = ...) -> None: ...
+    strong: bool
+    epoch: int
+    def __init__(self, ref: _Optional[_Union[ShardRef, _Mapping]] = ..., queries: _Optional[_Union[Vectors, _Mapping]] = ..., k: _Optional[int] = ..., ef: _Optional[int] = ..., filter: _Optional[str] = ..., with_payload: _Optional[bool] = ..., min_lsn: _Optional[int] = ..., strong: _Optional[bool] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class SearchResult(_message.Message):
     __slots__ = ("ids", "scores", "payloads", "plan")
