@@ -2,6 +2,7 @@
 
     .venv/bin/python chaos/campaign.py --runs 20 --duration 60          # the full campaign
     .venv/bin/python chaos/campaign.py --runs 3 --duration 20 --scenarios kill-primary,mixed
+    .venv/bin/python chaos/campaign.py --tabulate chaos/results/campaign-*.json   # one table over runs
 
 Writes chaos/results/campaign-<time>.json and prints a markdown table (docs/RELIABILITY.md).
 """
@@ -23,6 +24,40 @@ from quartz_cluster.chaos.faults import SCENARIOS
 from quartz_cluster.chaos.runner import ChaosConfig, run
 
 
+def table(rows: list[dict]) -> str:
+    """The markdown table of docs/RELIABILITY.md, one line per scenario."""
+    out = [
+        "| scenario | runs | passed | lost | unexpected | duplicated | stale strong reads "
+        "| acknowledged writes | failed calls (write / read) | write recovery after a fault, median (max) "
+        "| longest write outage, median (max) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for scenario in sorted({r["scenario"] for r in rows}):
+        rs = [r for r in rows if r["scenario"] == scenario]
+        rec = [x for r in rs for x in r["recovery_s"]]
+        gaps = [x for r in rs for x in r.get("write_outage_s", [])]
+        stale = [r["stale"] for r in rs if "stale" in r]
+
+        def spread(xs: list[float]) -> str:
+            return f"{statistics.median(xs):.2f} s ({max(xs):.2f} s)" if xs else "-"
+
+        out.append(
+            f"| {scenario} | {len(rs)} | {sum(r['passed'] for r in rs)} | {sum(r['lost'] for r in rs)} | "
+            f"{sum(r['unexpected'] for r in rs)} | {sum(r['duplicated'] for r in rs)} | "
+            f"{sum(stale) if stale else 'not checked'} | {sum(r['acknowledged'] for r in rs):,} | "
+            f"{sum(r['failed_write_calls'] for r in rs)} / {sum(r['failed_read_calls'] for r in rs)} | "
+            f"{spread(rec)} | {spread(gaps)} |"
+        )
+    return "\n".join(out)
+
+
+def tabulate(paths: list[str]) -> int:
+    """One table over several campaign files (runs of different seeds, or commits)."""
+    rows = [row for p in paths for row in orjson.loads(Path(p).read_bytes())["rows"]]
+    print(table(rows))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=20)
@@ -30,7 +65,10 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=60.0)
     ap.add_argument("--scenarios", default=",".join(sorted(SCENARIOS)))
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    ap.add_argument("--tabulate", nargs="+", metavar="CAMPAIGN_JSON", help="print one table over these files")
     args = ap.parse_args()
+    if args.tabulate:
+        return tabulate(args.tabulate)
     out = Path(args.out)
     work = out / "runs"
     rows = []
@@ -57,6 +95,8 @@ def main() -> int:
                     "failed_read_calls": r["reads"]["failed"],
                     "faults": len(r["recovery"]),
                     "recovery_s": rec,
+                    "stale": len(r["stale"]),
+                    "write_outage_s": [f["write_outage_s"] for f in r["recovery"]],
                     "converged_after_s": r["converged_after_s"],
                     "recall_at_10_after": r["recall_at_10_after"],
                 }
@@ -65,23 +105,8 @@ def main() -> int:
             # written after every run: a campaign stopped half-way keeps what it measured
             result = {"runs_per_scenario": args.runs, "duration_s": args.duration, **run_info(), "rows": rows}
             path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
-    print(
-        "\n| scenario | runs | passed | lost | unexpected | duplicated | acknowledged writes | failed calls "
-        "(write / read) | write recovery after a fault, median (max) |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for scenario in args.scenarios.split(","):
-        rs = [r for r in rows if r["scenario"] == scenario]
-        rec = [x for r in rs for x in r["recovery_s"]]
-        print(
-            f"| {scenario} | {len(rs)} | {sum(r['passed'] for r in rs)} | {sum(r['lost'] for r in rs)} | "
-            f"{sum(r['unexpected'] for r in rs)} | {sum(r['duplicated'] for r in rs)} | "
-            f"{sum(r['acknowledged'] for r in rs):,} | {sum(r['failed_write_calls'] for r in rs)} / "
-            f"{sum(r['failed_read_calls'] for r in rs)} | "
-            f"{statistics.median(rec):.2f} s ({max(rec):.2f} s) |"
-            if rec
-            else "| - |"
-        )
+    print()
+    print(table(rows))
     print(f"\nwrote {path}")
     return 0 if all(r["passed"] for r in rows) else 1
 

@@ -8,10 +8,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from quartz_cluster.chaos.netproxy import Network, partition_rules
 from quartz_cluster.client import QuartzClient
 from quartz_cluster.cluster import LocalCluster
 
 PAUSE_BEYOND_LEASE_S = 2.0
+# How long a partition lasts: shorter than the lease and the clients' deadline, longer than the
+# replication timeout, and longer than the clients' deadline (calls fail: "maybe applied" writes).
+PARTITION_HOLD_S = (3.0, 6.0, 14.0)
 DRAIN_WAIT_S = 30.0
 
 
@@ -20,6 +24,7 @@ class Injected:
     fault: str
     target: str
     heal: Callable[[], None]
+    heal_after_s: float | None = None  # None: the run's heal_after_s
 
 
 def _primary(cluster: LocalCluster, collection: str, rng: random.Random):
@@ -49,6 +54,27 @@ def pause_primary(cluster: LocalCluster, collection: str, rng: random.Random) ->
     return Injected("pause-primary", node.name, lambda: node.resume())
 
 
+def partition(cluster: LocalCluster, collection: str, rng: random.Random) -> Injected:
+    """Cut the primary of a random shard off from its peers, the router, or everyone (routers,
+    peers, coordinators; etcd stays reachable), both ways or one way, through the fronts."""
+    net: Network = cluster.network
+    node = _primary(cluster, collection, rng)
+    peers = [n.name for n in cluster.nodes if n.name != node.name]
+    routers = [r.name for r in cluster.routers]
+    side = rng.choice(["peers", "router", "all"])
+    others = {
+        "peers": peers,
+        "router": routers,
+        "all": [*peers, *routers, *(c.name for c in cluster.coordinators)],
+    }
+    direction = rng.choice(["both", "in", "out"])
+    rules = partition_rules(node.name, others[side], direction)
+    hold_s = rng.choice(PARTITION_HOLD_S)
+    net.cut(rules)
+    target = f"{node.name} from {side}, {direction}, {hold_s:g} s"
+    return Injected("partition", target, lambda: net.heal(rules), heal_after_s=hold_s)
+
+
 def etcd_member_loss(cluster: LocalCluster, collection: str, rng: random.Random) -> Injected:
     """One of three etcd members killed: quorum holds, nothing should notice."""
     members = [m for m in cluster.etcd_processes() if m.alive()]
@@ -57,6 +83,23 @@ def etcd_member_loss(cluster: LocalCluster, collection: str, rng: random.Random)
     member = rng.choice(members)
     member.kill()
     return Injected("etcd-member-loss", member.name, lambda: member.restart_member())
+
+
+def etcd_quorum_loss(cluster: LocalCluster, collection: str, rng: random.Random) -> Injected:
+    """Two of three etcd members killed: no quorum, so no lease renews and no shard map changes;
+    the data path must keep serving eventual reads from the routers' last shard map."""
+    members = [m for m in cluster.etcd_processes() if m.alive()]
+    if len(members) < 3:
+        raise RuntimeError("etcd-quorum-loss needs a 3-member etcd")
+    lost = rng.sample(members, 2)
+    for m in lost:
+        m.kill()
+
+    def heal() -> None:
+        for m in lost:
+            m.restart_member()
+
+    return Injected("etcd-quorum-loss", ", ".join(m.name for m in lost), heal)
 
 
 def rolling_restart(cluster: LocalCluster, collection: str, rng: random.Random) -> Injected:
@@ -109,11 +152,14 @@ FAULTS = {
     "kill-primary": kill_primary,
     "kill-random": kill_random,
     "pause-primary": pause_primary,
+    "partition": partition,
     "etcd-member-loss": etcd_member_loss,
+    "etcd-quorum-loss": etcd_quorum_loss,
     "rolling-restart": rolling_restart,
     "full-restart": full_restart,
     "drain": drain,
 }
+NEEDS_NETWORK = {"partition"}  # faults that need the fronts in place before the cluster starts
 SCENARIOS = {name: [name] for name in FAULTS} | {
     "mixed": ["kill-primary", "kill-random", "pause-primary", "etcd-member-loss", "rolling-restart", "drain"]
 }

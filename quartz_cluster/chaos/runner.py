@@ -13,7 +13,8 @@ import numpy as np
 import orjson
 
 from quartz_cluster.chaos.checker import availability, check, recovery_times
-from quartz_cluster.chaos.faults import FAULTS, SCENARIOS, Injected
+from quartz_cluster.chaos.faults import FAULTS, NEEDS_NETWORK, SCENARIOS, Injected
+from quartz_cluster.chaos.netproxy import Network
 from quartz_cluster.chaos.workload import History, Workload
 from quartz_cluster.client import QuartzClient
 from quartz_cluster.cluster import LocalCluster
@@ -52,13 +53,20 @@ def run(cfg: ChaosConfig, say=print) -> dict:
     out = Path(cfg.out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(out / "cluster", ignore_errors=True)  # a run always starts from a fresh cluster
+    net = None
+    if any(f in NEEDS_NETWORK for f in SCENARIOS[cfg.scenario]):
+        net = Network(lambda: {p.pid: p.name for p in cluster.processes() if p.alive()})
     cluster = LocalCluster(
         out / "cluster",
         nodes=cfg.nodes,
         coordinators=2,
         etcd_members=3,
         coordinator_args=["--repair-grace", "3600"],
+        node_advertise=(lambda node_id: net.front(node_id, _listen_address(out / "cluster", node_id)))
+        if net
+        else None,
     )
+    cluster.network = net
     history = History()
     say(
         f"chaos {cfg.scenario}: seed {cfg.seed}, {cfg.duration_s:g} s, {cfg.nodes} nodes, "
@@ -80,11 +88,28 @@ def run(cfg: ChaosConfig, say=print) -> dict:
         report = _check(cfg, cluster, history, converge_s)
     except BaseException:
         cluster.kill()
+        if net is not None:
+            net.close()
         raise
     cluster.stop()
+    if net is not None:
+        net.close()
     _write(out, cfg, history, report)
     say(summary(report))
     return report
+
+
+def _listen_address(cluster_dir: Path, node_id: str):
+    """Where node `node_id` listens now (node.json; a restart picks a new port), or None."""
+    info = cluster_dir / "nodes" / node_id / "node.json"
+
+    def current() -> str | None:
+        try:
+            return orjson.loads(info.read_bytes()).get("listen")
+        except (OSError, ValueError):
+            return None
+
+    return current
 
 
 def _schedule(cfg: ChaosConfig, cluster: LocalCluster, h: History, rng: random.Random, say) -> None:
@@ -98,7 +123,8 @@ def _schedule(cfg: ChaosConfig, cluster: LocalCluster, h: History, rng: random.R
             injected = FAULTS[name](cluster, COLLECTION, rng)
             h.add({"type": "fault", "t": t, "fault": name, "target": injected.target})
             say(f"  t={t:6.1f}s  {name} ({injected.target})")
-            pending.append((h.now() + cfg.heal_after_s, injected))
+            hold_s = cfg.heal_after_s if injected.heal_after_s is None else injected.heal_after_s
+            pending.append((h.now() + hold_s, injected))
             next_fault = h.now() + cfg.fault_every_s
         for due, injected in [p for p in pending if p[0] <= h.now()]:
             injected.heal()
@@ -178,7 +204,14 @@ def _check(cfg: ChaosConfig, cluster: LocalCluster, h: History, converge_s: floa
     wrong_vectors = sorted(i for i, v in present.items() if not np.array_equal(v, h.vectors[i]))
     states = _replica_states(cluster, attempted, cfg.shards)
     verdict = check(
-        set(attempted), set(h.acked), set(present), set(h.read_ids), h.result_lists, count, states
+        set(attempted),
+        set(h.acked),
+        set(present),
+        set(h.read_ids),
+        h.result_lists,
+        count,
+        states,
+        h.strong_read_misses,
     )
     events = h.events
     writes = [e for e in events if e["type"] == "write"]
@@ -189,6 +222,7 @@ def _check(cfg: ChaosConfig, cluster: LocalCluster, h: History, converge_s: floa
         "lost": verdict.lost,
         "unexpected": verdict.unexpected,
         "duplicated": verdict.duplicated,
+        "stale": verdict.stale,
         "wrong_vectors": wrong_vectors,
         "recovered": len(verdict.recovered),
         "divergent_shards": verdict.divergent_shards,
@@ -212,15 +246,19 @@ def summary(r: dict) -> str:
         f"  writes: {r['acknowledged']:,} ids acknowledged of {r['attempted']:,} attempted "
         f"({r['writes']['ok']:,} ok / {r['writes']['failed']:,} failed calls); stored {r['stored']:,}",
         f"  lost {len(r['lost'])}, unexpected {len(r['unexpected'])}, duplicated {len(r['duplicated'])}, "
-        f"wrong vectors {len(r['wrong_vectors'])}, recovered (unacknowledged but stored) {r['recovered']}",
+        f"  stale strong reads {len(r['stale'])}, wrong vectors {len(r['wrong_vectors'])}, "
+        f"recovered (unacknowledged but stored) {r['recovered']}",
         f"  reads: {r['reads']['ok']:,} ok / {r['reads']['failed']:,} failed",
         f"  converged after {r['converged_after_s']} s; divergent shards {r['divergent_shards'] or 'none'}; "
         f"recall@10 after convergence {r['recall_at_10_after']}",
     ]
     for f in r["recovery"]:
+        d = f["reads_during"]
         lines.append(
             f"  fault {f['fault']} ({f['target']}) at {f['t']:.1f} s: writes recovered after "
-            f"{f['recovered_after_s']} s"
+            f"{f['recovered_after_s']} s, longest write outage {f['write_outage_s']} s;\n"
+            f"    reads while in force: eventual {d['eventual_ok']} ok / "
+            f"{d['eventual_failed']} failed, strong {d['strong_ok']} ok / {d['strong_failed']} failed"
         )
     if not r["passed"]:
         lines.append(f"  replay: {r['replay']}")

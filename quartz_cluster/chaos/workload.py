@@ -28,6 +28,7 @@ class History:
     acked: set[str] = field(default_factory=set)
     read_ids: set[str] = field(default_factory=set)
     result_lists: list[list[str]] = field(default_factory=list)
+    strong_read_misses: list[str] = field(default_factory=list)  # acked ids a strong read did not return
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def now(self) -> float:
@@ -111,7 +112,7 @@ class Workload:
                         with self.h.lock:
                             self.h.result_lists.append(ids)
                     elif acked:
-                        want = rng.sample(acked, min(10, len(acked)))
+                        want = rng.sample(acked, min(10, len(acked)))  # all acknowledged before now
                         consistency = "strong" if kind == "get-strong" else "eventual"
                         ids = [
                             p.id
@@ -128,6 +129,8 @@ class Workload:
                     ok, err = True, None
                     with self.h.lock:
                         self.h.read_ids.update(ids)
+                        if kind == "get-strong" and acked:
+                            self.h.strong_read_misses.extend(set(want) - set(ids))
                 except QuartzError as exc:
                     ok, err = False, exc.code
                 self.h.add(

@@ -22,17 +22,33 @@ def test_clean_run_passes_and_counts_catch_duplicates():
     assert dup.duplicated and not dup.passed
 
 
+def test_a_strong_read_missing_an_acknowledged_write_fails_the_run():
+    stale = check({"a", "b"}, {"a", "b"}, {"a", "b"}, {"a"}, [], 2, {}, strong_read_misses=["b", "b"])
+    assert stale.stale == ["b"] and not stale.passed and stale.lost == []
+
+
 def test_availability_and_recovery():
     events = [
         {"type": "write", "t0": 0.1, "t1": 0.2, "ok": True},
         {"type": "fault", "t": 0.5, "fault": "kill-primary", "target": "n1"},
         {"type": "write", "t0": 0.6, "t1": 1.4, "ok": False},
-        {"type": "read", "t0": 0.7, "t1": 1.1, "ok": True},
+        {"type": "read", "kind": "search", "t0": 0.7, "t1": 1.1, "ok": True},
+        {"type": "read", "kind": "get-strong", "t0": 0.7, "t1": 1.2, "ok": False},
+        {"type": "heal", "t": 1.3, "fault": "kill-primary", "target": "n1"},
+        {"type": "read", "kind": "get-strong", "t0": 1.3, "t1": 1.4, "ok": True},
         {"type": "write", "t0": 1.5, "t1": 2.5, "ok": True},
     ]
     buckets = availability(events)
     assert [b["write_ok"] for b in buckets] == [1, 0, 1] and buckets[1]["write_err"] == 1
-    assert buckets[1]["read_ok"] == 1
+    assert buckets[1]["read_ok"] == 2 and buckets[1]["read_err"] == 1
     assert recovery_times(events) == [
-        {"fault": "kill-primary", "target": "n1", "t": 0.5, "recovered_after_s": 2.0}
+        {
+            "fault": "kill-primary",
+            "target": "n1",
+            "t": 0.5,
+            "healed_after_s": 0.8,
+            "recovered_after_s": 2.0,
+            "write_outage_s": 2.0,
+            "reads_during": {"eventual_ok": 1, "eventual_failed": 0, "strong_ok": 0, "strong_failed": 1},
+        }
     ]
