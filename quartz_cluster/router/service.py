@@ -25,6 +25,7 @@ from quartz_cluster.meta.schema import CollectionRecord
 from quartz_cluster.meta.store import EtcdStore
 from quartz_cluster.node.service import METRIC_ENUMS, METRIC_NAMES
 from quartz_cluster.proto.quartz.v1 import node_pb2, quartz_pb2, quartz_pb2_grpc
+from quartz_cluster.router.coalesce import Coalescer
 from quartz_cluster.router.hedging import Latencies, hedged
 from quartz_cluster.router.routing import merge_top_k, split_by_shard
 from quartz_cluster.router.shardmap import ShardMap
@@ -33,6 +34,7 @@ from quartz_cluster.rpc.status import error_from_rpc, rpc
 
 DEADLINE_MARGIN_S = 0.05
 # a read falls through to the next replica on these (NOT_FOUND: that replica was just moved away)
+EVENTUAL = (quartz_pb2.EVENTUAL, quartz_pb2.READ_CONSISTENCY_UNSPECIFIED)
 RETRYABLE = (
     grpc.StatusCode.UNAVAILABLE,
     grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -95,6 +97,7 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
         self.shardmap, self.store, self.nodes = shardmap, store, nodes
         self.latencies = Latencies()
         self.hedges_sent = 0
+        self.searches = Coalescer()
 
     async def _call(self, address: str, method: str, request, timeout_s: float):
         async with self.nodes.inflight:
@@ -348,15 +351,43 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
         timeout_s = _timeout(context)
         session = {p.shard: p.lsn for p in request.session}
 
-        async def one(shard: int):
-            req = node_pb2.SearchRequest(
+        def node_request(shard: int, queries: node_pb2.Vectors) -> node_pb2.SearchRequest:
+            return node_pb2.SearchRequest(
                 ref=node_pb2.ShardRef(collection_id=coll.id, shard=shard),
-                queries=q,
+                queries=queries,
                 k=k,
                 ef=request.ef,
                 filter=request.filter,
                 with_payload=request.with_payload,
             )
+
+        async def batched(shard: int, items: list[tuple[bytes, int, float]]) -> list[list]:
+            """One node call for the queries of several requests; each gets its own results."""
+            vectors = node_pb2.Vectors(
+                data=b"".join(i[0] for i in items), count=sum(i[1] for i in items), dim=q.dim
+            )
+            reply = await self._read(
+                coll,
+                shard,
+                request.consistency,
+                "Search",
+                node_request(shard, vectors),
+                max(i[2] for i in items),
+            )
+            out, at = [], 0
+            for _, count, _ in items:
+                out.append(reply.results[at : at + count])
+                at += count
+            return out
+
+        async def one(shard: int):
+            if request.consistency in EVENTUAL:  # coalesced with concurrent searches of the same kind
+                key = (coll.id, shard, k, request.ef, request.filter, request.with_payload, q.dim)
+                results = await self.searches.submit(
+                    key, (q.data, q.count, timeout_s), q.count, lambda items: batched(shard, items)
+                )
+                return node_pb2.SearchResponse(results=results)
+            req = node_request(shard, q)
             return await self._read(coll, shard, request.consistency, "Search", req, timeout_s, session)
 
         replies = await asyncio.gather(*(one(s) for s in range(coll.shards)), return_exceptions=True)

@@ -91,6 +91,42 @@ def test_async_client_mirrors_sync(module_cluster, clustered):
     assert count == len(ds.ids) and [p.id for p in points] == ds.ids[:3]
 
 
+def test_concurrent_searches_batched_by_the_router_get_their_own_answers(module_cluster, clustered):
+    """The router sends concurrent searches of the same shape to a shard in one call: each
+    request must still get exactly its own answer. Filters keep every search on the exact plan,
+    so the answer does not depend on which replica served it."""
+    ds = clustered
+    kinds = ["class", "function", "module"]
+    cases = [
+        (
+            ds.queries[i] if i % 2 else ds.queries[i : i + 3],
+            {"must": [{"key": "kind", "match": kinds[i % 3]}]},
+            3 + i % 4,
+        )
+        for i in range(72)
+    ]
+    address = module_cluster.routers[0].address
+    with QuartzClient(address) as c:
+        alone = [c.search("clustered", q, k=k, filter=f, with_payload=False) for q, f, k in cases]
+
+    async def together():
+        async with AsyncQuartzClient(address) as c:
+            return await asyncio.gather(
+                *(c.search("clustered", q, k=k, filter=f, with_payload=False) for q, f, k in cases)
+            )
+
+    def rows(result):  # one query -> a list of hits; several -> a list of lists
+        return [result] if result and not isinstance(result[0], list) else result
+
+    got = asyncio.run(together())
+    for mine, expected in zip(got, alone, strict=True):
+        assert [[h.id for h in r] for r in rows(mine)] == [[h.id for h in r] for r in rows(expected)]
+        # a batch can take another BLAS path than a single query: scores agree to float32 rounding
+        assert np.allclose(
+            [h.score for r in rows(mine) for h in r], [h.score for r in rows(expected) for h in r], atol=1e-5
+        )
+
+
 def test_integer_ids_come_back_as_strings_and_delete_routes(module_cluster):
     with QuartzClient(module_cluster.routers[0].address) as c:
         c.create_collection("ints", dim=4, shards=3)

@@ -2,7 +2,13 @@ import asyncio
 
 import pytest
 
-from quartz_cluster.router.hedging import HEDGE_DELAY_S_DEFAULT, HEDGE_DELAY_S_MIN, Latencies, hedged
+from quartz_cluster.router.hedging import (
+    HEDGE_DELAY_S_DEFAULT,
+    HEDGE_DELAY_S_MIN,
+    SAMPLES_MAX,
+    Latencies,
+    hedged,
+)
 
 
 def run(coro):
@@ -63,3 +69,7 @@ def test_delay_follows_each_replicas_p95():
         lat.record("n2", 0.0)
     assert 0.09 < lat.hedge_delay_s("n1") < 0.1
     assert lat.hedge_delay_s("n2") == HEDGE_DELAY_S_MIN
+    # recomputed as samples come: a replica that turned slow gets a longer delay
+    for _ in range(SAMPLES_MAX):
+        lat.record("n2", 0.5)
+    assert lat.hedge_delay_s("n2") == 0.5
