@@ -462,6 +462,14 @@ def build_parser() -> argparse.ArgumentParser:
     crun.add_argument("--out", default=None, help="history, report and timeline go here")
     crun.set_defaults(func=_chaos)
 
+    from quartz_cluster.bench.cli import add_arguments as bench_arguments
+
+    bench = sub.add_parser(
+        "bench", help="QuartzDB next to in-process hnswlib, Chroma and Milvus Lite on the same data"
+    )
+    bench_arguments(bench)
+    bench.set_defaults(func=_bench)
+
     demo = sub.add_parser("demo", help="start a cluster, load demo data, run example searches, stop")
     demo.add_argument("--data-dir", default=None, help="where the demo keeps its data (default .quartz/demo)")
     demo.add_argument("--shared-dir", default=None, help="dataset dir (default: ../shared/data if present)")
@@ -469,6 +477,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--nodes", type=int, default=3)
     demo.set_defaults(func=_demo)
     return parser
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from quartz_cluster.bench.cli import run
+
+    return run(args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,1 @@
+"""`quartz bench`: QuartzDB next to in-process hnswlib and its peers (harness.py)."""

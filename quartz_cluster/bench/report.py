@@ -1,0 +1,121 @@
+"""Output of a `quartz bench` run: the JSON, PNG plots (QPS vs recall, latency and QPS vs
+concurrency) and the markdown tables docs/BENCHMARKS.md quotes."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import orjson
+
+
+def write(result: dict, out_dir: Path, stem: str | None = None) -> tuple[Path, list[Path]]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = stem or f"bench-{time.strftime('%Y%m%dT%H%M%S')}"
+    path = out_dir / f"{stem}.json"
+    path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+    return path, plots(result, out_dir, stem)
+
+
+def _measured(result: dict) -> list[dict]:
+    return [s for s in result["systems"] if "skipped" not in s]
+
+
+def plots(result: dict, out_dir: Path, stem: str) -> list[Path]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # an optional extra: pip install 'quartz-cluster[bench]'
+        return []
+    systems = _measured(result)
+    ds = result["dataset"]
+    title = f"{ds['name']} ({ds['rows']:,} x {ds['dim']}), k=10"
+    paths = []
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for s in systems:
+        pts = sorted((v["recall_at_10"], v["qps"], ef) for ef, v in s["ef_sweep"].items())
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=s["system"])
+        for r, q, ef in pts:
+            ax.annotate(ef, (r, q), fontsize=6, textcoords="offset points", xytext=(2, 2))
+    ax.axvline(result["parameters"]["recall_target"], color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("recall@10")
+    ax.set_ylabel("QPS, one client (log)")
+    ax.set_yscale("log")
+    ax.set_title(f"QPS vs recall (ef sweep): {title}", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(out_dir / f"{stem}-qps-recall.png")
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for s in systems:
+        levels = sorted(s["concurrency"].items(), key=lambda kv: int(kv[0]))
+        x = [int(c) for c, _ in levels]
+        a1.plot(x, [v["qps"] for _, v in levels], marker="o", label=s["system"])
+        a2.plot(x, [v["p50_ms"] for _, v in levels], marker="o", label=f"{s['system']} p50")
+        a2.plot(x, [v["p99_ms"] for _, v in levels], marker="x", linestyle="--", label=f"{s['system']} p99")
+    for a, label in ((a1, "QPS"), (a2, "latency ms (log)")):
+        a.set_xscale("log", base=2)
+        a.set_xlabel("concurrent clients")
+        a.set_ylabel(label)
+        a.legend(fontsize=7)
+    a2.set_yscale("log")
+    a1.set_title(f"QPS vs concurrency at recall >= target: {title}", fontsize=8)
+    a2.set_title("latency vs concurrency", fontsize=8)
+    fig.tight_layout()
+    paths.append(out_dir / f"{stem}-concurrency.png")
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+    return paths
+
+
+def tables(result: dict) -> str:
+    systems = _measured(result)
+    lines = [
+        "| system | ingest rows/s | searchable after | memory / vector / replica | ef at recall >= "
+        f"{result['parameters']['recall_target']} | recall@10 | ndcg@10 | p50 / p95 / p99 ms (1 client) "
+        "| batched QPS |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in systems:
+        op = s["ef_sweep"][str(s["operating_ef"])]
+        lines.append(
+            f"| {s['system']} | {s['ingest']['rows_per_s']:,.0f} | "
+            f"{s['ingest']['searchable_after_s']:.2f} s | "
+            f"{s['memory']['bytes_per_vector_per_replica']:,.0f} B | {s['operating_ef']} | "
+            f"{op['recall_at_10']:.3f} | {op['ndcg_at_10']:.3f} | "
+            f"{op['p50_ms']:.2f} / {op['p95_ms']:.2f} / {op['p99_ms']:.2f} | {s['batched_qps']:,.0f} |"
+        )
+    levels = sorted({int(c) for s in systems for c in s["concurrency"]})
+    lines += [
+        "",
+        "| system | " + " | ".join(f"{c} clients: QPS (p50 / p99 ms)" for c in levels) + " | errors |",
+        "|---|" + "---|" * (len(levels) + 1),
+    ]
+    for s in systems:
+        cells = []
+        for c in levels:
+            v = s["concurrency"].get(str(c))
+            cells.append(f"{v['qps']:,.0f} ({v['p50_ms']:.1f} / {v['p99_ms']:.1f})" if v else "-")
+        err = max(v["error_rate"] for v in s["concurrency"].values())
+        lines.append(f"| {s['system']} | " + " | ".join(cells) + f" | {err:.1%} |")
+    if any(s.get("filtered") for s in systems):
+        filt = [f for f in systems[0].get("filtered", [])]
+        lines += [
+            "",
+            "| system | "
+            + " | ".join(f"{f['key']}={f['value']} ({f['selectivity']:.1%}): recall / p50 ms" for f in filt)
+            + " |",
+            "|---|" + "---|" * len(filt),
+        ]
+        for s in systems:
+            cells = [f"{f['recall_at_10']:.3f} / {f['p50_ms']:.2f}" for f in s.get("filtered", [])]
+            lines.append(f"| {s['system']} | " + " | ".join(cells) + " |")
+    skipped = [s for s in result["systems"] if "skipped" in s]
+    for s in skipped:
+        lines.append(f"\n{s['system']}: skipped ({s['skipped']})")
+    return "\n".join(lines)
