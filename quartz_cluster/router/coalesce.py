@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
-INFLIGHT_PER_KEY_MAX = 2
+INFLIGHT_PER_KEY_MAX = 1
 BATCH_QUERIES_MAX = 256
 
 

@@ -43,6 +43,32 @@ class Latencies:
         return self._delay[address]
 
 
+HEDGE_FRACTION_MAX = 0.05  # hedges per read, over the recent past
+HEDGE_BURST = 20  # hedges allowed beyond the fraction (a cold start, a short hiccup)
+BUDGET_WINDOW_CALLS = 2000  # the counts halve each time this many reads passed
+
+
+class HedgeBudget:
+    """Hedges add load; when a whole machine is slow (CPU saturated), hedging everything doubles
+    the load and makes it slower still. So at most ~5 % of reads send a hedge (Dean & Barroso
+    bound the extra load the same way); beyond that, reads go to one replica at a time."""
+
+    def __init__(self, fraction: float = HEDGE_FRACTION_MAX, burst: int = HEDGE_BURST) -> None:
+        self.fraction, self.burst = fraction, burst
+        self.calls = 0.0
+        self.hedges = 0.0
+
+    def allow(self) -> bool:
+        self.calls += 1
+        if self.calls >= BUDGET_WINDOW_CALLS:
+            self.calls /= 2
+            self.hedges /= 2
+        return self.hedges < self.fraction * self.calls + self.burst
+
+    def spent(self) -> None:
+        self.hedges += 1
+
+
 async def hedged(
     first: Callable[[], Awaitable[T]], second: Callable[[], Awaitable[T]], delay_s: float
 ) -> tuple[T, bool]:

@@ -26,7 +26,7 @@ from quartz_cluster.meta.store import EtcdStore
 from quartz_cluster.node.service import METRIC_ENUMS, METRIC_NAMES
 from quartz_cluster.proto.quartz.v1 import node_pb2, quartz_pb2, quartz_pb2_grpc
 from quartz_cluster.router.coalesce import Coalescer
-from quartz_cluster.router.hedging import Latencies, hedged
+from quartz_cluster.router.hedging import HedgeBudget, Latencies, hedged
 from quartz_cluster.router.routing import merge_top_k, split_by_shard
 from quartz_cluster.router.shardmap import ShardMap
 from quartz_cluster.rpc.channels import NodeChannels
@@ -97,6 +97,7 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
         self.shardmap, self.store, self.nodes = shardmap, store, nodes
         self.latencies = Latencies()
         self.hedges_sent = 0
+        self.hedge_budget = HedgeBudget()
         self.searches = Coalescer()
 
     async def _call(self, address: str, method: str, request, timeout_s: float):
@@ -279,7 +280,7 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
         if consistency == quartz_pb2.STRONG and method in ("Get", "Search"):
             # the node refuses unless it is that epoch's primary with a live lease
             req.strong, req.epoch = True, routes[0].record.epoch
-        if consistency in (quartz_pb2.EVENTUAL, quartz_pb2.READ_CONSISTENCY_UNSPECIFIED) and len(routes) >= 2:
+        if consistency in EVENTUAL and len(routes) >= 2 and self.hedge_budget.allow():
             # Hedge: a second replica is asked when the first is slower than its recent p95.
             first, second = routes[0].address, routes[1].address
             try:
@@ -288,9 +289,13 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
                     lambda: self._timed_call(second, method, req, timeout_s),
                     self.latencies.hedge_delay_s(first),
                 )
-                self.hedges_sent += sent
+                if sent:
+                    self.hedges_sent += 1
+                    self.hedge_budget.spent()
                 return result
             except grpc.RpcError as exc:
+                if getattr(exc, "hedge_sent", False):
+                    self.hedge_budget.spent()
                 if exc.code() not in RETRYABLE:
                     raise error_from_rpc(exc, f"shard {shard}: ") from None
                 # the replicas not tried yet: the second too, unless the hedge went out
@@ -307,7 +312,13 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
 
     async def _timed_call(self, address: str, method: str, request, timeout_s: float):
         t0 = time.monotonic()
-        result = await self._call(address, method, request, timeout_s)
+        try:
+            result = await self._call(address, method, request, timeout_s)
+        except asyncio.CancelledError:
+            # the loser of a hedge took at least this long: without it the p95 would be computed
+            # over fast calls only, fall, and fire ever more hedges
+            self.latencies.record(address, time.monotonic() - t0)
+            raise
         self.latencies.record(address, time.monotonic() - t0)
         return result
 

@@ -6,6 +6,7 @@ from quartz_cluster.router.hedging import (
     HEDGE_DELAY_S_DEFAULT,
     HEDGE_DELAY_S_MIN,
     SAMPLES_MAX,
+    HedgeBudget,
     Latencies,
     hedged,
 )
@@ -73,3 +74,15 @@ def test_delay_follows_each_replicas_p95():
     for _ in range(SAMPLES_MAX):
         lat.record("n2", 0.5)
     assert lat.hedge_delay_s("n2") == 0.5
+
+
+def test_hedge_budget_caps_hedges_at_a_fraction_of_reads():
+    budget = HedgeBudget(fraction=0.05, burst=2)
+    sent = 0
+    for _ in range(10_000):
+        if budget.allow():  # every read wants a hedge: a saturated machine
+            budget.spent()
+            sent += 1
+    assert 0.04 * 10_000 <= sent <= 0.06 * 10_000 + 2
+    idle = HedgeBudget(fraction=0.05, burst=2)
+    assert all(idle.allow() for _ in range(100))  # no hedges spent: never refused
