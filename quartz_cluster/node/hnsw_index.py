@@ -5,11 +5,18 @@ same graph. A deleted label stays in the graph marked deleted until the shard re
 a new point (hnswlib unmarks and overwrites it), which keeps the graph from growing with
 churn. Capacity doubles on demand: there is no fixed maximum.
 
+A copy of every vector is also kept in a plain float32 matrix indexed by label (`mirror`,
+normalised for cosine like hnswlib's own): exact search over filter candidates gathers rows from
+it with numpy. hnswlib's `get_items` copies vector by vector (about 50 us each: 265 ms for
+5,400 candidates), which made selective filters 100x slower than their arithmetic. The mirror
+costs dim x 4 bytes per point and is saved next to each checkpoint (`<ckpt>.hnsw.vec.npy`).
+
 Not thread-safe by itself: the shard serialises mutations against searches (TaggedRWLock).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 
 import hnswlib
@@ -18,6 +25,8 @@ import numpy as np
 from quartz_cluster import limits
 
 _SPACE = {"cosine": "cosine", "l2": "l2", "ip": "ip"}
+MIRROR_FILL_CHUNK = 10_000  # labels per get_items call when a checkpoint has no mirror file
+log = logging.getLogger("quartz.node.hnsw")
 
 
 def scores_from_distances(metric: str, distances: np.ndarray) -> np.ndarray:
@@ -54,22 +63,39 @@ class HnswIndex:
         self.dim, self.metric, self.m, self.ef_construction = dim, metric, m, ef_construction
         self.threads = threads
         self.index = hnswlib.Index(space=_SPACE[metric], dim=dim)
+        self.mirror = np.zeros((0, dim), dtype=np.float32)
+        self.labels_end = 0  # one past the highest label ever added
 
     def init_empty(self, capacity: int = limits.INITIAL_CAPACITY) -> None:
         self.index.init_index(max_elements=capacity, M=self.m, ef_construction=self.ef_construction)
+        self.mirror = np.zeros((capacity, self.dim), dtype=np.float32)
 
     def load(self, path: str, capacity: int) -> None:
         self.index.load_index(path, max_elements=capacity)
+        self.mirror = np.zeros((self.capacity, self.dim), dtype=np.float32)
+        try:
+            saved = np.load(path + ".vec.npy")
+        except (OSError, ValueError):  # a checkpoint from before the mirror: copy out of hnswlib
+            log.info("filling the vector mirror from the index", extra={"path": path})
+            labels = np.asarray(self.index.get_ids_list(), dtype=np.int64)
+            for start in range(0, len(labels), MIRROR_FILL_CHUNK):
+                part = labels[start : start + MIRROR_FILL_CHUNK]
+                self.mirror[part] = np.asarray(self.index.get_items(part, return_type="numpy"))
+            self.labels_end = int(labels.max()) + 1 if len(labels) else 0
+            return
+        self.mirror[: len(saved)] = saved
+        self.labels_end = len(saved)
 
     def save(self, path: str) -> None:
-        """Write to `path` durably: a temp file, fsync, rename, fsync the directory."""
+        """Write the graph and the mirror durably: temp files, fsync, rename, fsync the directory."""
         tmp = path + ".tmp"
         self.index.save_index(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync_file(tmp)
+        with open(path + ".vec.tmp", "wb") as f:
+            np.save(f, self.mirror[: self.labels_end], allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(path + ".vec.tmp", path + ".vec.npy")
         os.replace(tmp, path)
         fsync_dir(os.path.dirname(path))
 
@@ -87,11 +113,20 @@ class HnswIndex:
             while cap < labels_end:
                 cap *= 2
             self.index.resize_index(cap)
+        if len(self.mirror) < cap:
+            grown = np.zeros((cap, self.dim), dtype=np.float32)
+            grown[: len(self.mirror)] = self.mirror
+            self.mirror = grown
         return cap
 
     def add(self, vectors: np.ndarray, labels: np.ndarray) -> None:
         if len(labels):
             self.index.add_items(vectors, labels, num_threads=self.threads)
+            if self.metric == "cosine":
+                norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+                vectors = vectors / np.where(norms == 0, 1, norms)
+            self.mirror[labels] = vectors
+            self.labels_end = max(self.labels_end, int(labels.max()) + 1)
 
     def delete(self, labels: np.ndarray) -> None:
         for label in labels.tolist():
@@ -102,14 +137,21 @@ class HnswIndex:
         return labels.astype(np.int64), scores_from_distances(self.metric, distances)
 
     def vectors(self, labels: np.ndarray) -> np.ndarray:
-        if len(labels) == 0:
-            return np.empty((0, self.dim), dtype=np.float32)
-        return np.asarray(self.index.get_items(labels, return_type="numpy"), dtype=np.float32)
+        """The stored vectors of these labels (normalised for cosine), from the mirror."""
+        return self.mirror[labels]
 
     def bytes_estimate(self) -> int:
-        """Memory hnswlib allocates: per slot the vector, level-0 links and bookkeeping."""
+        """Memory hnswlib allocates per slot (the vector, level-0 links, bookkeeping) plus the mirror."""
         per_slot = self.dim * 4 + self.m * 2 * 4 + 4 + 8 + 8
-        return self.capacity * per_slot
+        return self.capacity * (per_slot + self.dim * 4)
+
+
+def _fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def fsync_dir(path: str) -> None:
