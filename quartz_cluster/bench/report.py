@@ -52,18 +52,26 @@ def plots(result: dict, out_dir: Path, stem: str) -> list[Path]:
     plt.close(fig)
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for s in systems:
+    for i, s in enumerate(systems):
+        color = f"C{i}"  # one colour per system in both panels
         levels = sorted(s["concurrency"].items(), key=lambda kv: int(kv[0]))
         x = [int(c) for c, _ in levels]
-        a1.plot(x, [v["qps"] for _, v in levels], marker="o", label=s["system"])
-        a2.plot(x, [v["p50_ms"] for _, v in levels], marker="o", label=f"{s['system']} p50")
-        a2.plot(x, [v["p99_ms"] for _, v in levels], marker="x", linestyle="--", label=f"{s['system']} p99")
-    for a, label in ((a1, "QPS"), (a2, "latency ms (log)")):
+        a1.plot(x, [v["qps"] for _, v in levels], marker="o", color=color, label=s["system"])
+        a2.plot(x, [v["p50_ms"] for _, v in levels], marker="o", color=color, label=f"{s['system']} p50")
+        a2.plot(
+            x,
+            [v["p99_ms"] for _, v in levels],
+            marker="x",
+            linestyle="--",
+            color=color,
+            label=f"{s['system']} p99",
+        )
+    for a, label in ((a1, "QPS (log)"), (a2, "latency ms (log)")):
         a.set_xscale("log", base=2)
+        a.set_yscale("log")
         a.set_xlabel("concurrent clients")
         a.set_ylabel(label)
         a.legend(fontsize=7)
-    a2.set_yscale("log")
     a1.set_title(f"QPS vs concurrency at recall >= target: {title}", fontsize=8)
     a2.set_title("latency vs concurrency", fontsize=8)
     fig.tight_layout()
