@@ -28,7 +28,7 @@ from quartz_cluster.bench.systems import QuartzNode
 from quartz_cluster.datasets import generate_clustered
 
 M, EF_CONSTRUCTION = 16, 200
-EF_SWEEP = (16, 32, 64, 128)
+EF_SWEEP = (32, 64, 128, 256)
 LOAD_BATCH = 1000
 QUERIES = 200
 CLIENTS = 8
