@@ -90,14 +90,14 @@ class HnswIndex:
         """Write the graph and the mirror durably: temp files, fsync, rename, fsync the directory."""
         tmp = path + ".tmp"
         self.index.save_index(tmp)
-        _fsync_file(tmp)
+        fsync_path(tmp)
         with open(path + ".vec.tmp", "wb") as f:
             np.save(f, self.mirror[: self.labels_end], allow_pickle=False)
             f.flush()
             os.fsync(f.fileno())
         os.replace(path + ".vec.tmp", path + ".vec.npy")
         os.replace(tmp, path)
-        fsync_dir(os.path.dirname(path))
+        fsync_path(os.path.dirname(path))
 
     @property
     def capacity(self) -> int:
@@ -146,15 +146,8 @@ class HnswIndex:
         return self.capacity * (per_slot + self.dim * 4)
 
 
-def _fsync_file(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(path: str) -> None:
+def fsync_path(path: str) -> None:
+    """fsync a file or a directory (a rename is durable once its directory is)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

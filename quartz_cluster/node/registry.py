@@ -14,7 +14,7 @@ import shutil
 import uuid
 
 from quartz_cluster.errors import AlreadyExists, NotFound
-from quartz_cluster.node.hnsw_index import fsync_dir
+from quartz_cluster.node.hnsw_index import fsync_path
 from quartz_cluster.node.shard import ShardOptions, ShardReplica, ShardSpec
 
 log = logging.getLogger("quartz.registry")
@@ -100,7 +100,7 @@ class ShardRegistry:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, os.path.join(path, "spec.json"))
-            fsync_dir(path)
+            fsync_path(path)
             replica.start()
             self.shards[(spec.collection_id, spec.shard)] = replica
             log.info("shard created", extra={"shard": spec.name})

@@ -55,7 +55,7 @@ from quartz_cluster.node.hnsw_index import (
     HnswIndex,
     best_first,
     exact_scores,
-    fsync_dir,
+    fsync_path,
     scores_from_distances,
 )
 from quartz_cluster.node.payload_index import PayloadIndex
@@ -760,7 +760,7 @@ class ShardReplica:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, base + ".state")
-        fsync_dir(self.ckpt_dir)
+        fsync_path(self.ckpt_dir)
         for old in glob.glob(os.path.join(self.ckpt_dir, "ckpt-*")):
             if not old.startswith(base):
                 os.remove(old)
