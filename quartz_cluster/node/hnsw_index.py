@@ -80,7 +80,14 @@ class HnswIndex:
             labels = np.asarray(self.index.get_ids_list(), dtype=np.int64)
             for start in range(0, len(labels), MIRROR_FILL_CHUNK):
                 part = labels[start : start + MIRROR_FILL_CHUNK]
-                self.mirror[part] = np.asarray(self.index.get_items(part, return_type="numpy"))
+                try:
+                    self.mirror[part] = np.asarray(self.index.get_items(part, return_type="numpy"))
+                except RuntimeError:  # a deleted label in the chunk: hnswlib refuses it, go one by one
+                    for label in part.tolist():
+                        try:
+                            self.mirror[label] = self.index.get_items([label], return_type="numpy")[0]
+                        except RuntimeError:
+                            pass  # deleted: never a candidate
             self.labels_end = int(labels.max()) + 1 if len(labels) else 0
             return
         self.mirror[: len(saved)] = saved

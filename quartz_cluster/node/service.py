@@ -92,6 +92,8 @@ class NodeService(node_pb2_grpc.NodeServicer):
         if request.strong:
             shard.check_strong_read(request.epoch)
         rows = await asyncio.to_thread(shard.get, ids, request.with_vectors, request.with_payload)
+        if request.strong:  # the lease may have lapsed while the read waited or ran
+            shard.check_strong_read(request.epoch)
         return node_pb2.GetResponse(
             points=[node_pb2.Point(id=pid, vector=vec, payload=pay) for pid, vec, pay in rows]
         )
@@ -111,6 +113,8 @@ class NodeService(node_pb2_grpc.NodeServicer):
         if request.strong:
             shard.check_strong_read(request.epoch)
         results = await asyncio.to_thread(shard.search, queries, k, ef, flt, request.with_payload)
+        if request.strong:  # the lease may have lapsed while the search waited or ran
+            shard.check_strong_read(request.epoch)
         return node_pb2.SearchResponse(
             results=[
                 node_pb2.SearchResult(ids=r.ids, scores=r.scores, payloads=r.payloads, plan=r.plan)

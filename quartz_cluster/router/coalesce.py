@@ -78,6 +78,7 @@ class Coalescer(Generic[Item, Result]):
                 self.items += len(batch)
                 try:
                     results = await send([w.item for w in batch])
+                    answers = list(zip(batch, results, strict=True))
                 except BaseException as exc:  # every waiter of this call gets it
                     for w in batch:
                         if not w.future.done():
@@ -85,10 +86,14 @@ class Coalescer(Generic[Item, Result]):
                     if isinstance(exc, asyncio.CancelledError):
                         raise
                     continue
-                for w, r in zip(batch, results, strict=True):
+                for w, r in answers:
                     if not w.future.done():
                         w.future.set_result(r)
         finally:
             state.inflight -= 1
-            if state.inflight == 0 and not state.queue:
+            if state.inflight == 0:
+                # cancelled (the router is stopping): nobody is left to send what is queued
+                for w in state.queue:
+                    w.future.cancel()
+                state.queue.clear()
                 self._keys.pop(key, None)

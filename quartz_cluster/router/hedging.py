@@ -58,26 +58,41 @@ class HedgeBudget:
         self.calls = 0.0
         self.hedges = 0.0
 
-    def allow(self) -> bool:
+    def read(self) -> None:
+        """Count a read that may want a hedge."""
         self.calls += 1
         if self.calls >= BUDGET_WINDOW_CALLS:
             self.calls /= 2
             self.hedges /= 2
-        return self.hedges < self.fraction * self.calls + self.burst
 
-    def spent(self) -> None:
-        self.hedges += 1
+    def take(self) -> bool:
+        """At the moment a hedge would be sent: may it be? (Counted at once, so many slow reads
+        at the same moment cannot all pass the check before any of them is counted.)"""
+        if self.hedges < self.fraction * self.calls + self.burst:
+            self.hedges += 1
+            return True
+        return False
 
 
 async def hedged(
-    first: Callable[[], Awaitable[T]], second: Callable[[], Awaitable[T]], delay_s: float
+    first: Callable[[], Awaitable[T]],
+    second: Callable[[], Awaitable[T]],
+    delay_s: float,
+    may_hedge: Callable[[], bool] = lambda: True,
 ) -> tuple[T, bool]:
-    """Run first(); if it has not finished after delay_s, also run second(). Returns the first
-    successful result and whether the hedge was sent. If both fail, raises the first's error.
-    The loser is cancelled. A raised error carries `hedge_sent`: whether second() was tried, so
-    the caller knows which replicas are left to try."""
+    """Run first(); if it has not finished after delay_s and may_hedge() agrees, also run
+    second(). Returns the first successful result and whether the hedge was sent. If both fail,
+    raises the first's error. The loser is cancelled. A raised error carries `hedge_sent`:
+    whether second() was tried, so the caller knows which replicas are left to try."""
     a = asyncio.ensure_future(first())
     done, _ = await asyncio.wait({a}, timeout=delay_s)
+    if not done and not may_hedge():
+        try:
+            await a
+        except BaseException as exc:
+            _mark(exc, sent=False)
+            raise
+        return a.result(), False
     if done:
         if a.exception() is not None:
             _mark(a.exception(), sent=False)

@@ -280,7 +280,8 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
         if consistency == quartz_pb2.STRONG and method in ("Get", "Search"):
             # the node refuses unless it is that epoch's primary with a live lease
             req.strong, req.epoch = True, routes[0].record.epoch
-        if consistency in EVENTUAL and len(routes) >= 2 and self.hedge_budget.allow():
+        if consistency in EVENTUAL and len(routes) >= 2:
+            self.hedge_budget.read()
             # Hedge: a second replica is asked when the first is slower than its recent p95.
             first, second = routes[0].address, routes[1].address
             try:
@@ -288,14 +289,11 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
                     lambda: self._timed_call(first, method, req, timeout_s),
                     lambda: self._timed_call(second, method, req, timeout_s),
                     self.latencies.hedge_delay_s(first),
+                    self.hedge_budget.take,
                 )
-                if sent:
-                    self.hedges_sent += 1
-                    self.hedge_budget.spent()
+                self.hedges_sent += sent
                 return result
             except grpc.RpcError as exc:
-                if getattr(exc, "hedge_sent", False):
-                    self.hedge_budget.spent()
                 if exc.code() not in RETRYABLE:
                     raise error_from_rpc(exc, f"shard {shard}: ") from None
                 # the replicas not tried yet: the second too, unless the hedge went out
@@ -361,6 +359,7 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
         filters.parse(request.filter)
         timeout_s = _timeout(context)
         session = {p.shard: p.lsn for p in request.session}
+        loop = asyncio.get_running_loop()
 
         def node_request(shard: int, queries: node_pb2.Vectors) -> node_pb2.SearchRequest:
             return node_pb2.SearchRequest(
@@ -373,7 +372,9 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
             )
 
         async def batched(shard: int, items: list[tuple[bytes, int, float]]) -> list[list]:
-            """One node call for the queries of several requests; each gets its own results."""
+            """One node call for the queries of several requests; each gets its own results. Its
+            deadline is the latest of theirs (each item carries its absolute deadline: time
+            spent queued counts)."""
             vectors = node_pb2.Vectors(
                 data=b"".join(i[0] for i in items), count=sum(i[1] for i in items), dim=q.dim
             )
@@ -383,7 +384,7 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
                 request.consistency,
                 "Search",
                 node_request(shard, vectors),
-                max(i[2] for i in items),
+                max(0.01, max(i[2] for i in items) - loop.time()),
             )
             out, at = [], 0
             for _, count, _ in items:
@@ -395,7 +396,10 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
             if request.consistency in EVENTUAL:  # coalesced with concurrent searches of the same kind
                 key = (coll.id, shard, k, request.ef, request.filter, request.with_payload, q.dim)
                 results = await self.searches.submit(
-                    key, (q.data, q.count, timeout_s), q.count, lambda items: batched(shard, items)
+                    key,
+                    (q.data, q.count, loop.time() + timeout_s),
+                    q.count,
+                    lambda items: batched(shard, items),
                 )
                 return node_pb2.SearchResponse(results=results)
             req = node_request(shard, q)

@@ -77,12 +77,31 @@ def test_delay_follows_each_replicas_p95():
 
 
 def test_hedge_budget_caps_hedges_at_a_fraction_of_reads():
-    budget = HedgeBudget(fraction=0.05, burst=2)
+    steady = HedgeBudget(fraction=0.05, burst=2)
     sent = 0
-    for _ in range(10_000):
-        if budget.allow():  # every read wants a hedge: a saturated machine
-            budget.spent()
-            sent += 1
+    for _ in range(10_000):  # every read wants a hedge: a saturated machine
+        steady.read()
+        sent += steady.take()
     assert 0.04 * 10_000 <= sent <= 0.06 * 10_000 + 2
-    idle = HedgeBudget(fraction=0.05, burst=2)
-    assert all(idle.allow() for _ in range(100))  # no hedges spent: never refused
+    # 1,000 reads slow at the same moment: each asks when its delay runs out, before any answer
+    # is back; still only ~5 % may hedge
+    burst = HedgeBudget(fraction=0.05, burst=2)
+    for _ in range(1000):
+        burst.read()
+    assert sum(burst.take() for _ in range(1000)) == 52
+    fresh = HedgeBudget(fraction=0.05, burst=2)
+    assert [fresh.take() for _ in range(3)] == [True, True, False]  # the burst, then nothing
+
+
+def test_a_refused_hedge_waits_for_the_first_replica():
+    async def main():
+        async def slow():
+            await asyncio.sleep(0.05)
+            return "first"
+
+        async def never():
+            raise AssertionError("the hedge was sent")
+
+        return await hedged(slow, never, 0.001, may_hedge=lambda: False)
+
+    assert asyncio.run(main()) == ("first", False)

@@ -38,9 +38,12 @@ def test_mirror_holds_what_hnswlib_holds(tmp_path, metric):
     again.load(path, capacity=idx.capacity)
     assert np.array_equal(again.vectors(np.arange(10)), idx.vectors(np.arange(10)))
 
+    idx.delete(np.array([7]))  # hnswlib refuses get_items of a deleted label
+    idx.save(path)
     os.remove(path + ".vec.npy")  # as written before the mirror existed
     old = HnswIndex(8, metric, 8, 50, 1)
     old.load(path, capacity=idx.capacity)
-    assert np.allclose(old.vectors(np.arange(10)), idx.vectors(np.arange(10)), atol=1e-6)
+    live = np.array([i for i in range(10) if i != 7])
+    assert np.allclose(old.vectors(live), idx.vectors(live), atol=1e-6)
     old.add(b, np.array([10]))  # and it keeps working
     assert old.labels_end == 11
