@@ -19,6 +19,8 @@ from __future__ import annotations
 import importlib
 import math
 import multiprocessing as mp
+import os
+import resource
 import shutil
 import tempfile
 import threading
@@ -138,7 +140,47 @@ def _client_process(module, cls_name, spec, queries, duration_s, barrier, result
         results.put(("error", f"{type(exc).__name__}: {exc}"))
 
 
+def server_pids(system: System) -> list[int]:
+    """The processes that serve the system's queries (empty for an in-process library)."""
+    if hasattr(system, "server_pids"):
+        return system.server_pids()
+    server = getattr(system, "_server", None)  # the peers: one server process and its children
+    if server is not None:
+        from quartz_cluster.bench.peers import _children
+
+        return [server.pid, *_children(server.pid)]
+    return []
+
+
+def cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes so far (from /proc)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
 def closed_loop(system: System, queries: np.ndarray, clients: int, duration_s: float) -> dict:
+    """The closed loop, with the CPU it cost per query: the servers' (from /proc) and the client
+    processes' (their rusage, warm-up and start-up included)."""
+    pids = server_pids(system)
+    server0, clients0 = cpu_s(pids), resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = _closed_loop(system, queries, clients, duration_s)
+    server1, clients1 = cpu_s(pids), resource.getrusage(resource.RUSAGE_CHILDREN)
+    if pids and result["calls"]:
+        result["server_cpu_ms_per_query"] = (server1 - server0) * 1000 / result["calls"]
+        if getattr(system, "clients_are_processes", True):
+            used = (clients1.ru_utime + clients1.ru_stime) - (clients0.ru_utime + clients0.ru_stime)
+            result["client_cpu_ms_per_query"] = used * 1000 / result["calls"]
+    return result
+
+
+def _closed_loop(system: System, queries: np.ndarray, clients: int, duration_s: float) -> dict:
     parts = np.array_split(queries, clients)
     if not getattr(system, "clients_are_processes", True):
         return _closed_loop_threads(system, parts, duration_s)

@@ -111,6 +111,24 @@ def tables(result: dict) -> str:
             cells.append(f"{v['qps']:,.0f} ({v['p50_ms']:.1f} / {v['p99_ms']:.1f})" if v else "-")
         err = max(v["error_rate"] for v in s["concurrency"].values())
         lines.append(f"| {s['system']} | " + " | ".join(cells) + f" | {err:.1%} |")
+    cpu = [s for s in systems if any("server_cpu_ms_per_query" in v for v in s["concurrency"].values())]
+    if cpu:
+        lines += [
+            "",
+            "| CPU ms per query: servers / client processes | "
+            + " | ".join(f"{c} clients" for c in levels)
+            + " |",
+            "|---|" + "---|" * len(levels),
+        ]
+        for s in cpu:
+            cells = []
+            for c in levels:
+                v = s["concurrency"].get(str(c), {})
+                srv, cli = v.get("server_cpu_ms_per_query"), v.get("client_cpu_ms_per_query")
+                cells.append(
+                    "-" if srv is None else f"{srv:.2f} / {cli:.2f}" if cli is not None else f"{srv:.2f}"
+                )
+            lines.append(f"| {s['system']} | " + " | ".join(cells) + " |")
     if any(s.get("filtered") for s in systems):
         filt = [f for f in systems[0].get("filtered", [])]
         lines += [

@@ -183,6 +183,9 @@ class QuartzNode(System):
     def memory_bytes(self) -> int:
         return rss_bytes([self.node.pid])
 
+    def server_pids(self) -> list[int]:
+        return [self.node.pid]
+
     def restart_to_ready_s(self, kill: bool = False) -> float:
         """Stop (gracefully, or SIGKILL) and start again; seconds until it serves."""
         if kill:
@@ -266,6 +269,9 @@ class QuartzCluster(System):
 
     def memory_bytes(self) -> int:
         return rss_bytes([p.pid for p in self.cluster.nodes])
+
+    def server_pids(self) -> list[int]:
+        return [p.pid for p in (*self.cluster.routers, *self.cluster.nodes)]
 
     def stop(self) -> None:
         self.client.close()

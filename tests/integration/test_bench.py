@@ -29,9 +29,11 @@ def test_bench_measures_every_system_and_writes_its_report(tmp_path):
         assert s["operating_recall_at_10"] >= 0.9, s["system"]
         assert set(s["concurrency"]) == {"1", "2"}
         assert all(v["error_rate"] == 0 and v["calls"] > 0 for v in s["concurrency"].values())
+        if s["system"] != "hnswlib":  # servers in other processes: their CPU per query is measured
+            assert all(v["server_cpu_ms_per_query"] > 0 for v in s["concurrency"].values())
         assert len(s["filtered"]) >= 2
         assert all(f["recall_at_10"] >= 0.9 for f in s["filtered"]), s["system"]
     path, pngs = report.write(result, tmp_path / "out", "bench-test")
     assert orjson.loads(path.read_bytes())["dataset"]["rows"] == 3000
     assert len(pngs) == 2 and all(p.exists() for p in pngs)
-    assert "quartz-cluster" in report.tables(result)
+    assert "quartz-cluster" in report.tables(result) and "CPU ms per query" in report.tables(result)
