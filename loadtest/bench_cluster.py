@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import multiprocessing as mp
 import os
 import shutil
 import sys
@@ -35,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from loadtest.common import percentiles_ms, run_info
 from quartz_cluster import QuartzClient
+from quartz_cluster.bench.clients import run_processes
 from quartz_cluster.cluster import LocalCluster
 from quartz_cluster.datasets import generate_clustered, load_pydocs, recall_at_k, shared_data_dir
 from quartz_cluster.node.client import NodeClient
@@ -94,28 +94,14 @@ def _client_process(kind, address, queries, duration_s, barrier, results) -> Non
 
 
 def closed_loop_processes(kind: str, address: str, queries: np.ndarray, clients: int, duration_s: float):
-    ctx = mp.get_context("spawn")
-    barrier, results = ctx.Barrier(clients), ctx.Queue()
-    slices = np.array_split(queries, clients)
-    procs = [
-        ctx.Process(target=_client_process, args=(kind, address, part, duration_s, barrier, results))
-        for part in slices
-    ]
-    try:
-        for p in procs:
-            p.start()
-        out = [results.get(timeout=START_TIMEOUT_S + duration_s + 60) for _ in procs]
-        for p in procs:
-            p.join(timeout=30)
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-                p.join()
-    errors = [r for status, r in out if status == "error"]
-    if errors:
-        raise RuntimeError(f"{len(errors)} of {clients} {kind} clients failed: {errors[0]}")
-    return summarize([r for _, r in out], clients)
+    parts = np.array_split(queries, clients)
+    out = run_processes(
+        _client_process,
+        [(kind, address, p, duration_s) for p in parts],
+        START_TIMEOUT_S + duration_s + 60,
+        kind,
+    )
+    return summarize(out, clients)
 
 
 def closed_loop_threads(index: hnswlib.Index, queries: np.ndarray, clients: int, duration_s: float):

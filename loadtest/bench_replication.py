@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import multiprocessing as mp
 import os
 import shutil
 import sys
@@ -49,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from loadtest.common import percentiles_ms, run_info
 from quartz_cluster import QuartzClient
+from quartz_cluster.bench.clients import run_processes
 from quartz_cluster.cluster import LocalCluster
 from quartz_cluster.datasets import generate_clustered, load_pydocs, recall_at_k, shared_data_dir
 
@@ -136,24 +136,9 @@ def _client_process(kind, args, barrier, results) -> None:
 
 
 def run_clients(kind: str, per_client_args: list[tuple], timeout_s: float) -> list[tuple]:
-    ctx = mp.get_context("spawn")
-    barrier, results = ctx.Barrier(len(per_client_args)), ctx.Queue()
-    procs = [ctx.Process(target=_client_process, args=(kind, a, barrier, results)) for a in per_client_args]
-    try:
-        for p in procs:
-            p.start()
-        out = [results.get(timeout=START_TIMEOUT_S + timeout_s) for _ in procs]
-        for p in procs:
-            p.join(timeout=30)
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-                p.join()
-    errors = [r for status, r in out if status == "error"]
-    if errors:
-        raise RuntimeError(f"{len(errors)} of {len(procs)} {kind} clients failed: {errors[0]}")
-    return [r for _, r in out]
+    return run_processes(
+        _client_process, [(kind, a) for a in per_client_args], START_TIMEOUT_S + timeout_s, kind
+    )
 
 
 def summarize(results: list[tuple], rows: int | None = None) -> dict:

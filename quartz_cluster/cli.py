@@ -344,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument(
         "--advertise",
         default=None,
+        type=_host_port,
         metavar="HOST:PORT",
         help="the address others reach this node at, registered in etcd (default: the listen address "
         "with the bound port); for a node behind NAT, a proxy or a service name",
@@ -477,6 +478,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--nodes", type=int, default=3)
     demo.set_defaults(func=_demo)
     return parser
+
+
+def _host_port(text: str) -> str:
+    """argparse type for HOST:PORT (port 1-65535)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT with a port in 1-65535, got {text!r}")
+    return text
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -35,9 +35,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workdir", default=None, help="keep the systems' data here (default: a temp dir)")
 
 
+def _positive_ints(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise SystemExit(f"{flag}: expected comma-separated positive integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise SystemExit(f"{flag}: expected comma-separated positive integers, got {text!r}")
+    return values
+
+
 def run(args: argparse.Namespace) -> int:
     from quartz_cluster.bench import harness, report
     from quartz_cluster.bench.machine import run_info
+    from quartz_cluster.bench.peers import PEERS
+    from quartz_cluster.bench.systems import SYSTEMS
+
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = [s for s in systems if s not in SYSTEMS and s not in PEERS]
+    if not systems or unknown:
+        raise SystemExit(
+            f"--systems: unknown {unknown or systems}; choose from {', '.join([*SYSTEMS, *PEERS])}"
+        )
+    ef_sweep = _positive_ints(args.ef_sweep, "--ef-sweep")
+    concurrency = _positive_ints(args.concurrency, "--concurrency")
+    if args.duration <= 0 or args.serial_queries < 1 or (args.rows is not None and args.rows < 10):
+        raise SystemExit("--duration must be > 0, --serial-queries >= 1 and --rows >= 10")
 
     data = shared_data_dir()
     kind = args.dataset or ("pydocs" if data else "generated")
@@ -50,9 +73,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         ds = generate_clustered(args.rows or 50_000, dim=args.dim, n_queries=args.queries, seed=0)
     cfg = harness.BenchConfig(
-        systems=[s for s in args.systems.split(",") if s],
-        ef_sweep=[int(x) for x in args.ef_sweep.split(",")],
-        concurrency=[int(x) for x in args.concurrency.split(",")],
+        systems=systems,
+        ef_sweep=ef_sweep,
+        concurrency=concurrency,
         duration_s=args.duration,
         serial_queries=args.serial_queries,
         filters=not args.no_filters,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import importlib
 import math
-import multiprocessing as mp
 import os
 import resource
 import shutil
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from quartz_cluster.bench.clients import run_processes
 from quartz_cluster.bench.systems import SYSTEMS, System
 from quartz_cluster.datasets import Dataset, exact_knn
 
@@ -184,31 +184,15 @@ def _closed_loop(system: System, queries: np.ndarray, clients: int, duration_s: 
     parts = np.array_split(queries, clients)
     if not getattr(system, "clients_are_processes", True):
         return _closed_loop_threads(system, parts, duration_s)
-    ctx = mp.get_context("spawn")
-    barrier, results = ctx.Barrier(clients), ctx.Queue()
     cls = type(system)
     spec = system.client_spec()
-    procs = [
-        ctx.Process(
-            target=_client_process, args=(cls.__module__, cls.__name__, spec, p, duration_s, barrier, results)
-        )
-        for p in parts
-    ]
-    try:
-        for p in procs:
-            p.start()
-        out = [results.get(timeout=CLIENT_START_TIMEOUT_S + duration_s + 60) for _ in procs]
-        for p in procs:
-            p.join(timeout=30)
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-                p.join()
-    failed = [r for status, r in out if status == "error"]
-    if failed:
-        raise RuntimeError(f"{len(failed)} of {clients} {system.name} clients failed: {failed[0]}")
-    return summarize([r for _, r in out], clients)
+    out = run_processes(
+        _client_process,
+        [(cls.__module__, cls.__name__, spec, p, duration_s) for p in parts],
+        CLIENT_START_TIMEOUT_S + duration_s + 60,
+        system.name,
+    )
+    return summarize(out, clients)
 
 
 def _closed_loop_threads(system: System, parts: list[np.ndarray], duration_s: float) -> dict:
