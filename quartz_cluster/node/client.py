@@ -129,6 +129,26 @@ class NodeClient:
             for p in resp.points
         }
 
+    def search_request(
+        self,
+        collection_id: str,
+        shard: int,
+        queries: np.ndarray,
+        k: int = 10,
+        ef: int = 0,
+        filter: dict | str | None = None,
+        with_payload: bool = False,
+    ) -> node_pb2.SearchRequest:
+        flt = filter if isinstance(filter, str) else (orjson.dumps(filter).decode() if filter else "")
+        return node_pb2.SearchRequest(
+            ref=self.ref(collection_id, shard),
+            queries=pack(queries),
+            k=k,
+            ef=ef,
+            filter=flt,
+            with_payload=with_payload,
+        )
+
     def search_raw(
         self,
         collection_id: str,
@@ -139,15 +159,7 @@ class NodeClient:
         filter: dict | str | None = None,
         with_payload: bool = False,
     ) -> node_pb2.SearchResponse:
-        flt = filter if isinstance(filter, str) else (orjson.dumps(filter).decode() if filter else "")
-        req = node_pb2.SearchRequest(
-            ref=self.ref(collection_id, shard),
-            queries=pack(queries),
-            k=k,
-            ef=ef,
-            filter=flt,
-            with_payload=with_payload,
-        )
+        req = self.search_request(collection_id, shard, queries, k, ef, filter, with_payload)
         return self.stub.Search(req, timeout=self.timeout_s)
 
     def search(

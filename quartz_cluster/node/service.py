@@ -15,6 +15,7 @@ from quartz_cluster.node.registry import ShardRegistry
 from quartz_cluster.node.shard import ShardReplica, ShardSpec
 from quartz_cluster.proto.quartz.v1 import node_pb2, node_pb2_grpc
 from quartz_cluster.rpc.status import rpc
+from quartz_cluster.topk import merge_plans, merge_top_k
 
 METRIC_NAMES = {node_pb2.COSINE: "cosine", node_pb2.L2: "l2", node_pb2.IP: "ip"}
 METRIC_ENUMS = {v: k for k, v in METRIC_NAMES.items()}
@@ -108,19 +109,46 @@ class NodeService(node_pb2_grpc.NodeServicer):
         k = validation.bounded_int(request.k, "k", 1, limits.K_MAX)
         ef = validation.bounded_int(request.ef, "ef", 0, limits.EF_MAX)
         flt = filters.parse(request.filter)
+        shards = [shard, *self._also_shards(request)]
         if request.min_lsn:
             await shard.wait_applied(request.min_lsn, _session_wait(context))
         if request.strong:
             shard.check_strong_read(request.epoch)
-        results = await asyncio.to_thread(shard.search, queries, k, ef, flt, request.with_payload)
-        if request.strong:  # the lease may have lapsed while the search waited or ran
-            shard.check_strong_read(request.epoch)
+        if len(shards) == 1:
+            results = await asyncio.to_thread(shard.search, queries, k, ef, flt, request.with_payload)
+            if request.strong:  # the lease may have lapsed while the search waited or ran
+                shard.check_strong_read(request.epoch)
+            return node_pb2.SearchResponse(
+                results=[
+                    node_pb2.SearchResult(ids=r.ids, scores=r.scores, payloads=r.payloads, plan=r.plan)
+                    for r in results
+                ]
+            )
+        per_shard = await asyncio.to_thread(
+            lambda: [s.search(queries, k, ef, flt, request.with_payload) for s in shards]
+        )
+        merged = merge_top_k(
+            shard.spec.metric, k, [[(r.ids, r.scores, r.payloads) for r in hits] for hits in per_shard]
+        )
+        plans = merge_plans([[r.plan for r in hits] for hits in per_shard])
         return node_pb2.SearchResponse(
             results=[
-                node_pb2.SearchResult(ids=r.ids, scores=r.scores, payloads=r.payloads, plan=r.plan)
-                for r in results
+                node_pb2.SearchResult(ids=i, scores=s, payloads=p if request.with_payload else [], plan=plan)
+                for (i, s, p), plan in zip(merged, plans, strict=True)
             ]
         )
+
+    def _also_shards(self, request: node_pb2.SearchRequest) -> list[ShardReplica]:
+        also = list(request.also_shards)
+        if not also:
+            return []
+        if request.strong or request.min_lsn:
+            raise InvalidArgument("is for eventual reads only: not with strong or min_lsn", "also_shards")
+        if len(also) >= limits.SHARDS_PER_COLLECTION_MAX:
+            raise InvalidArgument(f"must hold < {limits.SHARDS_PER_COLLECTION_MAX} shards", "also_shards")
+        if len(set(also)) != len(also) or request.ref.shard in also:
+            raise InvalidArgument("must not repeat a shard", "also_shards")
+        return [self.registry.get(request.ref.collection_id, s) for s in also]
 
     def _stats(self, shard: ShardReplica) -> node_pb2.ShardStats:
         return node_pb2.ShardStats(

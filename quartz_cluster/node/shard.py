@@ -908,6 +908,8 @@ class ShardReplica:
             unique = list({pid for row in ids for pid in row})
             if unique:
                 blobs = dict(zip(unique, self.db.get([P_PAY + pid.encode() for pid in unique]), strict=True))
+        if not need_payloads:  # nothing to re-check: hnswlib never returns a deleted label
+            return [SearchHits(row, sc.tolist(), [], plan) for row, sc in zip(ids, scores, strict=True)]
         out = []
         for row_ids, row_scores in zip(ids, scores, strict=True):
             hits = SearchHits([], [], [], plan)

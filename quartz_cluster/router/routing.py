@@ -1,9 +1,9 @@
-"""Pure routing helpers: which shard owns which point, and merging per-shard top-k lists."""
+"""Pure routing helpers: which shard owns which point, and which nodes to read shards from."""
 
 from __future__ import annotations
 
-import heapq
-from collections.abc import Sequence
+import random
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -18,22 +18,24 @@ def split_by_shard(ids: Sequence[str], shards: int) -> dict[int, np.ndarray]:
     return {s: order[bounds[s] : bounds[s + 1]] for s in range(shards) if bounds[s + 1] > bounds[s]}
 
 
-def merge_top_k(
-    metric: str, k: int, per_shard: Sequence[Sequence[tuple[Sequence[str], Sequence[float], Sequence[bytes]]]]
-) -> list[tuple[list[str], list[float], list[bytes]]]:
-    """per_shard[s][q] = (ids, scores, payloads) of shard s for query q, each best first.
-    Returns per query the best k overall, best first (cosine/ip: highest; l2: lowest).
-    Each point lives on exactly one shard, so no deduplication is needed."""
-    if not per_shard:
-        return []
-    sign = 1.0 if metric == "l2" else -1.0
-    out = []
-    for q in range(len(per_shard[0])):
-        candidates = []  # built eagerly: lazy generators here would bind the last shard's lists
-        for s, results in enumerate(per_shard):
-            ids, scores, payloads = results[q]
-            for i, (pid, sc) in enumerate(zip(ids, scores, strict=True)):
-                candidates.append((sign * sc, s, i, pid, sc, payloads[i] if payloads else b""))
-        best = heapq.nsmallest(k, candidates)
-        out.append(([b[3] for b in best], [b[4] for b in best], [b[5] for b in best]))
-    return out
+def cover(holders: Mapping[int, Sequence[str]], rng: random.Random) -> list[tuple[str, list[int]]]:
+    """Which node to read each shard from so that as few nodes as possible are called: shard ->
+    the nodes able to answer it, in, (node, its shards) out; every shard in exactly one group,
+    on a node that holds it. Greedy set cover (the node holding most of the shards still
+    uncovered first), ties broken by `rng` so that reads spread over all replicas. With 3
+    nodes and 3 shards x 2 replicas: 2 calls instead of 3."""
+    uncovered = set(holders)
+    groups: list[tuple[str, list[int]]] = []
+    while uncovered:
+        counts: dict[str, int] = {}
+        for shard in uncovered:
+            for node in holders[shard]:
+                counts[node] = counts.get(node, 0) + 1
+        if not counts:
+            raise ValueError(f"shards {sorted(uncovered)} have no node to read from")
+        most = max(counts.values())
+        node = rng.choice(sorted(n for n, c in counts.items() if c == most))
+        shards = sorted(s for s in uncovered if node in holders[s])
+        groups.append((node, shards))
+        uncovered.difference_update(shards)
+    return groups

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from dataclasses import dataclass
 
 import grpc
 import numpy as np
@@ -27,10 +28,11 @@ from quartz_cluster.node.service import METRIC_ENUMS, METRIC_NAMES
 from quartz_cluster.proto.quartz.v1 import node_pb2, quartz_pb2, quartz_pb2_grpc
 from quartz_cluster.router.coalesce import Coalescer
 from quartz_cluster.router.hedging import HedgeBudget, Latencies, hedged
-from quartz_cluster.router.routing import merge_top_k, split_by_shard
-from quartz_cluster.router.shardmap import ShardMap
+from quartz_cluster.router.routing import split_by_shard
+from quartz_cluster.router.shardmap import ReadGroup, ShardMap
 from quartz_cluster.rpc.channels import NodeChannels
 from quartz_cluster.rpc.status import error_from_rpc, rpc
+from quartz_cluster.topk import merge_plans, merge_top_k
 
 DEADLINE_MARGIN_S = 0.05
 # a read falls through to the next replica on these (NOT_FOUND: that replica was just moved away)
@@ -90,6 +92,39 @@ def collection_info(coll: CollectionRecord, shardmap: ShardMap) -> quartz_pb2.Co
             for s, r in sorted(shards.items())
         ],
     )
+
+
+@dataclass(frozen=True, slots=True)
+class SearchShape:
+    """What the searches coalesced together share: all but their query vectors."""
+
+    coll: CollectionRecord
+    k: int
+    ef: int
+    filter: str
+    with_payload: bool
+    dim: int
+
+    def request(self, shards: list[int], queries: node_pb2.Vectors) -> node_pb2.SearchRequest:
+        """A node request for these shards of the collection (the first in ref, the rest after)."""
+        return node_pb2.SearchRequest(
+            ref=node_pb2.ShardRef(collection_id=self.coll.id, shard=shards[0]),
+            also_shards=shards[1:],
+            queries=queries,
+            k=self.k,
+            ef=self.ef,
+            filter=self.filter,
+            with_payload=self.with_payload,
+        )
+
+    def merge(self, replies: list, count: int) -> tuple[list, list[str]]:
+        """replies[i][q]: a node's SearchResult for query q -> per query (ids, scores, payloads), plan."""
+        if not replies:
+            return [([], [], [])] * count, [""] * count
+        merged = merge_top_k(
+            self.coll.metric, self.k, [[(r.ids, r.scores, r.payloads) for r in rep] for rep in replies]
+        )
+        return merged, merge_plans([[r.plan for r in rep] for rep in replies])
 
 
 class QuartzService(quartz_pb2_grpc.QuartzServicer):
@@ -269,14 +304,18 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
         req,
         timeout_s: float,
         session: dict[int, int] | None = None,
+        avoid: str | None = None,
     ):
         """Call one replica of the shard, falling through to the next on UNAVAILABLE. A session read
         carries the LSN the client last wrote there: a replica that has not applied it says so,
-        and the next one (at worst the primary, which always has it) answers."""
+        and the next one (at worst the primary, which always has it) answers. The replica at
+        `avoid` (one that just failed or is slow) is tried last."""
         last: grpc.RpcError | None = None
         if consistency == quartz_pb2.SESSION and session and shard in session:
             req.min_lsn = session[shard]
         routes = self.shardmap.read_routes(coll, shard, consistency == quartz_pb2.STRONG)
+        if avoid is not None:
+            routes.sort(key=lambda r: r.address == avoid)  # stable: the others keep their order
         if consistency == quartz_pb2.STRONG and method in ("Get", "Search"):
             # the node refuses unless it is that epoch's primary with a live lease
             req.strong, req.epoch = True, routes[0].record.epoch
@@ -358,72 +397,127 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
         validation.bounded_int(request.ef, "ef", 0, limits.EF_MAX)
         filters.parse(request.filter)
         timeout_s = _timeout(context)
-        session = {p.shard: p.lsn for p in request.session}
-        loop = asyncio.get_running_loop()
-
-        def node_request(shard: int, queries: node_pb2.Vectors) -> node_pb2.SearchRequest:
-            return node_pb2.SearchRequest(
-                ref=node_pb2.ShardRef(collection_id=coll.id, shard=shard),
-                queries=queries,
-                k=k,
-                ef=request.ef,
-                filter=request.filter,
-                with_payload=request.with_payload,
+        shape = SearchShape(coll, k, request.ef, request.filter, request.with_payload, q.dim)
+        if request.consistency in EVENTUAL:
+            # coalesced with concurrent searches of the same shape: one node call per node for all
+            loop = asyncio.get_running_loop()
+            merged, plans, answered, failures = await self.searches.submit(
+                (coll.id, k, request.ef, request.filter, request.with_payload, q.dim),
+                (q.data, q.count, loop.time() + timeout_s),
+                q.count,
+                lambda items: self._search_eventual(shape, items),
             )
-
-        async def batched(shard: int, items: list[tuple[bytes, int, float]]) -> list[list]:
-            """One node call for the queries of several requests; each gets its own results. Its
-            deadline is the latest of theirs (each item carries its absolute deadline: time
-            spent queued counts)."""
-            vectors = node_pb2.Vectors(
-                data=b"".join(i[0] for i in items), count=sum(i[1] for i in items), dim=q.dim
+        else:
+            merged, plans, answered, failures = await self._search_per_shard(
+                shape, q, request.consistency, {p.shard: p.lsn for p in request.session}, timeout_s
             )
-            reply = await self._read(
-                coll,
-                shard,
-                request.consistency,
-                "Search",
-                node_request(shard, vectors),
-                max(0.01, max(i[2] for i in items) - loop.time()),
-            )
-            out, at = [], 0
-            for _, count, _ in items:
-                out.append(reply.results[at : at + count])
-                at += count
-            return out
-
-        async def one(shard: int):
-            if request.consistency in EVENTUAL:  # coalesced with concurrent searches of the same kind
-                key = (coll.id, shard, k, request.ef, request.filter, request.with_payload, q.dim)
-                results = await self.searches.submit(
-                    key,
-                    (q.data, q.count, loop.time() + timeout_s),
-                    q.count,
-                    lambda items: batched(shard, items),
-                )
-                return node_pb2.SearchResponse(results=results)
-            req = node_request(shard, q)
-            return await self._read(coll, shard, request.consistency, "Search", req, timeout_s, session)
-
-        replies = await asyncio.gather(*(one(s) for s in range(coll.shards)), return_exceptions=True)
-        ok = [r for r in replies if not isinstance(r, BaseException)]
-        failures = [r for r in replies if isinstance(r, BaseException)]
         for f in failures:
-            if not isinstance(f, QuartzError):
-                raise f
             if f.code != "UNAVAILABLE" or not request.allow_partial:
                 raise f  # a bad filter etc. fails the same on every shard: report it as is
-        merged = merge_top_k(
-            coll.metric, k, [[(r.ids, r.scores, r.payloads) for r in rep.results] for rep in ok]
-        )
-        plans = [",".join(sorted({rep.results[i].plan for rep in ok})) for i in range(q.count)] if ok else []
         return quartz_pb2.SearchPointsResponse(
             results=[
                 node_pb2.SearchResult(ids=i, scores=s, payloads=p if request.with_payload else [], plan=pl)
                 for (i, s, p), pl in zip(merged, plans, strict=True)
             ],
-            shards=quartz_pb2.ShardsAnswered(total=coll.shards, answered=len(ok)),
+            shards=quartz_pb2.ShardsAnswered(total=coll.shards, answered=answered),
         )
+
+    async def _search_per_shard(
+        self, shape: SearchShape, q: node_pb2.Vectors, consistency: int, session: dict, timeout_s: float
+    ) -> tuple[list, list[str], int, list[QuartzError]]:
+        """Strong and session searches: one call per shard (each shard's primary, or a replica
+        that has applied the session's LSN there)."""
+
+        async def one(shard: int):
+            return await self._read(
+                shape.coll, shard, consistency, "Search", shape.request([shard], q), timeout_s, session
+            )
+
+        replies = await asyncio.gather(*(one(s) for s in range(shape.coll.shards)), return_exceptions=True)
+        ok = [r for r in replies if not isinstance(r, BaseException)]
+        failures = [r for r in replies if isinstance(r, BaseException)]
+        for f in failures:
+            if not isinstance(f, QuartzError):
+                raise f
+        merged, plans = shape.merge([rep.results for rep in ok], q.count)
+        return merged, plans, len(ok), failures
+
+    async def _search_eventual(self, shape: SearchShape, items: list[tuple[bytes, int, float]]) -> list:
+        """One round of coalesced eventual searches: the queries of several requests go to as few
+        nodes as hold every shard, one call per node (a node searches its shards and merges them).
+        A node that fails, or is slower than its recent p95, is replaced shard by shard by the
+        other replicas. Each request gets (its merged hits, plans, shards answered, failures).
+        The deadline is the latest of the requests' (each item carries its absolute deadline:
+        time spent queued counts)."""
+        loop = asyncio.get_running_loop()
+        timeout_s = max(0.01, max(i[2] for i in items) - loop.time())
+        count = sum(i[1] for i in items)
+        queries = node_pb2.Vectors(data=b"".join(i[0] for i in items), count=count, dim=shape.dim)
+        groups, missing = self.shardmap.read_plan(shape.coll)
+        outcomes = await asyncio.gather(*(self._search_group(shape, g, queries, timeout_s) for g in groups))
+        answered, results, failures = 0, [], list(missing.values())
+        for shards, outcome in (o for group in outcomes for o in group):
+            if isinstance(outcome, QuartzError):
+                failures.append(outcome)
+            else:
+                answered += len(shards)
+                results.append(outcome.results)
+        merged, plans = shape.merge(results, count)
+        out, at = [], 0
+        for _, n, _ in items:
+            out.append((merged[at : at + n], plans[at : at + n], answered, failures))
+            at += n
+        return out
+
+    async def _search_group(
+        self, shape: SearchShape, group: ReadGroup, queries: node_pb2.Vectors, timeout_s: float
+    ) -> list[tuple[list[int], object]]:
+        """[(shards, SearchResponse or QuartzError)] for the group's shards."""
+        req = shape.request(group.shards, queries)
+
+        async def on_node() -> list[tuple[list[int], object]]:
+            return [(group.shards, await self._timed_call(group.address, "Search", req, timeout_s))]
+
+        async def elsewhere(strict: bool) -> list[tuple[list[int], object]]:
+            async def one(shard: int) -> tuple[list[int], object]:
+                try:
+                    reply = await self._read(
+                        shape.coll,
+                        shard,
+                        quartz_pb2.EVENTUAL,
+                        "Search",
+                        shape.request([shard], queries),
+                        timeout_s,
+                        avoid=group.address,
+                    )
+                except QuartzError as exc:
+                    if strict:
+                        raise
+                    return [shard], exc
+                return [shard], reply
+
+            return list(await asyncio.gather(*(one(s) for s in group.shards)))
+
+        try:
+            if not group.hedgeable:
+                return await on_node()
+            self.hedge_budget.read()
+            # hedge: when the node is slower than its recent p95, its shards' other replicas too
+            result, sent = await hedged(
+                on_node,
+                lambda: elsewhere(strict=True),
+                self.latencies.hedge_delay_s(group.address),
+                self.hedge_budget.take,
+            )
+            self.hedges_sent += sent
+            return result
+        except grpc.RpcError as exc:
+            if exc.code() not in RETRYABLE:
+                err = error_from_rpc(exc, f"shards {group.shards}: ")
+                return [(group.shards, err)]
+        except QuartzError:
+            pass  # the hedge failed too: each shard once more from its other replicas
+        return await elsewhere(strict=False)
 
     @rpc
     async def Count(self, request, context):

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from quartz_cluster.coordinator.reconcile import ClusterView
 from quartz_cluster.errors import NotFound, Unavailable
 from quartz_cluster.meta.schema import CollectionRecord, ShardRecord
+from quartz_cluster.router.routing import cover
+
+_rng = random.Random()
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +20,13 @@ class Route:
     shard: int
     record: ShardRecord
     address: str  # of the replica to call
+
+
+@dataclass(frozen=True, slots=True)
+class ReadGroup:
+    address: str  # the node to call
+    shards: list[int]  # the shards it answers in that call
+    hedgeable: bool  # every one of them has another live in-sync replica
 
 
 class ShardMap:
@@ -73,6 +83,31 @@ class ShardMap:
         if not routes:
             raise Unavailable(f"shard {shard} of {coll.name!r} has no live in-sync replica", "collection")
         return routes
+
+    def read_plan(self, coll: CollectionRecord) -> tuple[list[ReadGroup], dict[int, Unavailable]]:
+        """For an eventual search of every shard: the nodes to call, each with the shards it
+        answers (as few calls as the live in-sync replicas allow, spread at random), and the
+        shards no replica can answer now."""
+        holders: dict[int, list[str]] = {}
+        missing: dict[int, Unavailable] = {}
+        shards = self.view.shards.get(coll.id, {})
+        for shard in range(coll.shards):
+            rec = shards.get(shard, (None, 0))[0]
+            if rec is None or not rec.ready:
+                missing[shard] = Unavailable(f"shard {shard} of {coll.name!r} is not ready yet", "collection")
+                continue
+            members = [i.node for i in rec.in_sync if i.node in self.view.nodes]
+            if not members:
+                missing[shard] = Unavailable(
+                    f"shard {shard} of {coll.name!r} has no live in-sync replica", "collection"
+                )
+                continue
+            holders[shard] = members
+        groups = [
+            ReadGroup(self.view.nodes[node].address, group, all(len(holders[s]) >= 2 for s in group))
+            for node, group in cover(holders, _rng)
+        ]
+        return groups, missing
 
     def primary(self, coll: CollectionRecord, shard: int) -> Route:
         """Where writes (and, until replication lands, reads) of a shard go."""

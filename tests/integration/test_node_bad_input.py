@@ -109,6 +109,15 @@ def search(queries=None, k=10, ef=0, flt="", ref=REF):
     )
 
 
+def also(shards, **fields):
+    """A search of shard 0 and, in the same call, these shards (one call per node)."""
+    request = search()
+    request.also_shards.extend(shards)
+    for name, value in fields.items():
+        setattr(request, name, value)
+    return request
+
+
 SEARCH_CASES = {
     "wrong dimension": (search(vecs(np.ones((1, DIM - 1)))), "INVALID_ARGUMENT", "queries"),
     "nan query": (search(vecs(np.full((1, DIM), np.nan))), "INVALID_ARGUMENT", "queries[0]"),
@@ -128,6 +137,16 @@ SEARCH_CASES = {
         "filter.must[0]",
     ),
     "unknown shard": (search(ref=node_pb2.ShardRef(collection_id="bad", shard=9)), "NOT_FOUND", "ref"),
+    "also_shards unknown": (also([9]), "NOT_FOUND", "ref"),
+    "also_shards repeats ref": (also([0]), "INVALID_ARGUMENT", "also_shards"),
+    "also_shards repeats itself": (also([1, 1]), "INVALID_ARGUMENT", "also_shards"),
+    "also_shards too many": (
+        also(list(range(1, limits.SHARDS_PER_COLLECTION_MAX + 1))),
+        "INVALID_ARGUMENT",
+        "also_shards",
+    ),
+    "also_shards with strong": (also([1], strong=True), "INVALID_ARGUMENT", "also_shards"),
+    "also_shards with min_lsn": (also([1], min_lsn=1), "INVALID_ARGUMENT", "also_shards"),
 }
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from quartz_cluster import filters
 from quartz_cluster.datasets import exact_knn, generate_clustered, load_pydocs, recall_at_k, shared_data_dir
+from quartz_cluster.topk import merge_top_k
 from tests.integration.conftest import load
 
 pytestmark = pytest.mark.integration
@@ -134,3 +135,30 @@ def test_filtered_recall_on_real_embeddings(module_node, pydocs, flt):
     recall = recall_at_k(found_rows(hits, row_of), truth, K)
     print(f"pydocs filter {flt}: selectivity {mask.mean():.4f} recall@10 {recall:.4f}")
     assert recall >= 0.95
+
+
+def test_several_shards_in_one_call_equal_merging_each_shard(module_node):
+    """also_shards: the node searches each shard and merges; the answer is what merging the
+    shards' own answers gives (the router relies on it to call each node once)."""
+    _, client = module_node
+    ds = generate_clustered(3_000, dim=16, n_queries=20, seed=11)
+    for shard in range(3):
+        client.create_shard("multi", shard, ds.dim, "l2")
+        rows = slice(shard * 1000, (shard + 1) * 1000)
+        load(client, "multi", ds.ids[rows], ds.base[rows], ds.payloads[rows], shard=shard)
+    one_by_one = [client.search_raw("multi", s, ds.queries, k=K, with_payload=True) for s in range(3)]
+    request = client.search_request("multi", 0, ds.queries, k=K, with_payload=True)
+    request.also_shards.extend([2, 1])
+    together = client.stub.Search(request, timeout=30)
+    expected = merge_top_k(
+        "l2", K, [[(r.ids, r.scores, r.payloads) for r in rep.results] for rep in one_by_one]
+    )
+    assert len(together.results) == len(ds.queries)
+    for got, (ids, scores, payloads) in zip(together.results, expected, strict=True):
+        assert list(got.ids) == ids and list(got.payloads) == payloads
+        assert np.allclose(got.scores, scores)
+        assert scores == sorted(scores)  # l2: best (lowest) first
+        assert got.plan == "hnsw"
+    # the merge really spans shards: some query's top 10 holds points of more than one shard
+    shard_of_row = {pid: i // 1000 for i, pid in enumerate(ds.ids)}
+    assert any(len({shard_of_row[pid] for pid in r.ids}) > 1 for r in together.results)

@@ -1,9 +1,13 @@
+import random
+
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from quartz_cluster.meta.schema import shard_of
-from quartz_cluster.router.routing import merge_top_k, split_by_shard
+from quartz_cluster.router.routing import cover, split_by_shard
+from quartz_cluster.topk import merge_plans, merge_top_k
 
 
 def test_shard_of_is_stable_and_spreads():
@@ -55,3 +59,44 @@ def test_merge_top_k_keeps_the_best_with_their_own_payloads(seed, metric, shards
         assert len(ids) == len(expected)
         # every hit carries its own payload, not another shard's
         assert payloads == [f'{{"id": "{x}"}}'.encode() for x in ids]
+
+
+def test_merge_plans_lists_each_plan_once():
+    assert merge_plans([["hnsw", "exact"], ["hnsw", "hnsw,exact"]]) == ["hnsw", "exact,hnsw"]
+    assert merge_plans([]) == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    nodes=st.integers(1, 6),
+    shards=st.integers(1, 12),
+    rf=st.integers(1, 3),
+)
+def test_cover_reads_every_shard_once_from_a_node_holding_it(seed, nodes, shards, rf):
+    rng = random.Random(seed)
+    names = [f"n{i}" for i in range(nodes)]
+    holders = {s: rng.sample(names, min(rf, nodes)) for s in range(shards)}
+    groups = cover(holders, rng)
+    assigned = [s for _, group in groups for s in group]
+    assert sorted(assigned) == list(range(shards))
+    assert all(node in holders[s] for node, group in groups for s in group)
+    assert len({node for node, _ in groups}) == len(groups)  # one call per node at most
+
+
+def test_cover_three_shards_two_replicas_on_three_nodes_takes_two_calls_and_spreads():
+    # the layout of the benchmark cluster: every node holds two of the three shards
+    holders = {0: ["a", "b"], 1: ["b", "c"], 2: ["c", "a"]}
+    rng = random.Random(7)
+    used = {"a": 0, "b": 0, "c": 0}
+    for _ in range(300):
+        groups = cover(holders, rng)
+        assert len(groups) == 2
+        for node, _ in groups:
+            used[node] += 1
+    assert min(used.values()) > 150  # every replica takes a share of the reads
+
+
+def test_cover_refuses_a_shard_nobody_holds():
+    with pytest.raises(ValueError, match="no node"):
+        cover({0: ["a"], 1: []}, random.Random(0))

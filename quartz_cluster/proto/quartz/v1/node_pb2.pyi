@@ -158,7 +158,7 @@ class GetResponse(_message.Message):
     def __init__(self, points: _Optional[_Iterable[_Union[Point, _Mapping]]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("ref", "queries", "k", "ef", "filter", "with_payload", "min_lsn", "strong", "epoch")
+    __slots__ = ("ref", "queries", "k", "ef", "filter", "with_payload", "min_lsn", "strong", "epoch", "also_shards")
     REF_FIELD_NUMBER: _ClassVar[int]
     QUERIES_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
@@ -168,6 +168,7 @@ class SearchRequest(_message.Message):
     MIN_LSN_FIELD_NUMBER: _ClassVar[int]
     STRONG_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
+    ALSO_SHARDS_FIELD_NUMBER: _ClassVar[int]
     ref: ShardRef
     queries: Vectors
     k: int
@@ -177,7 +178,8 @@ class SearchRequest(_message.Message):
     min_lsn: int
     strong: bool
     epoch: int
-    def __init__(self, ref: _Optional[_Union[ShardRef, _Mapping]] = ..., queries: _Optional[_Union[Vectors, _Mapping]] = ..., k: _Optional[int] = ..., ef: _Optional[int] = ..., filter: _Optional[str] = ..., with_payload: _Optional[bool] = ..., min_lsn: _Optional[int] = ..., strong: _Optional[bool] = ..., epoch: _Optional[int] = ...) -> None: ...
+    also_shards: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, ref: _Optional[_Union[ShardRef, _Mapping]] = ..., queries: _Optional[_Union[Vectors, _Mapping]] = ..., k: _Optional[int] = ..., ef: _Optional[int] = ..., filter: _Optional[str] = ..., with_payload: _Optional[bool] = ..., min_lsn: _Optional[int] = ..., strong: _Optional[bool] = ..., epoch: _Optional[int] = ..., also_shards: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class SearchResult(_message.Message):
     __slots__ = ("ids", "scores", "payloads", "plan")
