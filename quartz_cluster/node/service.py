@@ -135,7 +135,8 @@ class NodeService(node_pb2_grpc.NodeServicer):
             results=[
                 node_pb2.SearchResult(ids=i, scores=s, payloads=p if request.with_payload else [], plan=plan)
                 for (i, s, p), plan in zip(merged, plans, strict=True)
-            ]
+            ],
+            searched_shards=[s.spec.shard for s in shards],
         )
 
     def _also_shards(self, request: node_pb2.SearchRequest) -> list[ShardReplica]:

@@ -476,7 +476,11 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
         req = shape.request(group.shards, queries)
 
         async def on_node() -> list[tuple[list[int], object]]:
-            return [(group.shards, await self._timed_call(group.address, "Search", req, timeout_s))]
+            reply = await self._timed_call(group.address, "Search", req, timeout_s)
+            if len(group.shards) > 1 and list(reply.searched_shards) != group.shards:
+                # a node that does not know also_shards searched ref's shard only
+                raise Unavailable(f"{group.address} did not search shards {group.shards} in one call")
+            return [(group.shards, reply)]
 
         async def elsewhere(strict: bool) -> list[tuple[list[int], object]]:
             async def one(shard: int) -> tuple[list[int], object]:

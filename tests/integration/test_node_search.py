@@ -154,6 +154,7 @@ def test_several_shards_in_one_call_equal_merging_each_shard(module_node):
         "l2", K, [[(r.ids, r.scores, r.payloads) for r in rep.results] for rep in one_by_one]
     )
     assert len(together.results) == len(ds.queries)
+    assert list(together.searched_shards) == [0, 2, 1]
     for got, (ids, scores, payloads) in zip(together.results, expected, strict=True):
         assert list(got.ids) == ids and list(got.payloads) == payloads
         assert np.allclose(got.scores, scores)

@@ -1,0 +1,107 @@
+"""A/B of the cluster's search throughput between two checkouts, interleaved (A, B, A, B, ...)
+so that the drift of a shared machine falls on both sides alike.
+
+    git worktree add /tmp/quartz-a 06ab9e3
+    .venv/bin/python loadtest/ab_cluster.py --a /tmp/quartz-a --b . --rounds 2
+
+Each side runs in its own process with that checkout first on sys.path (its cluster's
+processes inherit it): 3 nodes, 3 shards x RF 2, pydocs (or --generated N rows), ef 32, then
+a closed loop of client processes per level. Prints QPS, p50/p99 and the servers' CPU per
+query (from /proc, as `quartz bench` reports it); writes loadtest/results/ab-<time>.json.
+A benchmark, not a test: nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parents[1]
+
+
+def side(args: argparse.Namespace) -> None:
+    """One measurement, in a process whose sys.path starts with the checkout under test."""
+    from quartz_cluster.bench import harness
+    from quartz_cluster.bench.systems import QuartzCluster
+    from quartz_cluster.datasets import generate_clustered, load_pydocs, shared_data_dir
+
+    data = shared_data_dir()
+    if data is not None and not args.generated:
+        ds = load_pydocs(data, rows=args.rows, with_text=False)
+    else:
+        ds = generate_clustered(args.generated or args.rows, dim=384, n_queries=500, seed=3)
+    system = QuartzCluster()
+    workdir = Path(tempfile.mkdtemp(prefix="quartz-ab-"))
+    try:
+        system.start(workdir, ds.dim, ds.metric, 16, 200)
+        system.ingest(ds.ids, ds.base, ds.payloads, 1000)
+        system.set_ef(args.ef)
+        for clients in args.clients:
+            r = harness.closed_loop(system, ds.queries, clients, args.duration)
+            print(json.dumps({"clients": clients, **{k: r.get(k) for k in FIELDS}}), flush=True)
+    finally:
+        system.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+FIELDS = ("qps", "p50_ms", "p99_ms", "server_cpu_ms_per_query", "error_rate")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--a", type=Path, required=True, help="checkout A (a git worktree)")
+    p.add_argument("--b", type=Path, required=True, help="checkout B")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--clients", default="1,8,32", help="closed-loop levels, comma-separated")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per level")
+    p.add_argument("--rows", type=int, default=20_000)
+    p.add_argument("--generated", type=int, default=0, help="generated rows instead of pydocs")
+    p.add_argument("--ef", type=int, default=32)
+    p.add_argument("--side", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    try:
+        args.clients = [int(c) for c in args.clients.split(",")]
+    except ValueError:
+        p.error("--clients: comma-separated integers, such as 1,8,32")
+    if args.side:
+        side(args)
+        return
+    for name in ("a", "b"):
+        if not (getattr(args, name) / "quartz_cluster" / "__init__.py").exists():
+            p.error(f"--{name}: {getattr(args, name)} is not a QuartzDB checkout")
+    runs = []
+    for round_ in range(args.rounds):
+        for name in ("a", "b"):
+            repo = getattr(args, name).resolve()
+            env = {**os.environ, "PYTHONPATH": str(repo)}
+            env.setdefault("QUARTZ_SHARED_DATA", str(HERE.parent / "shared" / "data"))
+            cmd = [sys.executable, str(HERE / "loadtest" / "ab_cluster.py"), "--side", "--a", ".", "--b", "."]
+            cmd += ["--clients", ",".join(map(str, args.clients)), "--duration", str(args.duration)]
+            cmd += ["--rows", str(args.rows), "--generated", str(args.generated), "--ef", str(args.ef)]
+            out = subprocess.run(cmd, env=env, cwd=repo, capture_output=True, text=True, check=True).stdout
+            for line in out.splitlines():
+                if line.startswith("{"):
+                    row = {"side": name, "round": round_, "repo": str(repo), **json.loads(line)}
+                    runs.append(row)
+                    print(
+                        f"{name} round {round_} clients {row['clients']:>3}: {row['qps']:>7,.0f} QPS  "
+                        f"p50 {row['p50_ms']:.1f} ms  p99 {row['p99_ms']:.1f} ms  "
+                        f"server CPU {row['server_cpu_ms_per_query']:.2f} ms/query",
+                        flush=True,
+                    )
+    out_dir = HERE / "loadtest" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"ab-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    path.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "runs": runs}, indent=1))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
