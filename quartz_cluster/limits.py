@@ -25,6 +25,7 @@ WRITE_QUEUE_DEPTH_MAX = 64  # pending write batches per shard before RESOURCE_EX
 GROUP_COMMIT_BATCHES_MAX = 32  # batches made durable by one fsync
 EXACT_SEARCH_CANDIDATES_MAX = 20_000  # filtered search brute-forces at most this many
 EXACT_CHUNK_ROWS = 20_000  # brute force scores this many vectors at a time (memory bound)
+GRAPH_FILTER_SELECTIVITY_MIN = 0.15  # a filter admitting this share of a shard walks the graph
 LOG_RETENTION_ENTRIES = 10_000  # log entries kept behind the newest checkpoint
 
 DEFAULT_HNSW_M = 16

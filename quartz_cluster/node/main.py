@@ -17,6 +17,7 @@ import uuid
 from dataclasses import dataclass
 
 import orjson
+from threadpoolctl import threadpool_limits
 
 from quartz_cluster import logs
 from quartz_cluster.node.membership import ClusterMember
@@ -108,7 +109,15 @@ async def serve(settings: NodeSettings) -> None:
     log.info("stopped")
 
 
+# numpy's BLAS (OpenBLAS) starts a thread per core for each matrix product of the exact plan,
+# and its threads spin while they wait. The node already searches on a pool of threads, and
+# nodes share machines: three nodes on two cores each spinning two BLAS threads made a filtered
+# search through the cluster 5x slower (57 ms against 12 ms with one thread; docs/BENCHMARKS.md).
+BLAS_THREADS = 1
+
+
 def run(settings: NodeSettings, log_level: str = "info") -> int:
     logs.configure(log_level, node=settings.node_id)
+    threadpool_limits(limits=BLAS_THREADS, user_api="blas")
     asyncio.run(serve(settings))
     return 0

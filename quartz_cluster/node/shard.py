@@ -51,6 +51,7 @@ import rocksdict
 
 from quartz_cluster import filters, limits, logs
 from quartz_cluster.errors import FailedPrecondition, Internal, ResourceExhausted, Unavailable
+from quartz_cluster.node.filter_plan import EXACT, filter_plan
 from quartz_cluster.node.hnsw_index import (
     HnswIndex,
     best_first,
@@ -944,7 +945,7 @@ class ShardReplica:
         candidates = np.flatnonzero(mask)
         if len(candidates) == 0:
             return empty
-        if len(candidates) <= limits.EXACT_SEARCH_CANDIDATES_MAX:
+        if filter_plan(len(candidates), live) == EXACT:
             return self._exact(queries, candidates, k)
         allowed = mask.tobytes()
         try:

@@ -8,6 +8,7 @@ import pytest
 
 from quartz_cluster import filters
 from quartz_cluster.datasets import exact_knn, generate_clustered, load_pydocs, recall_at_k, shared_data_dir
+from quartz_cluster.node.filter_plan import filter_plan
 from quartz_cluster.topk import merge_top_k
 from tests.integration.conftest import load
 
@@ -70,8 +71,7 @@ def test_filtered_search_is_correct_and_accurate(module_node, clustered, selecti
     plans = {r.plan for r in resp.results}
     print(f"selectivity {selectivity:.3f}: recall@10 {recall:.4f} plan {plans}")
     assert recall >= 0.95
-    expected_plan = "hnsw-filtered" if mask.sum() > 20_000 else "exact"
-    assert plans == {expected_plan}
+    assert plans == {filter_plan(int(mask.sum()), len(ds.ids))}
 
 
 def test_match_any_and_list_values(module_node, clustered):

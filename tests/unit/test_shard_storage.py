@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from quartz_cluster import filters, validation
+from quartz_cluster import filters, limits, validation
 from quartz_cluster.errors import ResourceExhausted
 from quartz_cluster.node.shard import ShardOptions, ShardReplica, ShardSpec
 
@@ -151,8 +151,9 @@ def test_full_write_queue_is_refused_not_buffered(tmp_path):
 
 
 @pytest.mark.parametrize("metric", ["cosine", "l2", "ip"])
-def test_exact_and_graph_plans_agree_on_scores(tmp_path, metric):
+def test_exact_and_graph_plans_agree_on_scores(tmp_path, metric, monkeypatch):
     rng = np.random.default_rng(5)
+    monkeypatch.setattr(limits, "GRAPH_FILTER_SELECTIVITY_MIN", 1.01)  # a match-all filter brute-forces
     spec = ShardSpec("c", 0, DIM, metric, m=16, ef_construction=200, ef=200)
 
     async def go():
@@ -179,14 +180,14 @@ def test_exact_search_in_chunks_equals_one_pass(tmp_path, monkeypatch):
     rng = np.random.default_rng(6)
     flt = filters.parse({"must": [{"key": "tag", "match": "t"}]})
 
+    monkeypatch.setattr(limits, "GRAPH_FILTER_SELECTIVITY_MIN", 1.01)  # a match-all filter brute-forces
+
     async def go():
         r, _ = open_replica(tmp_path)
         r.start()
         await r.write(batch([f"p{i}" for i in range(700)], rng))
         q = rng.normal(size=(7, DIM)).astype(np.float32)
         one_pass = r.search(q, 10, 0, flt, False)
-        from quartz_cluster import limits
-
         monkeypatch.setattr(limits, "EXACT_CHUNK_ROWS", 64)  # 11 chunks
         fetched: list[int] = []
         real_vectors = r.hnsw.vectors
