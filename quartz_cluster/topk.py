@@ -6,6 +6,9 @@ from __future__ import annotations
 import heapq
 from collections.abc import Sequence
 
+import numpy as np
+
+VECTORIZED_QUERIES_MIN = 8  # batches of fewer queries merge with a heap per query (1 query: 6 vs 11 us)
 Hits = tuple[Sequence[str], Sequence[float], Sequence[bytes]]  # ids, scores, payloads: best first
 
 
@@ -20,6 +23,43 @@ def merge_top_k(
         return []
     if len(per_source) == 1:
         return [(list(i), list(s), list(p) if p else [b""] * len(i)) for i, s, p in per_source[0]]
+    if len(per_source[0]) < VECTORIZED_QUERIES_MIN:
+        return _merge_small(metric, k, per_source)
+    # One matrix per batch: row q holds every source's scores for query q side by side (source s
+    # in columns [s*width, (s+1)*width)), padded with the worst key; a stable sort per row then
+    # orders by score, ties by source then rank, and only the k winners are touched in Python.
+    n_queries, n_sources = len(per_source[0]), len(per_source)
+    width = max((len(r[1]) for results in per_source for r in results), default=0)
+    if width == 0:
+        return [([], [], []) for _ in range(n_queries)]
+    keys = np.zeros((n_queries, n_sources * width))
+    valid = np.zeros(keys.shape, dtype=bool)
+    for s, results in enumerate(per_source):
+        for q, (_, scores, _) in enumerate(results):
+            if len(scores):
+                keys[q, s * width : s * width + len(scores)] = scores
+                valid[q, s * width : s * width + len(scores)] = True
+    if metric != "l2":  # higher is better: sort by the negated score
+        np.negative(keys, out=keys)
+    big = np.finfo(keys.dtype).max  # a real score of +-inf still sorts before the padding
+    keys = np.where(valid, np.clip(keys, -big, big), np.inf)
+    order = np.argsort(keys, axis=1, kind="stable")[:, :k]
+    found = np.minimum(valid.sum(axis=1), k).tolist()
+    out = []
+    for q, (row, n) in enumerate(zip(order.tolist(), found, strict=True)):
+        ids, scores, payloads = [], [], []
+        for j in row[:n]:
+            s, i = divmod(j, width)
+            src_ids, src_scores, src_payloads = per_source[s][q]
+            ids.append(src_ids[i])
+            scores.append(src_scores[i])
+            payloads.append(src_payloads[i] if src_payloads else b"")
+        out.append((ids, scores, payloads))
+    return out
+
+
+def _merge_small(metric: str, k: int, per_source: Sequence[Sequence[Hits]]) -> list:
+    """The same merge for a few queries, where numpy's per-call overhead would dominate."""
     sign = 1.0 if metric == "l2" else -1.0
     out = []
     for q in range(len(per_source[0])):

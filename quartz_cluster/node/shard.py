@@ -902,7 +902,7 @@ class ShardReplica:
         ef = max(ef or self.spec.ef, k)
         with self.lock.shared(ef):
             labels, scores, plan = self._search_labels(queries, k, flt)
-            ids = [self.ids_by_label[row].tolist() for row in labels]
+            ids = self.ids_by_label[labels].tolist()  # one fancy index for the whole batch
         need_payloads = with_payload or flt is not None
         blobs: dict[str, bytes] = {}
         if need_payloads:
@@ -910,7 +910,7 @@ class ShardReplica:
             if unique:
                 blobs = dict(zip(unique, self.db.get([P_PAY + pid.encode() for pid in unique]), strict=True))
         if not need_payloads:  # nothing to re-check: hnswlib never returns a deleted label
-            return [SearchHits(row, sc.tolist(), [], plan) for row, sc in zip(ids, scores, strict=True)]
+            return [SearchHits(row, sc, [], plan) for row, sc in zip(ids, scores.tolist(), strict=True)]
         out = []
         for row_ids, row_scores in zip(ids, scores, strict=True):
             hits = SearchHits([], [], [], plan)

@@ -1,3 +1,4 @@
+import heapq
 import random
 
 import numpy as np
@@ -100,3 +101,41 @@ def test_cover_three_shards_two_replicas_on_three_nodes_takes_two_calls_and_spre
 def test_cover_refuses_a_shard_nobody_holds():
     with pytest.raises(ValueError, match="no node"):
         cover({0: ["a"], 1: []}, random.Random(0))
+
+
+def _reference_merge(metric, k, per_source):
+    """The obvious merge: every candidate into a heap, ties by source then rank."""
+    sign = 1.0 if metric == "l2" else -1.0
+    out = []
+    for q in range(len(per_source[0])):
+        cands = [
+            (sign * sc, s, i, pid, sc, src[q][2][i] if src[q][2] else b"")
+            for s, src in enumerate(per_source)
+            for i, (pid, sc) in enumerate(zip(src[q][0], src[q][1], strict=True))
+        ]
+        best = heapq.nsmallest(k, cands)
+        out.append(([b[3] for b in best], [b[4] for b in best], [b[5] for b in best]))
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.data(),
+    metric=st.sampled_from(["cosine", "l2", "ip"]),
+    sources=st.integers(2, 5),
+    queries=st.integers(1, 12),  # both sides of VECTORIZED_QUERIES_MIN
+    k=st.integers(1, 12),
+    with_payloads=st.booleans(),
+)
+def test_merge_top_k_equals_a_heap_merge_ties_and_all(data, metric, sources, queries, k, with_payloads):
+    # scores from a small set so that ties across sources are common
+    score = st.sampled_from([-1.5, 0.0, 0.25, 0.5, 0.5, 1.0, float(np.float32(0.1))])
+    per_source = []
+    for s in range(sources):
+        rows = []
+        for q in range(queries):
+            scores = sorted(data.draw(st.lists(score, max_size=k)), reverse=metric != "l2")
+            ids = [f"s{s}q{q}i{i}" for i in range(len(scores))]
+            rows.append((ids, scores, [x.encode() for x in ids] if with_payloads else []))
+        per_source.append(rows)
+    assert merge_top_k(metric, k, per_source) == _reference_merge(metric, k, per_source)
