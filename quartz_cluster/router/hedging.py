@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import TypeVar
 
 import numpy as np
 
 T = TypeVar("T")
-SAMPLES_MAX = 256  # per replica address
+SAMPLES_MAX = 256  # per replica address and call size class
 SAMPLES_MIN = 20  # below this, the default delay is used
 RECOMPUTE_EVERY = 32  # samples between two p95 computations (a percentile per call cost 6 % of the router)
 HEDGE_DELAY_S_DEFAULT = 0.05
@@ -20,27 +20,33 @@ HEDGE_DELAY_S_MIN = 0.002
 HEDGE_DELAY_S_MAX = 1.0
 
 
+def size_class(items: int) -> int:
+    """Calls are compared with calls of about their size: 1, 2-3, 4-7, ... items (a call of 100
+    queries is slow next to calls of one, not slow for its size)."""
+    return min(max(items, 1), 1 << 12).bit_length()
+
+
 class Latencies:
-    """Recent call latencies per replica address."""
+    """Recent call latencies per key: a replica address and the call's size class."""
 
     def __init__(self) -> None:
-        self._samples: dict[str, deque[float]] = {}
-        self._delay: dict[str, float] = {}  # the p95 as of the last recomputation
-        self._since: dict[str, int] = {}  # samples recorded since then
+        self._samples: dict[Hashable, deque[float]] = {}
+        self._delay: dict[Hashable, float] = {}  # the p95 as of the last recomputation
+        self._since: dict[Hashable, int] = {}  # samples recorded since then
 
-    def record(self, address: str, seconds: float) -> None:
-        self._samples.setdefault(address, deque(maxlen=SAMPLES_MAX)).append(seconds)
-        self._since[address] = self._since.get(address, RECOMPUTE_EVERY) + 1
+    def record(self, key: Hashable, seconds: float) -> None:
+        self._samples.setdefault(key, deque(maxlen=SAMPLES_MAX)).append(seconds)
+        self._since[key] = self._since.get(key, RECOMPUTE_EVERY) + 1
 
-    def hedge_delay_s(self, address: str) -> float:
-        samples = self._samples.get(address)
+    def hedge_delay_s(self, key: Hashable) -> float:
+        samples = self._samples.get(key)
         if samples is None or len(samples) < SAMPLES_MIN:
             return HEDGE_DELAY_S_DEFAULT
-        if self._since[address] >= RECOMPUTE_EVERY or address not in self._delay:
+        if self._since[key] >= RECOMPUTE_EVERY or key not in self._delay:
             p95 = float(np.percentile(samples, 95))
-            self._delay[address] = min(max(p95, HEDGE_DELAY_S_MIN), HEDGE_DELAY_S_MAX)
-            self._since[address] = 0
-        return self._delay[address]
+            self._delay[key] = min(max(p95, HEDGE_DELAY_S_MIN), HEDGE_DELAY_S_MAX)
+            self._since[key] = 0
+        return self._delay[key]
 
 
 HEDGE_FRACTION_MAX = 0.05  # hedges per read, over the recent past

@@ -27,7 +27,7 @@ from quartz_cluster.meta.store import EtcdStore
 from quartz_cluster.node.service import METRIC_ENUMS, METRIC_NAMES
 from quartz_cluster.proto.quartz.v1 import node_pb2, quartz_pb2, quartz_pb2_grpc
 from quartz_cluster.router.coalesce import Coalescer
-from quartz_cluster.router.hedging import HedgeBudget, Latencies, hedged
+from quartz_cluster.router.hedging import HedgeBudget, Latencies, hedged, size_class
 from quartz_cluster.router.routing import split_by_shard
 from quartz_cluster.router.shardmap import ReadGroup, ShardMap
 from quartz_cluster.rpc.channels import NodeChannels
@@ -327,7 +327,7 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
                 result, sent = await hedged(
                     lambda: self._timed_call(first, method, req, timeout_s),
                     lambda: self._timed_call(second, method, req, timeout_s),
-                    self.latencies.hedge_delay_s(first),
+                    self.latencies.hedge_delay_s(_latency_key(first, req)),
                     self.hedge_budget.take,
                 )
                 self.hedges_sent += sent
@@ -348,15 +348,16 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
         raise error_from_rpc(last, f"shard {shard}: ")
 
     async def _timed_call(self, address: str, method: str, request, timeout_s: float):
+        key = _latency_key(address, request)
         t0 = time.monotonic()
         try:
             result = await self._call(address, method, request, timeout_s)
         except asyncio.CancelledError:
             # the loser of a hedge took at least this long: without it the p95 would be computed
             # over fast calls only, fall, and fire ever more hedges
-            self.latencies.record(address, time.monotonic() - t0)
+            self.latencies.record(key, time.monotonic() - t0)
             raise
-        self.latencies.record(address, time.monotonic() - t0)
+        self.latencies.record(key, time.monotonic() - t0)
         return result
 
     @rpc
@@ -510,7 +511,7 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
             result, sent = await hedged(
                 on_node,
                 lambda: elsewhere(strict=True),
-                self.latencies.hedge_delay_s(group.address),
+                self.latencies.hedge_delay_s(_latency_key(group.address, req)),
                 self.hedge_budget.take,
             )
             self.hedges_sent += sent
@@ -537,6 +538,15 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
         return quartz_pb2.CountResponse(
             count=sum(counts), shards=quartz_pb2.ShardsAnswered(total=coll.shards, answered=coll.shards)
         )
+
+
+def _latency_key(address: str, request) -> tuple[str, str, int]:
+    """Hedging compares a call with recent calls to the same replica of the same kind and size."""
+    if isinstance(request, node_pb2.SearchRequest):
+        return address, "search", size_class(request.queries.count * (1 + len(request.also_shards)))
+    if isinstance(request, node_pb2.GetRequest):
+        return address, "get", size_class(len(request.ids))
+    return address, type(request).__name__, 1
 
 
 def vars_of(cfg: validation.CollectionConfig) -> dict:

@@ -6,9 +6,11 @@ from quartz_cluster.router.hedging import (
     HEDGE_DELAY_S_DEFAULT,
     HEDGE_DELAY_S_MIN,
     SAMPLES_MAX,
+    SAMPLES_MIN,
     HedgeBudget,
     Latencies,
     hedged,
+    size_class,
 )
 
 
@@ -105,3 +107,18 @@ def test_a_refused_hedge_waits_for_the_first_replica():
         return await hedged(slow, never, 0.001, may_hedge=lambda: False)
 
     assert asyncio.run(main()) == ("first", False)
+
+
+def test_calls_are_hedged_against_calls_of_their_own_size():
+    """A call of 100 queries is not slow next to calls of one query: each size class keeps its
+    own p95 (a benchmark's batched pass was being hedged call after call)."""
+    lat = Latencies()
+    for _ in range(SAMPLES_MIN):
+        lat.record(("n1", "search", size_class(1)), 0.002)
+        lat.record(("n1", "search", size_class(100)), 0.040)
+    assert lat.hedge_delay_s(("n1", "search", size_class(1))) == pytest.approx(0.002)
+    assert lat.hedge_delay_s(("n1", "search", size_class(100))) == pytest.approx(0.040)
+    assert lat.hedge_delay_s(("n1", "search", size_class(1000))) == HEDGE_DELAY_S_DEFAULT  # no history yet
+    assert size_class(0) == size_class(1) == 1
+    assert size_class(4) == size_class(7) != size_class(8)
+    assert size_class(10**9) == size_class(1 << 12)
