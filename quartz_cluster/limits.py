@@ -26,6 +26,7 @@ GROUP_COMMIT_BATCHES_MAX = 32  # batches made durable by one fsync
 EXACT_SEARCH_CANDIDATES_MAX = 20_000  # filtered search brute-forces at most this many
 EXACT_CHUNK_ROWS = 20_000  # brute force scores this many vectors at a time (memory bound)
 GRAPH_FILTER_SELECTIVITY_MIN = 0.15  # a filter admitting this share of a shard walks the graph
+EXACT_SEARCH_ALWAYS_CANDIDATES_MAX = 1_000  # ... unless it admits this few points: brute force
 LOG_RETENTION_ENTRIES = 10_000  # log entries kept behind the newest checkpoint
 
 DEFAULT_HNSW_M = 16

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+# queries merged per numpy step (1,024 queries x 64 shards x k 1,024 at once would be 0.5 GB)
+MERGE_CHUNK_QUERIES = 64
 VECTORIZED_QUERIES_MIN = 8  # batches of fewer queries merge with a heap per query (1 query: 6 vs 11 us)
 Hits = tuple[Sequence[str], Sequence[float], Sequence[bytes]]  # ids, scores, payloads: best first
 
@@ -25,9 +27,19 @@ def merge_top_k(
         return [(list(i), list(s), list(p) if p else [b""] * len(i)) for i, s, p in per_source[0]]
     if len(per_source[0]) < VECTORIZED_QUERIES_MIN:
         return _merge_small(metric, k, per_source)
-    # One matrix per batch: row q holds every source's scores for query q side by side (source s
-    # in columns [s*width, (s+1)*width)), padded with the worst key; a stable sort per row then
-    # orders by score, ties by source then rank, and only the k winners are touched in Python.
+    out: list = []
+    for first in range(0, len(per_source[0]), MERGE_CHUNK_QUERIES):  # bounded memory per step
+        out += _merge_block(
+            metric, k, [results[first : first + MERGE_CHUNK_QUERIES] for results in per_source]
+        )
+    return out
+
+
+def _merge_block(metric: str, k: int, per_source: Sequence[Sequence[Hits]]) -> list:
+    # One matrix per block of queries: row q holds every source's scores for query q side by side
+    # (source s in columns [s*width, (s+1)*width)), padded with the worst key; a stable sort per
+    # row then orders by score, ties by source then rank, and only the k winners are touched in
+    # Python. A NaN score is no hit (as in _merge_small).
     n_queries, n_sources = len(per_source[0]), len(per_source)
     width = max((len(r[1]) for results in per_source for r in results), default=0)
     if width == 0:
@@ -39,6 +51,7 @@ def merge_top_k(
             if len(scores):
                 keys[q, s * width : s * width + len(scores)] = scores
                 valid[q, s * width : s * width + len(scores)] = True
+    valid &= ~np.isnan(keys)
     if metric != "l2":  # higher is better: sort by the negated score
         np.negative(keys, out=keys)
     big = np.finfo(keys.dtype).max  # a real score of +-inf still sorts before the padding
@@ -67,7 +80,8 @@ def _merge_small(metric: str, k: int, per_source: Sequence[Sequence[Hits]]) -> l
         for s, results in enumerate(per_source):
             ids, scores, payloads = results[q]
             for i, (pid, sc) in enumerate(zip(ids, scores, strict=True)):
-                candidates.append((sign * sc, s, i, pid, sc, payloads[i] if payloads else b""))
+                if sc == sc:  # a NaN score is no hit
+                    candidates.append((sign * sc, s, i, pid, sc, payloads[i] if payloads else b""))
         best = heapq.nsmallest(k, candidates)
         out.append(([b[3] for b in best], [b[4] for b in best], [b[5] for b in best]))
     return out

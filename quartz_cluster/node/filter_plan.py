@@ -21,6 +21,8 @@ def filter_plan(candidates: int, live: int) -> str:
     """EXACT or GRAPH for a filter admitting `candidates` of a shard's `live` points."""
     if candidates > limits.EXACT_SEARCH_CANDIDATES_MAX:
         return GRAPH  # brute force is bounded, whatever the share
+    if candidates <= limits.EXACT_SEARCH_ALWAYS_CANDIDATES_MAX:
+        return EXACT  # exact and ~0.07 ms: no reason to give up recall on a small shard
     if candidates < limits.GRAPH_FILTER_SELECTIVITY_MIN * live:
         return EXACT
     return GRAPH

@@ -10,7 +10,7 @@ import threading
 import psutil
 
 from quartz_cluster import filters, limits, validation
-from quartz_cluster.errors import FailedPrecondition, InvalidArgument
+from quartz_cluster.errors import FailedPrecondition, InvalidArgument, NotFound
 from quartz_cluster.node.registry import ShardRegistry
 from quartz_cluster.node.shard import ShardReplica, ShardSpec
 from quartz_cluster.proto.quartz.v1 import node_pb2, node_pb2_grpc
@@ -149,7 +149,13 @@ class NodeService(node_pb2_grpc.NodeServicer):
             raise InvalidArgument(f"must hold < {limits.SHARDS_PER_COLLECTION_MAX} shards", "also_shards")
         if len(set(also)) != len(also) or request.ref.shard in also:
             raise InvalidArgument("must not repeat a shard", "also_shards")
-        return [self.registry.get(request.ref.collection_id, s) for s in also]
+        try:
+            return [self.registry.get(request.ref.collection_id, s) for s in also]
+        except NotFound as exc:
+            at = next(
+                i for i, s in enumerate(also) if (request.ref.collection_id, s) not in self.registry.shards
+            )
+            raise NotFound(str(exc), f"also_shards[{at}]") from None
 
     def _stats(self, shard: ShardReplica) -> node_pb2.ShardStats:
         return node_pb2.ShardStats(

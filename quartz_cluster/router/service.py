@@ -35,6 +35,7 @@ from quartz_cluster.rpc.status import error_from_rpc, rpc
 from quartz_cluster.topk import merge_plans, merge_top_k
 
 DEADLINE_MARGIN_S = 0.05
+CALL_TIMEOUT_S_MIN = 0.01  # a node call is not started with less time than this left
 # a read falls through to the next replica on these (NOT_FOUND: that replica was just moved away)
 EVENTUAL = (quartz_pb2.EVENTUAL, quartz_pb2.READ_CONSISTENCY_UNSPECIFIED)
 RETRYABLE = (
@@ -319,7 +320,7 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
         if consistency == quartz_pb2.STRONG and method in ("Get", "Search"):
             # the node refuses unless it is that epoch's primary with a live lease
             req.strong, req.epoch = True, routes[0].record.epoch
-        if consistency in EVENTUAL and len(routes) >= 2:
+        if consistency in EVENTUAL and len(routes) >= 2 and routes[1].address != avoid:
             self.hedge_budget.read()
             # Hedge: a second replica is asked when the first is slower than its recent p95.
             first, second = routes[0].address, routes[1].address
@@ -447,17 +448,18 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
         """One round of coalesced eventual searches: the queries of several requests go to as few
         nodes as hold every shard, one call per node (a node searches its shards and merges them).
         A node that fails, or is slower than its recent p95, is replaced shard by shard by the
-        other replicas. Each request gets (its merged hits, plans, shards answered, failures).
-        The deadline is the latest of the requests' (each item carries its absolute deadline:
-        time spent queued counts)."""
-        loop = asyncio.get_running_loop()
-        timeout_s = max(0.01, max(i[2] for i in items) - loop.time())
+        other replicas while time is left. Each request gets (its merged hits, plans, shards
+        answered, failures). The round's deadline is the latest of the requests' (each item
+        carries its absolute deadline: time spent queued counts); every call, fallbacks
+        included, gets only the time left until it."""
+        deadline = max(i[2] for i in items)
         count = sum(i[1] for i in items)
         queries = node_pb2.Vectors(data=b"".join(i[0] for i in items), count=count, dim=shape.dim)
         groups, missing = self.shardmap.read_plan(shape.coll)
-        outcomes = await asyncio.gather(*(self._search_group(shape, g, queries, timeout_s) for g in groups))
+        outcomes = await asyncio.gather(*(self._search_group(shape, g, queries, deadline) for g in groups))
         answered, results, failures = 0, [], list(missing.values())
-        for shards, outcome in (o for group in outcomes for o in group):
+        # merged in shard order, so that equal scores rank the same whichever replicas answered
+        for shards, outcome in sorted((o for group in outcomes for o in group), key=lambda o: o[0][0]):
             if isinstance(outcome, QuartzError):
                 failures.append(outcome)
             else:
@@ -471,37 +473,51 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
         return out
 
     async def _search_group(
-        self, shape: SearchShape, group: ReadGroup, queries: node_pb2.Vectors, timeout_s: float
+        self, shape: SearchShape, group: ReadGroup, queries: node_pb2.Vectors, deadline: float
     ) -> list[tuple[list[int], object]]:
         """[(shards, SearchResponse or QuartzError)] for the group's shards."""
+        loop = asyncio.get_running_loop()
         req = shape.request(group.shards, queries)
 
+        def left_s() -> float:
+            return deadline - loop.time()
+
         async def on_node() -> list[tuple[list[int], object]]:
-            reply = await self._timed_call(group.address, "Search", req, timeout_s)
+            reply = await self._timed_call(group.address, "Search", req, max(CALL_TIMEOUT_S_MIN, left_s()))
             if len(group.shards) > 1 and list(reply.searched_shards) != group.shards:
                 # a node that does not know also_shards searched ref's shard only
                 raise Unavailable(f"{group.address} did not search shards {group.shards} in one call")
+            _check_answers(reply, queries.count, group.address)
             return [(group.shards, reply)]
 
         async def elsewhere(strict: bool) -> list[tuple[list[int], object]]:
+            """Each shard from its other replicas (the group's node last). strict: raise the
+            first failure (a hedge: the node's own answer may still come)."""
+
             async def one(shard: int) -> tuple[list[int], object]:
-                try:
-                    reply = await self._read(
-                        shape.coll,
-                        shard,
-                        quartz_pb2.EVENTUAL,
-                        "Search",
-                        shape.request([shard], queries),
-                        timeout_s,
-                        avoid=group.address,
-                    )
-                except QuartzError as exc:
-                    if strict:
-                        raise
-                    return [shard], exc
+                if left_s() < CALL_TIMEOUT_S_MIN:
+                    raise Unavailable(f"shard {shard}: no time left to try another replica", "shards")
+                reply = await self._read(
+                    shape.coll,
+                    shard,
+                    quartz_pb2.EVENTUAL,
+                    "Search",
+                    shape.request([shard], queries),
+                    left_s(),
+                    avoid=group.address,
+                )
+                _check_answers(reply, queries.count, f"shard {shard}")
                 return [shard], reply
 
-            return list(await asyncio.gather(*(one(s) for s in group.shards)))
+            # every call ends before this returns: none is left running behind a failed hedge
+            done = await asyncio.gather(*(one(s) for s in group.shards), return_exceptions=True)
+            for result in done:
+                if isinstance(result, BaseException) and (strict or not isinstance(result, QuartzError)):
+                    raise result
+            return [
+                r if not isinstance(r, QuartzError) else ([s], r)
+                for s, r in zip(group.shards, done, strict=True)
+            ]
 
         try:
             if not group.hedgeable:
@@ -521,7 +537,7 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
                 err = error_from_rpc(exc, f"shards {group.shards}: ")
                 return [(group.shards, err)]
         except QuartzError:
-            pass  # the hedge failed too: each shard once more from its other replicas
+            pass  # the node's answer was unusable, or the hedge failed too
         return await elsewhere(strict=False)
 
     @rpc
@@ -538,6 +554,13 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
         return quartz_pb2.CountResponse(
             count=sum(counts), shards=quartz_pb2.ShardsAnswered(total=coll.shards, answered=coll.shards)
         )
+
+
+def _check_answers(reply: node_pb2.SearchResponse, queries: int, source: str) -> None:
+    """A reply must answer every query of the call: a short one would shift the results of the
+    requests coalesced into it onto each other."""
+    if len(reply.results) != queries:
+        raise Unavailable(f"{source} answered {len(reply.results)} of {queries} queries")
 
 
 def _latency_key(address: str, request) -> tuple[str, str, int]:

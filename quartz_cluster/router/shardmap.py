@@ -74,15 +74,19 @@ class ShardMap:
         Eventual: the live in-sync replicas in random order (load spread), then the primary."""
         if strong:
             return [self.primary(coll, shard)]
+        rec, members = self._readable(coll, shard)
+        random.shuffle(members)
+        return [Route(shard, rec, self.view.nodes[n].address) for n in members]
+
+    def _readable(self, coll: CollectionRecord, shard: int) -> tuple[ShardRecord, list[str]]:
+        """The shard's record and its live in-sync replicas (at least one, or Unavailable)."""
         rec = self.view.shards.get(coll.id, {}).get(shard, (None, 0))[0]
         if rec is None or not rec.ready:
             raise Unavailable(f"shard {shard} of {coll.name!r} is not ready yet", "collection")
         members = [i.node for i in rec.in_sync if i.node in self.view.nodes]
-        random.shuffle(members)
-        routes = [Route(shard, rec, self.view.nodes[n].address) for n in members]
-        if not routes:
+        if not members:
             raise Unavailable(f"shard {shard} of {coll.name!r} has no live in-sync replica", "collection")
-        return routes
+        return rec, members
 
     def read_plan(self, coll: CollectionRecord) -> tuple[list[ReadGroup], dict[int, Unavailable]]:
         """For an eventual search of every shard: the nodes to call, each with the shards it
@@ -90,23 +94,19 @@ class ShardMap:
         shards no replica can answer now."""
         holders: dict[int, list[str]] = {}
         missing: dict[int, Unavailable] = {}
-        shards = self.view.shards.get(coll.id, {})
         for shard in range(coll.shards):
-            rec = shards.get(shard, (None, 0))[0]
-            if rec is None or not rec.ready:
-                missing[shard] = Unavailable(f"shard {shard} of {coll.name!r} is not ready yet", "collection")
-                continue
-            members = [i.node for i in rec.in_sync if i.node in self.view.nodes]
-            if not members:
-                missing[shard] = Unavailable(
-                    f"shard {shard} of {coll.name!r} has no live in-sync replica", "collection"
-                )
-                continue
-            holders[shard] = members
-        groups = [
-            ReadGroup(self.view.nodes[node].address, group, all(len(holders[s]) >= 2 for s in group))
-            for node, group in cover(holders, _rng)
-        ]
+            try:
+                holders[shard] = self._readable(coll, shard)[1]
+            except Unavailable as exc:
+                missing[shard] = exc
+        groups = []
+        for node, group in cover(holders, _rng):
+            address = self.view.nodes[node].address
+            # shards with another replica are hedged; those without (a replica down) cannot be,
+            # and are asked apart so that they do not cost the others their hedge
+            spare = [s for s in group if len(holders[s]) >= 2]
+            alone = [s for s in group if len(holders[s]) < 2]
+            groups += [ReadGroup(address, g, g is spare) for g in (spare, alone) if g]
         return groups, missing
 
     def primary(self, coll: CollectionRecord, shard: int) -> Route:

@@ -137,7 +137,7 @@ SEARCH_CASES = {
         "filter.must[0]",
     ),
     "unknown shard": (search(ref=node_pb2.ShardRef(collection_id="bad", shard=9)), "NOT_FOUND", "ref"),
-    "also_shards unknown": (also([9]), "NOT_FOUND", "ref"),
+    "also_shards unknown": (also([9]), "NOT_FOUND", "also_shards[0]"),
     "also_shards repeats ref": (also([0]), "INVALID_ARGUMENT", "also_shards"),
     "also_shards repeats itself": (also([1, 1]), "INVALID_ARGUMENT", "also_shards"),
     "also_shards too many": (

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from quartz_cluster import topk
 from quartz_cluster.meta.schema import shard_of
 from quartz_cluster.router.routing import cover, split_by_shard
 from quartz_cluster.topk import merge_plans, merge_top_k
@@ -139,3 +140,33 @@ def test_merge_top_k_equals_a_heap_merge_ties_and_all(data, metric, sources, que
             rows.append((ids, scores, [x.encode() for x in ids] if with_payloads else []))
         per_source.append(rows)
     assert merge_top_k(metric, k, per_source) == _reference_merge(metric, k, per_source)
+
+
+def _random_sources(rng, metric, sources, queries, k):
+    per_source = []
+    for s in range(sources):
+        rows = []
+        for q in range(queries):
+            scores = sorted(rng.choice([0.0, 0.25, 0.5, 1.0], size=int(rng.integers(0, k + 1))).tolist())
+            scores = scores if metric == "l2" else scores[::-1]
+            rows.append(([f"s{s}q{q}i{i}" for i in range(len(scores))], scores, []))
+        per_source.append(rows)
+    return per_source
+
+
+def test_merge_in_bounded_blocks_equals_one_merge(monkeypatch):
+    rng = np.random.default_rng(3)
+    per_source = _random_sources(rng, "cosine", 3, 40, 10)
+    whole = merge_top_k("cosine", 10, per_source)
+    monkeypatch.setattr(topk, "MERGE_CHUNK_QUERIES", 7)  # 6 blocks, the last one short
+    assert merge_top_k("cosine", 10, per_source) == whole == _reference_merge("cosine", 10, per_source)
+
+
+@pytest.mark.parametrize("queries", [1, 20])  # the heap and the numpy merge alike
+def test_a_nan_score_is_no_hit(queries):
+    nan = float("nan")
+    per_source = [
+        [(["a", "b"], [0.9, nan], [])] * queries,
+        [(["c"], [0.5], [])] * queries,
+    ]
+    assert merge_top_k("cosine", 10, per_source) == [(["a", "c"], [0.9, 0.5], [b"", b""])] * queries
