@@ -85,7 +85,10 @@ def main() -> None:
             cmd = [sys.executable, str(HERE / "loadtest" / "ab_cluster.py"), "--side", "--a", ".", "--b", "."]
             cmd += ["--clients", ",".join(map(str, args.clients)), "--duration", str(args.duration)]
             cmd += ["--rows", str(args.rows), "--generated", str(args.generated), "--ef", str(args.ef)]
-            out = subprocess.run(cmd, env=env, cwd=repo, capture_output=True, text=True, check=True).stdout
+            done = subprocess.run(cmd, env=env, cwd=repo, capture_output=True, text=True)
+            if done.returncode != 0:
+                sys.exit(f"side {name} ({repo}) failed with {done.returncode}:\n{done.stderr[-4000:]}")
+            out = done.stdout
             for line in out.splitlines():
                 if line.startswith("{"):
                     row = {"side": name, "round": round_, "repo": str(repo), **json.loads(line)}
