@@ -157,3 +157,20 @@ def test_equal_scores_rank_by_shard_whichever_node_answered_first(order):
     svc = service(groups, {0: ["B"], 1: ["A"]}, behave)
     merged, answered, _ = asyncio.run(one_round(svc, 5))
     assert answered == 2 and merged[0][0] == ["s0", "s1"]
+
+
+def test_a_node_that_ignores_also_shards_is_not_taken_at_its_word():
+    """A node from before also_shards answers for ref's shard only and echoes nothing: its
+    reply must not stand for the whole group (the other shard would silently be missing)."""
+
+    async def behave(address, req, timeout_s):
+        if address == "A":
+            old = reply(node_pb2.SearchRequest(ref=req.ref, queries=req.queries))  # ref's shard only
+            del old.searched_shards[:]
+            return old
+        return reply(req)
+
+    svc = service([ReadGroup("A", [0, 1], True)], {0: ["B", "A"], 1: ["C", "A"]}, behave)
+    merged, answered, failures = asyncio.run(one_round(svc, 5))
+    assert answered == 2 and failures == [] and merged[0][0] == ["s0", "s1"]
+    assert sorted(svc.calls[1:]) == [("B", [0]), ("C", [1])]
