@@ -70,6 +70,15 @@ def main() -> None:
         args.clients = [int(c) for c in args.clients.split(",")]
     except ValueError:
         p.error("--clients: comma-separated integers, such as 1,8,32")
+    for flag, value, low in (
+        ("--clients", min(args.clients), 1),
+        ("--rounds", args.rounds, 1),
+        ("--rows", args.rows, 1000),
+    ):
+        if value < low:
+            p.error(f"{flag}: must be at least {low}, not {value}")
+    if args.duration <= 0 or args.ef < 1 or args.generated < 0:
+        p.error("--duration must be > 0, --ef >= 1 and --generated >= 0")
     if args.side:
         side(args)
         return

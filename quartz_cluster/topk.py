@@ -87,6 +87,18 @@ def _merge_small(metric: str, k: int, per_source: Sequence[Sequence[Hits]]) -> l
     return out
 
 
+def merge_hits(metric: str, k: int, per_source: Sequence[Sequence], count: int) -> tuple[list, list[str]]:
+    """per_source[s][q]: source s's answer to query q, anything with ids, scores, payloads and
+    plan (a shard's SearchHits on a node, a node's SearchResult on the router) -> per query
+    (ids, scores, payloads) and plan. No source: `count` empty answers."""
+    if not per_source:
+        return [([], [], [])] * count, [""] * count
+    if len(per_source) == 1:  # nothing to merge: the answers as they are
+        return [(r.ids, r.scores, r.payloads) for r in per_source[0]], [r.plan for r in per_source[0]]
+    merged = merge_top_k(metric, k, [[(r.ids, r.scores, r.payloads) for r in src] for src in per_source])
+    return merged, merge_plans([[r.plan for r in src] for src in per_source])
+
+
 def merge_plans(per_source: Sequence[Sequence[str]]) -> list[str]:
     """per_source[s][q] = how source s answered query q ("hnsw", "exact", or several joined by
     commas) -> per query the distinct plans, sorted, joined by commas."""

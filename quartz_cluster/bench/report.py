@@ -81,45 +81,59 @@ def plots(result: dict, out_dir: Path, stem: str) -> list[Path]:
     return paths
 
 
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table: the header, its rule, a line per row."""
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
+
+
 def tables(result: dict) -> str:
     systems = _measured(result)
-    lines = [
-        "| system | ingest rows/s | searchable after | memory / vector / replica | ef at recall >= "
-        f"{result['parameters']['recall_target']} | recall@10 | ndcg@10 | p50 / p95 / p99 ms (1 client) "
-        "| batched QPS |",
-        "|---|---|---|---|---|---|---|---|---|",
+    target = result["parameters"]["recall_target"]
+    header = ["system", "ingest rows/s", "searchable after", "memory / vector / replica"]
+    header += [
+        f"ef at recall >= {target}",
+        "recall@10",
+        "ndcg@10",
+        "p50 / p95 / p99 ms (1 client)",
+        "batched QPS",
     ]
+    rows = []
     for s in systems:
         op = s["ef_sweep"][str(s["operating_ef"])]
-        lines.append(
-            f"| {s['system']} | {s['ingest']['rows_per_s']:,.0f} | "
-            f"{s['ingest']['searchable_after_s']:.2f} s | "
-            f"{s['memory']['bytes_per_vector_per_replica']:,.0f} B | {s['operating_ef']} | "
-            f"{op['recall_at_10']:.3f} | {op['ndcg_at_10']:.3f} | "
-            f"{op['p50_ms']:.2f} / {op['p95_ms']:.2f} / {op['p99_ms']:.2f} | {s['batched_qps']:,.0f} |"
+        rows.append(
+            [
+                s["system"],
+                f"{s['ingest']['rows_per_s']:,.0f}",
+                f"{s['ingest']['searchable_after_s']:.2f} s",
+                f"{s['memory']['bytes_per_vector_per_replica']:,.0f} B",
+                f"{s['operating_ef']}",
+                f"{op['recall_at_10']:.3f}",
+                f"{op['ndcg_at_10']:.3f}",
+                f"{op['p50_ms']:.2f} / {op['p95_ms']:.2f} / {op['p99_ms']:.2f}",
+                f"{s['batched_qps']:,.0f}",
+            ]
         )
+    lines = _table(header, rows)
+
     levels = sorted({int(c) for s in systems for c in s["concurrency"]})
-    lines += [
-        "",
-        "| system | " + " | ".join(f"{c} clients: QPS (p50 / p99 ms)" for c in levels) + " | errors |",
-        "|---|" + "---|" * (len(levels) + 1),
-    ]
+    rows = []
     for s in systems:
         cells = []
         for c in levels:
             v = s["concurrency"].get(str(c))
             cells.append(f"{v['qps']:,.0f} ({v['p50_ms']:.1f} / {v['p99_ms']:.1f})" if v else "-")
         err = max(v["error_rate"] for v in s["concurrency"].values())
-        lines.append(f"| {s['system']} | " + " | ".join(cells) + f" | {err:.1%} |")
+        rows.append([s["system"], *cells, f"{err:.1%}"])
+    header = ["system", *(f"{c} clients: QPS (p50 / p99 ms)" for c in levels), "errors"]
+    lines += ["", *_table(header, rows)]
+
     cpu = [s for s in systems if any("server_cpu_ms_per_query" in v for v in s["concurrency"].values())]
     if cpu:
-        lines += [
-            "",
-            "| CPU ms per query: servers / client processes | "
-            + " | ".join(f"{c} clients" for c in levels)
-            + " |",
-            "|---|" + "---|" * len(levels),
-        ]
+        rows = []
         for s in cpu:
             cells = []
             for c in levels:
@@ -128,19 +142,19 @@ def tables(result: dict) -> str:
                 cells.append(
                     "-" if srv is None else f"{srv:.2f} / {cli:.2f}" if cli is not None else f"{srv:.2f}"
                 )
-            lines.append(f"| {s['system']} | " + " | ".join(cells) + " |")
+            rows.append([s["system"], *cells])
+        header = ["CPU ms per query: servers / client processes", *(f"{c} clients" for c in levels)]
+        lines += ["", *_table(header, rows)]
+
     if any(s.get("filtered") for s in systems):
-        filt = [f for f in systems[0].get("filtered", [])]
-        lines += [
-            "",
-            "| system | "
-            + " | ".join(f"{f['key']}={f['value']} ({f['selectivity']:.1%}): recall / p50 ms" for f in filt)
-            + " |",
-            "|---|" + "---|" * len(filt),
+        filt = systems[0].get("filtered", [])
+        header = ["system"]
+        header += [f"{f['key']}={f['value']} ({f['selectivity']:.1%}): recall / p50 ms" for f in filt]
+        rows = [
+            [s["system"], *(f"{f['recall_at_10']:.3f} / {f['p50_ms']:.2f}" for f in s.get("filtered", []))]
+            for s in systems
         ]
-        for s in systems:
-            cells = [f"{f['recall_at_10']:.3f} / {f['p50_ms']:.2f}" for f in s.get("filtered", [])]
-            lines.append(f"| {s['system']} | " + " | ".join(cells) + " |")
+        lines += ["", *_table(header, rows)]
     skipped = [s for s in result["systems"] if "skipped" in s]
     for s in skipped:
         lines.append(f"\n{s['system']}: skipped ({s['skipped']})")

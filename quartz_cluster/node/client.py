@@ -149,18 +149,9 @@ class NodeClient:
             with_payload=with_payload,
         )
 
-    def search_raw(
-        self,
-        collection_id: str,
-        shard: int,
-        queries: np.ndarray,
-        k: int = 10,
-        ef: int = 0,
-        filter: dict | str | None = None,
-        with_payload: bool = False,
-    ) -> node_pb2.SearchResponse:
-        req = self.search_request(collection_id, shard, queries, k, ef, filter, with_payload)
-        return self.stub.Search(req, timeout=self.timeout_s)
+    def search_raw(self, *args, **kwargs) -> node_pb2.SearchResponse:
+        """The node's reply as it is; arguments as search_request's."""
+        return self.stub.Search(self.search_request(*args, **kwargs), timeout=self.timeout_s)
 
     def search(
         self,

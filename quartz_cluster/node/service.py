@@ -15,7 +15,7 @@ from quartz_cluster.node.registry import ShardRegistry
 from quartz_cluster.node.shard import ShardReplica, ShardSpec
 from quartz_cluster.proto.quartz.v1 import node_pb2, node_pb2_grpc
 from quartz_cluster.rpc.status import rpc
-from quartz_cluster.topk import merge_plans, merge_top_k
+from quartz_cluster.topk import merge_hits
 
 METRIC_NAMES = {node_pb2.COSINE: "cosine", node_pb2.L2: "l2", node_pb2.IP: "ip"}
 METRIC_ENUMS = {v: k for k, v in METRIC_NAMES.items()}
@@ -41,6 +41,14 @@ def spec_to_proto(spec: ShardSpec) -> node_pb2.ShardSpec:
         metric=METRIC_ENUMS[spec.metric],
         hnsw=node_pb2.HnswParams(m=spec.m, ef_construction=spec.ef_construction, ef=spec.ef),
     )
+
+
+def search_results(merged: list, plans: list[str], with_payload: bool) -> list[node_pb2.SearchResult]:
+    """Merged (ids, scores, payloads) and plans per query, as SearchResults (payloads only when asked)."""
+    return [
+        node_pb2.SearchResult(ids=i, scores=s, payloads=p if with_payload else [], plan=plan)
+        for (i, s, p), plan in zip(merged, plans, strict=True)
+    ]
 
 
 def _session_wait(context) -> float:
@@ -114,28 +122,14 @@ class NodeService(node_pb2_grpc.NodeServicer):
             await shard.wait_applied(request.min_lsn, _session_wait(context))
         if request.strong:
             shard.check_strong_read(request.epoch)
-        if len(shards) == 1:
-            results = await asyncio.to_thread(shard.search, queries, k, ef, flt, request.with_payload)
-            if request.strong:  # the lease may have lapsed while the search waited or ran
-                shard.check_strong_read(request.epoch)
-            return node_pb2.SearchResponse(
-                results=[
-                    node_pb2.SearchResult(ids=r.ids, scores=r.scores, payloads=r.payloads, plan=r.plan)
-                    for r in results
-                ]
-            )
         per_shard = await asyncio.to_thread(
             lambda: [s.search(queries, k, ef, flt, request.with_payload) for s in shards]
         )
-        merged = merge_top_k(
-            shard.spec.metric, k, [[(r.ids, r.scores, r.payloads) for r in hits] for hits in per_shard]
-        )
-        plans = merge_plans([[r.plan for r in hits] for hits in per_shard])
+        if request.strong:  # the lease may have lapsed while the search waited or ran
+            shard.check_strong_read(request.epoch)
+        merged, plans = merge_hits(shard.spec.metric, k, per_shard, len(queries))
         return node_pb2.SearchResponse(
-            results=[
-                node_pb2.SearchResult(ids=i, scores=s, payloads=p if request.with_payload else [], plan=plan)
-                for (i, s, p), plan in zip(merged, plans, strict=True)
-            ],
+            results=search_results(merged, plans, request.with_payload),
             searched_shards=[s.spec.shard for s in shards],
         )
 
@@ -149,13 +143,13 @@ class NodeService(node_pb2_grpc.NodeServicer):
             raise InvalidArgument(f"must hold < {limits.SHARDS_PER_COLLECTION_MAX} shards", "also_shards")
         if len(set(also)) != len(also) or request.ref.shard in also:
             raise InvalidArgument("must not repeat a shard", "also_shards")
-        try:
-            return [self.registry.get(request.ref.collection_id, s) for s in also]
-        except NotFound as exc:
-            at = next(
-                i for i, s in enumerate(also) if (request.ref.collection_id, s) not in self.registry.shards
-            )
-            raise NotFound(str(exc), f"also_shards[{at}]") from None
+        found = []
+        for i, number in enumerate(also):
+            try:
+                found.append(self.registry.get(request.ref.collection_id, number))
+            except NotFound as exc:
+                raise NotFound(str(exc), f"also_shards[{i}]") from None
+        return found
 
     def _stats(self, shard: ShardReplica) -> node_pb2.ShardStats:
         return node_pb2.ShardStats(

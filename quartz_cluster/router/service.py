@@ -24,7 +24,7 @@ from quartz_cluster.errors import (
 from quartz_cluster.meta import schema
 from quartz_cluster.meta.schema import CollectionRecord
 from quartz_cluster.meta.store import EtcdStore
-from quartz_cluster.node.service import METRIC_ENUMS, METRIC_NAMES
+from quartz_cluster.node.service import METRIC_ENUMS, METRIC_NAMES, search_results
 from quartz_cluster.proto.quartz.v1 import node_pb2, quartz_pb2, quartz_pb2_grpc
 from quartz_cluster.router.coalesce import Coalescer
 from quartz_cluster.router.hedging import HedgeBudget, Latencies, hedged, size_class
@@ -32,7 +32,7 @@ from quartz_cluster.router.routing import split_by_shard
 from quartz_cluster.router.shardmap import ReadGroup, ShardMap
 from quartz_cluster.rpc.channels import NodeChannels
 from quartz_cluster.rpc.status import error_from_rpc, rpc
-from quartz_cluster.topk import merge_plans, merge_top_k
+from quartz_cluster.topk import merge_hits
 
 DEADLINE_MARGIN_S = 0.05
 CALL_TIMEOUT_S_MIN = 0.01  # a node call is not started with less time than this left
@@ -118,14 +118,14 @@ class SearchShape:
             with_payload=self.with_payload,
         )
 
+    @property
+    def key(self) -> tuple:
+        """Searches with equal keys may share node calls."""
+        return (self.coll.id, self.k, self.ef, self.filter, self.with_payload, self.dim)
+
     def merge(self, replies: list, count: int) -> tuple[list, list[str]]:
         """replies[i][q]: a node's SearchResult for query q -> per query (ids, scores, payloads), plan."""
-        if not replies:
-            return [([], [], [])] * count, [""] * count
-        merged = merge_top_k(
-            self.coll.metric, self.k, [[(r.ids, r.scores, r.payloads) for r in rep] for rep in replies]
-        )
-        return merged, merge_plans([[r.plan for r in rep] for rep in replies])
+        return merge_hits(self.coll.metric, self.k, replies, count)
 
 
 class QuartzService(quartz_pb2_grpc.QuartzServicer):
@@ -404,7 +404,7 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
             # coalesced with concurrent searches of the same shape: one node call per node for all
             loop = asyncio.get_running_loop()
             merged, plans, answered, failures = await self.searches.submit(
-                (coll.id, k, request.ef, request.filter, request.with_payload, q.dim),
+                shape.key,
                 (q.data, q.count, loop.time() + timeout_s),
                 q.count,
                 lambda items: self._search_eventual(shape, items),
@@ -417,10 +417,7 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
             if f.code != "UNAVAILABLE" or not request.allow_partial:
                 raise f  # a bad filter etc. fails the same on every shard: report it as is
         return quartz_pb2.SearchPointsResponse(
-            results=[
-                node_pb2.SearchResult(ids=i, scores=s, payloads=p if request.with_payload else [], plan=pl)
-                for (i, s, p), pl in zip(merged, plans, strict=True)
-            ],
+            results=search_results(merged, plans, request.with_payload),
             shards=quartz_pb2.ShardsAnswered(total=coll.shards, answered=answered),
         )
 

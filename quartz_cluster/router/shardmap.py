@@ -106,7 +106,9 @@ class ShardMap:
             # and are asked apart so that they do not cost the others their hedge
             spare = [s for s in group if len(holders[s]) >= 2]
             alone = [s for s in group if len(holders[s]) < 2]
-            groups += [ReadGroup(address, g, g is spare) for g in (spare, alone) if g]
+            groups += [
+                ReadGroup(address, g, hedgeable) for g, hedgeable in ((spare, True), (alone, False)) if g
+            ]
         return groups, missing
 
     def primary(self, coll: CollectionRecord, shard: int) -> Route:
