@@ -7,6 +7,7 @@ In Jepsen's terms, for writes with unique ids:
   duplicated  an id counted or returned twice (must be empty)
   stale       acknowledged before a strong read began, yet missing from its answer (must be
               empty: a strong read sees every write acknowledged before it)
+  divergent   shards whose replicas hold different states after convergence (must be empty)
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class Verdict:
 
     @property
     def passed(self) -> bool:
-        return not (self.lost or self.unexpected or self.duplicated or self.stale)
+        return not (self.lost or self.unexpected or self.duplicated or self.stale or self.divergent_shards)
 
 
 def check(

@@ -52,3 +52,14 @@ def test_availability_and_recovery():
             "reads_during": {"eventual_ok": 1, "eventual_failed": 0, "strong_ok": 0, "strong_failed": 1},
         }
     ]
+
+
+def test_a_divergent_shard_fails_the_run_even_with_nothing_lost():
+    # every write acknowledged and present, no duplicate, no stale read: only the replicas of
+    # shard 2 disagree (one holds a tail the other does not)
+    v = check({"a", "b"}, {"a", "b"}, {"a", "b"}, {"a", "b"}, [["a", "b"]], 2, {0: [1, 1], 2: [5, 6, 5]})
+    assert v.divergent_shards == [2]
+    assert v.lost == v.unexpected == v.duplicated == v.stale == []
+    assert not v.passed
+    same = check({"a"}, {"a"}, {"a"}, {"a"}, [], 1, {0: [("s", 1)] * 3, 1: []})
+    assert same.divergent_shards == [] and same.passed
