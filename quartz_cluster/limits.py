@@ -46,3 +46,12 @@ REPLICATION_ENTRIES_PER_CALL_MAX = 64  # catch-up sends the log in calls of at m
 INLINE_CATCHUP_ENTRIES_MAX = 256  # an in-sync follower this far behind is caught up inline
 SNAPSHOT_TIMEOUT_S = 600.0
 SESSION_WAIT_S_MAX = 1.0  # a replica waits this long to apply a session's LSN, then the router tries another
+CHECKPOINT_RETRY_S_MIN = 1.0  # a failed checkpoint is retried after this, doubling ...
+CHECKPOINT_RETRY_S_MAX = 60.0  # ... up to this, while writes go on from the log
+WRITER_JOBS_QUEUED_MAX = 64  # replication/snapshot/exclusive jobs waiting for a shard's writer
+# A follower must apply a replicated call within the deadline; the work grows with the bytes it
+# carries (10k x 384-d points, 15 MB: 2.9 s on an idle 2-core machine, ~5 MB/s; 39.6 s with the
+# machine's 2 cores shared by 5 busy processes, ~0.4 MB/s): the deadline is REPLICATION_TIMEOUT_S
+# plus the bytes at this rate, scaled by ef_construction / 200.
+REPLICATION_APPLY_BYTES_PER_S_MIN = 200_000
+REPLICATION_CALL_BYTES_MAX = 16 * 1024 * 1024  # catch-up sends the log in calls of at most this

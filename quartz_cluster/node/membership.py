@@ -109,7 +109,7 @@ class ClusterMember:
 
     def _apply_role(self, replica: ShardReplica, rec: schema.ShardRecord, view: ClusterView) -> None:
         """Make the replica primary or follower as the shard map says (DESIGN §5)."""
-        replica.lease_ok = self.keeper.alive
+        replica.set_lease_check(self.keeper.alive)
         peers = {n: view.nodes[n].address for n in rec.replicas if n != self.node_id and n in view.nodes}
         if rec.primary == self.node_id:
             current = replica.replicator

@@ -4,13 +4,11 @@ Errors are mapped by `rpc.status.rpc`; nothing here knows about storage internal
 from __future__ import annotations
 
 import asyncio
-import queue
-import threading
 
 import psutil
 
 from quartz_cluster import filters, limits, validation
-from quartz_cluster.errors import FailedPrecondition, InvalidArgument, NotFound
+from quartz_cluster.errors import InvalidArgument, NotFound
 from quartz_cluster.node.registry import ShardRegistry
 from quartz_cluster.node.shard import ShardReplica, ShardSpec
 from quartz_cluster.proto.quartz.v1 import node_pb2, node_pb2_grpc
@@ -177,51 +175,28 @@ class NodeService(node_pb2_grpc.NodeServicer):
 
     @rpc
     async def InstallSnapshot(self, request_iterator, context):
-        first = None
-        rows: queue.Queue = queue.Queue(maxsize=4)
-        shard = None
-
-        async def feed() -> None:
-            nonlocal first
+        """Chunks go to a staging database as they arrive; a complete stream is installed by the
+        shard's writer. However the stream ends early (an error, a cancel), the staging is
+        aborted: nothing stays locked or waiting (shard/snapshot.py)."""
+        first, shard, staging = None, None, None
+        try:
             async for chunk in request_iterator:
                 if first is None:
                     first = chunk
-                    started.set()
-                await asyncio.to_thread(rows.put, list(zip(chunk.keys, chunk.values, strict=True)))
-            await asyncio.to_thread(rows.put, None)
-            started.set()
-
-        started = asyncio.Event()
-        feeder = asyncio.create_task(feed())
-        await started.wait()
-        if first is None:
-            raise InvalidArgument("an empty snapshot stream", "chunks")
-        try:
-            shard = self._shard(first.ref)
-            if first.epoch < shard.epoch:
-                raise FailedPrecondition(
-                    f"epoch {first.epoch} is fenced: accepted epoch {shard.epoch}", "epoch"
-                )
-            assert shard.commit_lock is not None
-            async with shard.commit_lock:
-                await asyncio.to_thread(
-                    shard.install_snapshot,
-                    first.epoch,
-                    first.lsn,
-                    first.lsn_epoch,
-                    first.next_label,
-                    iter(rows.get, None),
-                )
-            await feeder
+                    shard = self._shard(chunk.ref)
+                    staging = shard.begin_snapshot(chunk.epoch, chunk.lsn, chunk.lsn_epoch, chunk.next_label)
+                elif (chunk.ref, chunk.epoch, chunk.lsn) != (first.ref, first.epoch, first.lsn):
+                    raise InvalidArgument(
+                        "every chunk of a snapshot must name the same shard, epoch, lsn", "chunks"
+                    )
+                if chunk.keys or chunk.values:
+                    await asyncio.to_thread(staging.write, list(chunk.keys), list(chunk.values))
+            if first is None:
+                raise InvalidArgument("an empty snapshot stream", "chunks")
+            return await shard.install_snapshot(staging)
         finally:
-            if not feeder.done():  # failed midway: keep draining so the feeder never blocks
-                threading.Thread(target=lambda: list(iter(rows.get, None)), daemon=True).start()
-        return node_pb2.ReplicateResponse(
-            status=node_pb2.REPLICATE_OK,
-            log_end=shard.log_end,
-            last_epoch=shard.last_epoch,
-            incarnation=shard.incarnation,
-        )
+            if staging is not None:
+                staging.abort()  # a no-op once the writer took it
 
     @rpc
     async def ListShards(self, request, context):

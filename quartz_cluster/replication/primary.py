@@ -39,6 +39,14 @@ class NotCommitted(Exception):
     pass
 
 
+def replication_timeout_s(entry_bytes: int, ef_construction: int) -> float:
+    """The deadline of a Replicate call: a follower applies what it receives before it answers,
+    and that work grows with the bytes (points x dim) and with ef_construction. A fixed deadline
+    pushed healthy followers out of in_sync on big batches (10k x 384-d: 2.9 s against 2 s)."""
+    work = entry_bytes / limits.REPLICATION_APPLY_BYTES_PER_S_MIN
+    return limits.REPLICATION_TIMEOUT_S + work * max(1.0, ef_construction / limits.DEFAULT_EF_CONSTRUCTION)
+
+
 class Replicator:
     def __init__(
         self,
@@ -92,18 +100,20 @@ class Replicator:
 
     async def _probe(self, node: str) -> None:
         r = self.replica
-        assert r.commit_lock is not None
+
+        async def probe() -> None:  # a writer job: no append in between, the log end stands still
+            self._check_current()
+            if await self._send(node, [], r.log_end, r.last_epoch):
+                return
+            self.log.warning(
+                "in-sync follower disagrees with the new primary; resyncing it", extra={"node": node}
+            )
+            if await self.isr_change(node, None):
+                self.in_sync.pop(node, None)
+                self._start_catchup(node)
+
         try:
-            async with r.commit_lock:  # no append in between: the probe sees a stable log end
-                self._check_current()
-                if await self._send(node, [], r.log_end, r.last_epoch):
-                    return
-                self.log.warning(
-                    "in-sync follower disagrees with the new primary; resyncing it", extra={"node": node}
-                )
-                if await self.isr_change(node, None):
-                    self.in_sync.pop(node, None)
-                    self._start_catchup(node)
+            await r.exclusive("probe", probe)
         except NotCommitted:
             return
         except Exception as exc:
@@ -163,10 +173,15 @@ class Replicator:
             ):
                 # In sync but a little behind (e.g. after a promotion): fill the gap, then retry.
                 fill = await asyncio.to_thread(
-                    self.replica.read_log, resp.log_end + 1, prev_lsn - resp.log_end
+                    self.replica.read_log,
+                    resp.log_end + 1,
+                    prev_lsn - resp.log_end,
+                    limits.REPLICATION_CALL_BYTES_MAX,
                 )
+                if fill is not None and len(fill) < prev_lsn - resp.log_end:
+                    fill = None  # too big to send inline: the catch-up task will do it
                 if fill is not None:
-                    epoch = self.replica._entry_epoch(resp.log_end)
+                    epoch = self.replica.entry_epoch(resp.log_end)
                     resp = await self._replicate(stub, resp.log_end, epoch, fill + entries)
             return resp.status == node_pb2.REPLICATE_OK
         except grpc.aio.AioRpcError as exc:
@@ -183,7 +198,6 @@ class Replicator:
         prev_lsn: int,
         prev_epoch: int,
         entries: list[bytes],
-        timeout_s: float = limits.REPLICATION_TIMEOUT_S,
     ) -> node_pb2.ReplicateResponse:
         req = node_pb2.ReplicateRequest(
             ref=self.ref,
@@ -193,6 +207,7 @@ class Replicator:
             prev_epoch=prev_epoch,
             entries=entries,
         )
+        timeout_s = replication_timeout_s(sum(map(len, entries)), self.replica.spec.ef_construction)
         return await stub.Replicate(req, timeout=timeout_s)
 
     # ------------------------------------------------------------------ catch-up
@@ -201,15 +216,10 @@ class Replicator:
         backoff = 0.1
         while not self.stopped and node in self.peers:
             try:
-                if await self._bring_up_to_date(node, join=False):
-                    assert self.replica.commit_lock is not None
-                    async with self.replica.commit_lock:  # no entry can be appended meanwhile
-                        self._check_current()
-                        incarnation = await self._bring_up_to_date(node, join=True)
-                        if incarnation and await self.isr_change(node, incarnation):
-                            self.in_sync[node] = incarnation
-                            self.log.info("follower caught up; back in in_sync", extra={"node": node})
-                            return
+                if await self._bring_up_to_date(node, join=False) and await self.replica.exclusive(
+                    "join", lambda node=node: self._join(node)
+                ):
+                    return
             except asyncio.CancelledError:
                 raise
             except NotCommitted:
@@ -218,6 +228,17 @@ class Replicator:
                 self.log.info("catch-up attempt failed", extra={"node": node, "error": repr(exc)})
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, CATCHUP_BACKOFF_S_MAX)
+
+    async def _join(self, node: str) -> bool:
+        """A writer job (no entry can be appended meanwhile): send the last entries, then add
+        the follower to in_sync. From then on it counts in every acknowledgement."""
+        self._check_current()
+        incarnation = await self._bring_up_to_date(node, join=True)
+        if incarnation and await self.isr_change(node, incarnation):
+            self.in_sync[node] = incarnation
+            self.log.info("follower caught up; back in in_sync", extra={"node": node})
+            return True
+        return False
 
     async def _bring_up_to_date(self, node: str, join: bool) -> str | None:
         """Send the follower what it lacks until its log ends where ours does. Returns its
@@ -236,11 +257,13 @@ class Replicator:
                 resp = await self._send_snapshot(stub)
                 continue
             start = resp.log_end + 1
-            entries = await asyncio.to_thread(r.read_log, start, limits.REPLICATION_ENTRIES_PER_CALL_MAX)
+            entries = await asyncio.to_thread(
+                r.read_log, start, limits.REPLICATION_ENTRIES_PER_CALL_MAX, limits.REPLICATION_CALL_BYTES_MAX
+            )
             if entries is None:  # our log no longer reaches back that far
                 resp = await self._send_snapshot(stub)
                 continue
-            resp = await self._replicate(stub, resp.log_end, r._entry_epoch(resp.log_end), entries)
+            resp = await self._replicate(stub, resp.log_end, r.entry_epoch(resp.log_end), entries)
             if resp.status != node_pb2.REPLICATE_OK:
                 continue  # behind or diverged: handled at the top of the loop (resend or snapshot)
             if not join and r.log_end - resp.log_end <= limits.REPLICATION_ENTRIES_PER_CALL_MAX:

@@ -258,13 +258,13 @@ def test_primary_demoted_mid_group_does_not_acknowledge(tmp_path, monkeypatch):
         first = _FakeReplicator()
         r.become_primary(1, first)
         assert await r.write(batch(["a"], rng), epoch=1) == 1
-        real_append = r._append
+        real_append = r.pipeline.append
 
         def append_then_demoted(*args):
             r.become_follower(2, "n9")  # the membership task runs while the append is in a thread
             return real_append(*args)
 
-        monkeypatch.setattr(r, "_append", append_then_demoted)
+        monkeypatch.setattr(r.pipeline, "append", append_then_demoted)
         try:
             await r.write(batch(["b"], rng), epoch=1)
         except Exception as exc:
@@ -274,7 +274,7 @@ def test_primary_demoted_mid_group_does_not_acknowledge(tmp_path, monkeypatch):
         assert failed is not None and "not committed" in str(failed)
         assert first.calls == 2 and r.applied_lsn == r.log_end == 1
         assert r.get(["b"], True, True) == [] and "b" not in r.label_of
-        monkeypatch.setattr(r, "_append", real_append)
+        monkeypatch.setattr(r.pipeline, "append", real_append)
         with pytest.raises(Exception, match="follower"):
             await r.write(batch(["c"], rng), epoch=2)
         await r.close(checkpoint=False)
