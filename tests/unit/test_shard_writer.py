@@ -29,7 +29,7 @@ HANG_GUARD_S = 60  # only to turn a hang (the defect) into a failure, never a sp
 
 async def settled(r: ShardReplica) -> None:
     """Wait until the writer finished everything queued so far, its after-job steps included."""
-    while not r.writer.idle:
+    while not r.writer.idle and not r.writer.stopped:
         await asyncio.sleep(0.005)
 
 
