@@ -1,0 +1,109 @@
+"""meta/lease.py without etcd: the validity window that fences writes and strong reads, and the
+keeper's grant / refresh / re-register / revoke cycle against a fake store."""
+
+import threading
+from types import SimpleNamespace
+
+from quartz_cluster.meta import lease as lease_mod
+from quartz_cluster.meta.lease import DEFAULT_TTL_S, SAFETY_MARGIN_S, LeaseKeeper
+
+
+def test_valid_until_is_the_acknowledged_send_time_plus_ttl_minus_the_margin():
+    k = LeaseKeeper("h:1", b"/quartz/nodes/n1", lambda: b"v", ttl_s=3)
+    k._acked_sent_at = 100.0
+    assert k.valid_until() == 100.0 + 3 - SAFETY_MARGIN_S
+    assert DEFAULT_TTL_S == 3 and SAFETY_MARGIN_S == 0.5
+
+
+def test_alive_needs_a_lease_and_a_clock_before_valid_until(monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(lease_mod, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    k = LeaseKeeper("h:1", b"k", lambda: b"v", ttl_s=3)
+    k._acked_sent_at = 999.0  # valid until 1001.5
+    assert not k.alive()  # no lease granted yet
+    k.lease_id = 7
+    assert k.alive()
+    now[0] = 1001.4999
+    assert k.alive()
+    now[0] = 1001.5  # exactly at valid_until: no longer
+    assert not k.alive()
+
+
+class FakeLease:
+    def __init__(self, lease_id, ttls):
+        self.id, self.ttls, self.revoked = lease_id, ttls, False
+
+    async def refresh(self):
+        ttl = self.ttls.pop(0) if self.ttls else 3
+        return SimpleNamespace(TTL=ttl)
+
+    async def revoke(self):
+        self.revoked = True
+
+
+class FakeStore:
+    """EtcdStore's calls the keeper makes. The first lease expires at its first refresh."""
+
+    instances: list["FakeStore"] = []
+
+    def __init__(self, endpoints):
+        self.leases, self.puts, self.closed = [], [], False
+        self.changed_value_put = threading.Event()
+        FakeStore.instances.append(self)
+
+    async def client(self):
+        return self
+
+    async def lease(self, ttl):
+        lease = FakeLease(len(self.leases) + 1, [0] if not self.leases else [])
+        self.leases.append(lease)
+        return lease
+
+    async def put(self, key, value, lease=None):
+        self.puts.append((key, value, lease.id))
+        if value == b"v2":
+            self.changed_value_put.set()
+
+    async def reset(self):
+        pass
+
+    async def close(self):
+        self.closed = True
+
+
+def test_keeper_registers_re_registers_an_expired_lease_and_revokes_on_stop(monkeypatch):
+    FakeStore.instances = []
+    monkeypatch.setattr(lease_mod, "EtcdStore", FakeStore)
+    values = iter([b"v1", b"v1", b"v2"])  # at grant 1, grant 2, then after a refresh of lease 2
+    last = [b"v1"]
+
+    def value():
+        last[0] = next(values, last[0])
+        return last[0]
+
+    k = LeaseKeeper("h:1", b"/quartz/nodes/n1", value, ttl_s=1)
+    k.start()
+    assert k.granted.wait(10)
+    [store] = FakeStore.instances
+    # lease 1 expires at its first refresh: lease 2 is granted; after its first refresh the value
+    # has changed and is put again
+    assert store.changed_value_put.wait(10)
+    k.stop(revoke=True)
+    assert not k.is_alive()
+    assert k.grants == 2 and k.lease_id == 2
+    first, second = store.leases
+    assert second.revoked and not first.revoked  # the expired one is not revoked, the live one is
+    assert store.closed
+    key = b"/quartz/nodes/n1"
+    assert store.puts == [(key, b"v1", 1), (key, b"v1", 2), (key, b"v2", 2)]  # unchanged: not put
+
+
+def test_stop_without_revoke_leaves_the_lease(monkeypatch):
+    FakeStore.instances = []
+    monkeypatch.setattr(lease_mod, "EtcdStore", FakeStore)
+    k = LeaseKeeper("h:1", b"k", lambda: b"v", ttl_s=1)
+    k.start()
+    assert k.granted.wait(10)
+    k.stop(revoke=False)
+    assert not k.is_alive()
+    assert not any(lease.revoked for lease in FakeStore.instances[0].leases)

@@ -1,0 +1,203 @@
+"""rpc/: the one table from domain errors to gRPC statuses, the decorator that applies it, the
+way back on the client side, and the message options of servers and channels. No network."""
+
+import asyncio
+
+import grpc
+import pytest
+
+from quartz_cluster import errors, limits
+from quartz_cluster.rpc import channels, server
+from quartz_cluster.rpc.status import STATUS, error_from_rpc, rpc, status_of
+
+EXPECTED = {
+    errors.InvalidArgument: (grpc.StatusCode.INVALID_ARGUMENT, 400),
+    errors.NotFound: (grpc.StatusCode.NOT_FOUND, 404),
+    errors.AlreadyExists: (grpc.StatusCode.ALREADY_EXISTS, 409),
+    errors.FailedPrecondition: (grpc.StatusCode.FAILED_PRECONDITION, 412),
+    errors.ResourceExhausted: (grpc.StatusCode.RESOURCE_EXHAUSTED, 429),
+    errors.Unavailable: (grpc.StatusCode.UNAVAILABLE, 503),
+    errors.Unauthenticated: (grpc.StatusCode.UNAUTHENTICATED, 401),
+    errors.PermissionDenied: (grpc.StatusCode.PERMISSION_DENIED, 403),
+    errors.Internal: (grpc.StatusCode.INTERNAL, 500),
+}
+
+
+def test_the_table_covers_every_domain_error_exactly():
+    assert STATUS == EXPECTED
+    assert set(STATUS) == set(errors.QuartzError.__subclasses__())
+    for cls, (code, _) in STATUS.items():
+        assert cls.code == code.name  # the error's canonical name is its gRPC code's
+
+
+@pytest.mark.parametrize("cls", list(EXPECTED))
+def test_status_of_each_domain_error(cls):
+    assert status_of(cls("boom", "field")) == EXPECTED[cls]
+
+
+def test_status_of_a_subclass_is_its_parents_and_of_the_base_internal():
+    class TooLong(errors.InvalidArgument):
+        pass
+
+    assert status_of(TooLong("x")) == (grpc.StatusCode.INVALID_ARGUMENT, 400)
+    assert status_of(errors.QuartzError("x")) == (grpc.StatusCode.INTERNAL, 500)
+
+
+class FakeContext:
+    """The part of grpc.aio.ServicerContext the decorator uses: abort raises, as gRPC's does."""
+
+    def __init__(self) -> None:
+        self.aborted: tuple[grpc.StatusCode, str] | None = None
+
+    async def abort(self, code, details):
+        self.aborted = (code, details)
+        raise grpc.aio.AbortError()
+
+
+class Service:
+    def __init__(self, exc: BaseException | None = None, result=None) -> None:
+        self.exc, self.result = exc, result
+
+    @rpc
+    async def Call(self, request, context):
+        if self.exc is not None:
+            raise self.exc
+        return self.result
+
+
+def call(service: Service) -> FakeContext:
+    context = FakeContext()
+    with pytest.raises(grpc.aio.AbortError):
+        asyncio.run(service.Call("req", context))
+    return context
+
+
+@pytest.mark.parametrize("cls", list(EXPECTED))
+def test_a_domain_error_aborts_with_its_code_and_a_message_naming_the_field(cls):
+    context = call(Service(cls("longer than 256 bytes", "upserts.ids[3]")))
+    assert context.aborted == (EXPECTED[cls][0], "upserts.ids[3]: longer than 256 bytes")
+
+
+def test_an_unexpected_exception_is_internal_and_named():
+    context = call(Service(KeyError("shard")))
+    assert context.aborted == (grpc.StatusCode.INTERNAL, "internal error: KeyError: 'shard'")
+
+
+def test_an_abort_of_the_method_itself_passes_through():
+    context = FakeContext()
+
+    class Aborting:
+        @rpc
+        async def Call(self, request, ctx):
+            await ctx.abort(grpc.StatusCode.OUT_OF_RANGE, "mine")
+
+    with pytest.raises(grpc.aio.AbortError):
+        asyncio.run(Aborting().Call("req", context))
+    assert context.aborted == (grpc.StatusCode.OUT_OF_RANGE, "mine")  # not re-aborted as INTERNAL
+
+
+def test_a_result_is_returned_untouched_and_the_method_keeps_its_name():
+    assert asyncio.run(Service(result={"ok": 1}).Call("req", FakeContext())) == {"ok": 1}
+    assert Service.Call.__name__ == "Call"
+
+
+class FakeRpcError(grpc.RpcError):
+    def __init__(self, code, details):
+        self._code, self._details = code, details
+
+    def code(self):
+        return self._code
+
+    def details(self):
+        return self._details
+
+
+@pytest.mark.parametrize("cls", list(EXPECTED))
+def test_error_from_rpc_gives_back_the_domain_error_with_its_message(cls):
+    err = error_from_rpc(FakeRpcError(EXPECTED[cls][0], "ids[0]: must be a non-empty string"), "shard 2: ")
+    assert type(err) is cls
+    assert str(err) == "shard 2: ids[0]: must be a non-empty string"
+
+
+def test_the_round_trip_keeps_the_class_and_the_message():
+    for cls in EXPECTED:
+        context = call(Service(cls("bad", "k")))
+        err = error_from_rpc(FakeRpcError(*context.aborted))
+        assert type(err) is cls and str(err) == "k: bad"
+
+
+@pytest.mark.parametrize(
+    ("code", "cls"),
+    [
+        (grpc.StatusCode.DEADLINE_EXCEEDED, errors.Unavailable),  # transient: worth a retry elsewhere
+        (grpc.StatusCode.CANCELLED, errors.Unavailable),
+        (grpc.StatusCode.UNKNOWN, errors.Internal),
+        (grpc.StatusCode.OUT_OF_RANGE, errors.Internal),
+        (grpc.StatusCode.DATA_LOSS, errors.Internal),
+    ],
+)
+def test_codes_outside_the_table_are_named_in_the_message(code, cls):
+    err = error_from_rpc(FakeRpcError(code, "slow"), "n1: ")
+    assert type(err) is cls
+    assert str(err) == f"n1: {code.name}: slow"
+
+
+def test_an_rpc_error_without_a_status_is_internal():
+    err = error_from_rpc(grpc.RpcError("no status"))
+    assert type(err) is errors.Internal and str(err) == "UNKNOWN: no status"
+
+
+def test_servers_and_channels_carry_the_message_limit_both_ways():
+    both = [
+        ("grpc.max_receive_message_length", limits.MESSAGE_BYTES_MAX),
+        ("grpc.max_send_message_length", limits.MESSAGE_BYTES_MAX),
+    ]
+    assert both == server.CHANNEL_OPTIONS
+    assert [*both, ("grpc.so_reuseport", 0)] == server.SERVER_OPTIONS  # two servers never share a port
+
+
+def test_node_channels_reuse_one_channel_per_address_with_the_options(monkeypatch):
+    made = []
+
+    class FakeChannel:
+        def __init__(self, address, options):
+            self.address, self.options, self.closed = address, options, False
+            made.append(self)
+
+        def unary_unary(self, *a, **kw):
+            return object()
+
+        unary_stream = stream_unary = stream_stream = unary_unary
+
+        async def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(channels.grpc.aio, "insecure_channel", lambda a, options: FakeChannel(a, options))
+    pool = channels.NodeChannels()
+    first = pool.stub("127.0.0.1:1")
+    assert pool.stub("127.0.0.1:1") is first
+    other = pool.stub("127.0.0.1:2")
+    assert other is not first
+    assert [(c.address, c.options) for c in made] == [
+        ("127.0.0.1:1", server.CHANNEL_OPTIONS),
+        ("127.0.0.1:2", server.CHANNEL_OPTIONS),
+    ]
+    asyncio.run(pool.close())
+    assert all(c.closed for c in made)
+
+
+def test_set_serving_marks_every_service_and_the_server():
+    class Health:
+        def __init__(self):
+            self.status = {}
+
+        async def set(self, name, status):
+            self.status[name] = status
+
+    from grpc_health.v1 import health_pb2
+
+    h = Health()
+    asyncio.run(server.set_serving(h, ["a.A", "b.B"], True))
+    assert h.status == dict.fromkeys(["", "a.A", "b.B"], health_pb2.HealthCheckResponse.SERVING)
+    asyncio.run(server.set_serving(h, ["a.A", "b.B"], False))
+    assert h.status == dict.fromkeys(["", "a.A", "b.B"], health_pb2.HealthCheckResponse.NOT_SERVING)
