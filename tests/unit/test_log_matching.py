@@ -91,3 +91,86 @@ def test_following_the_decisions_converges_to_the_primary_log(h, data):
     else:
         assert isinstance(d, Diverged)
         assert follower[: len(follower)] != primary[: len(follower)]  # it really holds a fenced entry
+
+
+def _epochs(table: dict[int, int]):
+    """epoch_of over exactly the LSNs in table: asking for any other is a bug in decide."""
+
+    def epoch_of(lsn: int) -> int:
+        if lsn not in table:
+            raise AssertionError(f"epoch_of({lsn}) outside the held log")
+        return table[lsn]
+
+    return epoch_of
+
+
+def test_a_request_exactly_one_epoch_stale_is_fenced_and_the_same_epoch_is_not():
+    held = _epochs({1: 3, 2: 3})
+    assert decide(4, 0, 2, held, 3, 2, 3, [3]) == Fenced(4)
+    assert decide(4, 0, 2, held, 3, 2, 3, []) == Fenced(4)  # a probe too
+    assert decide(3, 0, 2, held, 3, 2, 3, [3]) == Append(0)
+    assert decide(3, 0, 2, held, 4, 2, 3, [4]) == Append(0)  # a newer epoch is accepted
+
+
+def test_entry_epochs_may_be_equal_to_each_other_and_to_the_request_but_not_above():
+    held = _epochs({1: 1})
+    assert decide(1, 0, 1, held, 2, 1, 1, [1, 1, 2, 2]) == Append(0)
+    for bad in ([3], [1, 3], [2, 1], [2, 2, 1]):
+        with pytest.raises(InvalidArgument) as err:
+            decide(1, 0, 1, held, 2, 1, 1, bad)
+        assert err.value.field == "entries"
+
+
+def test_behind_starts_one_past_the_log_end():
+    held = _epochs({1: 1, 2: 1})
+    assert decide(1, 0, 2, held, 1, 3, 1, [1]) == Behind(2)
+    assert decide(1, 0, 2, held, 1, 2, 1, [1]) == Append(0)  # prev_lsn == log_end: appends
+    assert decide(1, 0, 0, _epochs({}), 1, 1, 1, []) == Behind(0)  # an empty log, probed
+
+
+def test_an_empty_log_appends_from_lsn_one_without_reading_epoch_zero():
+    assert decide(0, 0, 0, _epochs({}), 1, 0, 0, [1, 1]) == Append(0)
+    assert decide(0, 0, 0, _epochs({}), 1, 0, 0, []) == Append(0)
+
+
+def test_prev_entry_must_match_in_epoch():
+    held = _epochs({1: 1, 2: 2})
+    assert decide(2, 0, 2, held, 2, 2, 2, [2]) == Append(0)
+    assert decide(2, 0, 2, held, 2, 2, 1, [2]) == Diverged()
+    assert decide(2, 0, 2, held, 2, 1, 1, [2]) == Append(1)  # LSN 2 already held, same epoch
+    assert decide(2, 0, 2, held, 3, 1, 1, [3]) == Diverged()  # LSN 2 held from another epoch
+
+
+def test_held_entries_are_skipped_until_the_log_end_then_appended():
+    held = _epochs({1: 1, 2: 1, 3: 2})
+    assert decide(2, 0, 3, held, 2, 0, 0, [1, 1, 2, 2, 2]) == Append(3)
+    assert decide(2, 0, 3, held, 2, 1, 1, [1, 2, 2]) == Append(2)
+    assert decide(2, 0, 3, held, 2, 0, 0, [1, 2]) == Diverged()  # LSN 2 differs
+    assert decide(2, 0, 3, held, 2, 0, 0, [1, 1, 1]) == Diverged()  # LSN 3 differs
+
+
+def test_a_probe_finding_a_longer_log_means_diverged_an_equal_one_is_in_step():
+    held = _epochs({1: 1, 2: 1, 3: 1})
+    assert decide(1, 0, 3, held, 1, 3, 1, []) == Append(0)
+    assert decide(1, 0, 3, held, 1, 2, 1, []) == Diverged()
+    # with entries the same position is not a probe: LSN 3 is a duplicate
+    assert decide(1, 0, 3, held, 1, 2, 1, [1]) == Append(1)
+
+
+def test_entries_behind_a_snapshot_are_checked_against_its_last_entry():
+    # the replica was installed from a snapshot ending at LSN 10 (epoch 3) and holds 11 (epoch 3)
+    held = _epochs({10: 3, 11: 3})
+    # a resend from LSN 9: 9 and 10 are covered by the snapshot, 11 is held, 12 is new
+    assert decide(3, 10, 11, held, 3, 8, 3, [3, 3, 3, 3]) == Append(3)
+    # exactly up to the snapshot: everything already held
+    assert decide(3, 10, 11, held, 3, 8, 3, [3, 3]) == Append(2)
+    # the snapshot's last entry has another epoch at the primary: diverged
+    assert decide(3, 10, 11, held, 4, 8, 3, [3, 4]) == Diverged()
+    # entries that stop short of the snapshot cannot be matched: diverged
+    assert decide(3, 10, 11, held, 3, 8, 3, [3]) == Diverged()
+    assert decide(3, 10, 11, held, 3, 9, 3, []) == Diverged()
+    # prev_lsn at the snapshot itself: checked like any held entry
+    assert decide(3, 10, 11, held, 3, 10, 3, [3, 3]) == Append(1)
+    assert decide(3, 10, 11, held, 3, 10, 2, [3]) == Diverged()
+    # after the snapshot's entry, a held entry from another epoch: diverged
+    assert decide(3, 10, 11, held, 4, 9, 3, [3, 4]) == Diverged()

@@ -13,10 +13,34 @@ from quartz_cluster.topk import merge_plans, merge_top_k
 
 
 def test_shard_of_is_stable_and_spreads():
-    # A fixed value: changing the hash would silently move every point of every collection.
+    # Fixed values: changing the hash would silently move every point of every collection.
     assert shard_of("doc-1", 4) == shard_of("doc-1", 4)
     counts = np.bincount([shard_of(f"p{i}", 8) for i in range(8000)], minlength=8)
     assert counts.min() > 800
+
+
+@pytest.mark.parametrize(
+    ("point_id", "expected"),
+    [
+        # xxhash64 (seed 0) of the UTF-8 id modulo 1, 2, 3, 4, 7, 16, 64 shards
+        ("doc-1", [0, 0, 1, 2, 4, 10, 42]),
+        ("a", [0, 1, 2, 3, 6, 11, 27]),
+        ("é", [0, 0, 0, 0, 3, 8, 56]),
+        ("p0", [0, 1, 1, 1, 1, 5, 37]),
+        ("0", [0, 0, 2, 0, 1, 12, 44]),
+        ("x" * 256, [0, 0, 0, 0, 0, 0, 16]),
+    ],
+)
+def test_shard_of_is_pinned_to_xxhash64_of_the_utf8_id(point_id, expected):
+    assert [shard_of(point_id, n) for n in (1, 2, 3, 4, 7, 16, 64)] == expected
+
+
+def test_split_by_shard_pinned():
+    # shard_of(x, 3) for a..h: 2, 0, 2, 2, 1, 1, 2, 2
+    groups = split_by_shard(list("abcdefgh"), 3)
+    assert {s: idx.tolist() for s, idx in groups.items()} == {0: [1], 1: [4, 5], 2: [0, 2, 3, 6, 7]}
+    assert split_by_shard([], 4) == {}
+    assert {s: i.tolist() for s, i in split_by_shard(["a", "b"], 1).items()} == {0: [0, 1]}
 
 
 @given(ids=st.lists(st.text(min_size=1, max_size=8), unique=True, max_size=200), shards=st.integers(1, 16))
@@ -97,6 +121,21 @@ def test_cover_three_shards_two_replicas_on_three_nodes_takes_two_calls_and_spre
         for node, _ in groups:
             used[node] += 1
     assert min(used.values()) > 150  # every replica takes a share of the reads
+
+
+def test_cover_calls_the_node_holding_most_shards_first():
+    # a holds every shard: one call, whatever the random ties would choose
+    holders = {0: ["b", "a"], 1: ["a", "c"], 2: ["a"], 3: ["c", "a", "b"]}
+    for seed in range(20):
+        assert cover(holders, random.Random(seed)) == [("a", [0, 1, 2, 3])]
+    # c holds three of four shards, b two: c first, then the shard only b holds
+    holders = {0: ["b", "c"], 1: ["c"], 2: ["c"], 3: ["b"]}
+    for seed in range(20):
+        assert cover(holders, random.Random(seed)) == [("c", [0, 1, 2]), ("b", [3])]
+
+
+def test_cover_of_nothing_is_no_call():
+    assert cover({}, random.Random(0)) == []
 
 
 def test_cover_refuses_a_shard_nobody_holds():

@@ -50,3 +50,244 @@ def test_batch_size_is_limited():
 def test_vector_byte_count_must_match():
     with pytest.raises(InvalidArgument, match="bytes for 2 vectors"):
         validation.vectors(b"\0" * 12, 2, 4, 4)
+
+
+# --- limits, exactly at each bound and one past it -------------------------------------------
+
+
+def test_name_accepts_the_pattern_up_to_64_characters_and_names_the_field():
+    assert validation.name("a", "f") == "a"
+    assert validation.name("A-z_0" + "x" * 59, "f") == "A-z_0" + "x" * 59  # 64 characters
+    for bad in ["", "x" * 65, "a b", "a/b", "é", 3, None, " a"]:
+        with pytest.raises(InvalidArgument) as err:
+            validation.name(bad, "config.name")
+        assert err.value.field == "config.name"
+        assert str(err.value) == f"config.name: must match {limits.NAME_PATTERN}, got {bad!r}"
+
+
+def test_metric_accepts_exactly_the_three_metrics():
+    for m in ("cosine", "l2", "ip"):
+        assert validation.metric(m) == m
+    for bad in ("COSINE", "dot", "", None):
+        with pytest.raises(InvalidArgument) as err:
+            validation.metric(bad)
+        assert str(err.value) == f"metric: must be one of cosine, l2, ip, got {bad!r}"
+    with pytest.raises(InvalidArgument, match=r"^c\.metric: "):
+        validation.metric("dot", "c.metric")
+
+
+def test_bounded_int_is_inclusive_at_both_bounds():
+    assert validation.bounded_int(3, "f", 3, 7) == 3
+    assert validation.bounded_int(7, "f", 3, 7) == 7
+    assert validation.bounded_int(5, "f", 5, 5) == 5
+    for bad in (2, 8, -3, 4.0, "5", None, True):
+        with pytest.raises(InvalidArgument) as err:
+            validation.bounded_int(bad, "k", 3, 7)
+        assert str(err.value) == f"k: must be an integer in [3, 7], got {bad!r}"
+    # a bool is refused even where its integer value is in range
+    with pytest.raises(InvalidArgument):
+        validation.bounded_int(True, "k", 0, 1)
+    with pytest.raises(InvalidArgument):
+        validation.bounded_int(False, "k", 0, 1)
+
+
+def test_point_id_length_is_limited_in_utf8_bytes_at_exactly_the_limit():
+    n = limits.ID_BYTES_MAX
+    assert validation.point_ids(["x" * n]) == ["x" * n]
+    assert validation.point_ids(["é" * (n // 2)]) == ["é" * (n // 2)]  # 2 bytes each: exactly n
+    for bad in ("x" * (n + 1), "é" * (n // 2) + "x"):
+        with pytest.raises(InvalidArgument) as err:
+            validation.point_ids(["ok", bad], "ids")
+        assert str(err.value) == f"ids[1]: longer than {n} bytes"
+
+
+def test_point_ids_refuse_non_strings_and_name_both_indices_of_a_duplicate():
+    assert validation.point_ids(("a", "b")) == ["a", "b"]  # any sequence in, a list out
+    assert validation.point_ids([]) == []
+    for bad in ("", 1, None, b"a"):
+        with pytest.raises(InvalidArgument) as err:
+            validation.point_ids(["a", bad], "delete_ids")
+        assert str(err.value) == "delete_ids[1]: must be a non-empty string"
+    with pytest.raises(InvalidArgument) as err:
+        validation.point_ids(["a", "b", "c", "b"])
+    assert str(err.value) == "ids[3]: duplicate id 'b' (also at index 1)"
+
+
+@pytest.mark.parametrize("column", [0, 1, 2, 3])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_value_in_any_column_is_refused_naming_its_row(column, bad):
+    arr = np.ones((3, 4), dtype="<f4")
+    arr[2, column] = bad
+    with pytest.raises(InvalidArgument) as err:
+        validation.vectors(arr.tobytes(), 3, 4, 4, "upserts.vectors")
+    assert str(err.value) == "upserts.vectors[2]: contains NaN or infinity"
+
+
+def test_vectors_are_decoded_as_little_endian_float32_rows():
+    values = np.arange(6, dtype="<f4").reshape(2, 3) / 4
+    got = validation.vectors(values.tobytes(), 2, 3, 3)
+    assert got.dtype == np.dtype("<f4") and got.shape == (2, 3)
+    assert got.tolist() == values.tolist()
+    # the extreme finite values pass
+    big = np.array([[np.finfo("<f4").max, np.finfo("<f4").min, np.finfo("<f4").tiny]], dtype="<f4")
+    assert validation.vectors(big.tobytes(), 1, 3, 3).tolist() == big.tolist()
+    # the first bad row is the one named
+    bad = np.ones((4, 2), dtype="<f4")
+    bad[1, 1] = bad[3, 0] = np.nan
+    with pytest.raises(InvalidArgument, match=r"^vectors\[1\]: "):
+        validation.vectors(bad.tobytes(), 4, 2, 2)
+
+
+def test_vector_sizes_are_checked_before_decoding():
+    with pytest.raises(InvalidArgument) as err:
+        validation.vectors(b"\0" * 12, 1, 3, 4, "v")
+    assert str(err.value) == "v: dimension 3 does not match the collection's 4"
+    with pytest.raises(InvalidArgument) as err:
+        validation.vectors(b"\0" * 36, 2, 4, 4)
+    assert str(err.value) == "vectors: 36 bytes for 2 vectors of dim 4 (expected 32)"
+    assert validation.vectors(b"", 0, 4, 4).shape == (0, 4)
+
+
+def _payload_of_size(n: int) -> bytes:
+    blob = b'{"x": "' + b"y" * (n - 9) + b'"}'
+    assert len(blob) == n
+    return blob
+
+
+def test_payload_size_is_limited_at_exactly_the_limit():
+    n = limits.PAYLOAD_BYTES_MAX
+    [doc] = validation.payloads([_payload_of_size(n)], 1)
+    assert len(doc["x"]) == n - 9
+    with pytest.raises(InvalidArgument) as err:
+        validation.payloads([b"{}", _payload_of_size(n + 1)], 2, "p")
+    assert str(err.value) == f"p[1]: {n + 1} bytes exceeds {n}"
+
+
+def test_payloads_decode_json_objects_and_empty_means_an_empty_object():
+    assert validation.payloads([], 3) == [{}, {}, {}]
+    docs = validation.payloads([b"", b'{"a": [1, {"b": null}]}', b"{}"], 3)
+    assert docs == [{}, {"a": [1, {"b": None}]}, {}]
+    with pytest.raises(InvalidArgument) as err:
+        validation.payloads([b"{}"], 2)
+    assert str(err.value) == "payloads: has 1 entries for 2 ids"
+    with pytest.raises(InvalidArgument) as err:
+        validation.payloads([b"{}", b"3"], 2)
+    assert str(err.value) == "payloads[1]: must be a JSON object, got int"
+    with pytest.raises(InvalidArgument) as err:
+        validation.payloads([b"{}", b'{"a": }'], 2)
+    assert str(err.value).startswith("payloads[1]: not valid JSON (")
+
+
+def test_batch_size_counts_upserts_and_deletes_at_exactly_the_limit():
+    n = limits.BATCH_POINTS_MAX
+    ids = [f"i{i}" for i in range(n // 2)]
+    dels = [f"d{i}" for i in range(n - n // 2)]
+    vecs = np.zeros((len(ids), 2), dtype="<f4")
+    b = validation.write_batch(ids, vecs.tobytes(), len(ids), 2, [], dels, 2)
+    assert len(b.ids) + len(b.delete_ids) == n
+    with pytest.raises(InvalidArgument) as err:
+        validation.write_batch(ids, vecs.tobytes(), len(ids), 2, [], [*dels, "one-more"], 2)
+    assert str(err.value) == f"upserts: {n + 1} points exceeds the batch limit {n}"
+    with pytest.raises(InvalidArgument) as err:
+        validation.write_batch([], b"", 0, 2, [], [], 2)
+    assert str(err.value) == "upserts: a write needs at least one upsert or delete"
+
+
+def test_a_delete_only_batch_has_no_rows_of_the_collection_dimension():
+    b = validation.write_batch([], b"", 0, 0, [], ["x", "y"], 5)
+    assert b.ids == [] and b.delete_ids == ["x", "y"]
+    assert b.vectors.shape == (0, 5) and b.vectors.dtype == np.float32
+    assert b.payloads == [] and b.payload_blobs == []
+
+
+def test_write_batch_keeps_payload_blobs_and_fills_missing_ones():
+    vecs = np.ones((2, 2), dtype="<f4")
+    b = validation.write_batch(["a", "b"], vecs.tobytes(), 2, 2, [b'{"k": 1}', b""], [], 2)
+    assert b.payload_blobs == [b'{"k": 1}', b""] and b.payloads == [{"k": 1}, {}]
+    b = validation.write_batch(["a", "b"], vecs.tobytes(), 2, 2, [], ["c"], 2)
+    assert b.payload_blobs == [b"", b""] and b.payloads == [{}, {}] and b.delete_ids == ["c"]
+    assert b.vectors.tolist() == [[1, 1], [1, 1]]
+
+
+def test_write_batch_names_each_refusal():
+    vecs = np.ones((1, 2), dtype="<f4").tobytes()
+    with pytest.raises(InvalidArgument) as err:
+        validation.write_batch(["a"], vecs, 2, 2, [], [], 2)
+    assert str(err.value) == "upserts.vectors: 2 vectors for 1 ids"
+    with pytest.raises(InvalidArgument) as err:
+        validation.write_batch(["b", "a"], vecs * 2, 2, 2, [], ["c", "a", "b"], 2)
+    assert str(err.value) == "delete_ids: id 'a' is both upserted and deleted"  # the first, sorted
+    with pytest.raises(InvalidArgument, match=r"^delete_ids\[1\]: duplicate"):
+        validation.write_batch(["a"], vecs, 1, 2, [], ["c", "c"], 2)
+    with pytest.raises(InvalidArgument, match=r"^upserts\.payloads: has 2 entries for 1 ids"):
+        validation.write_batch(["a"], vecs, 1, 2, [b"", b""], [], 2)
+
+
+def test_collection_config_zeros_mean_defaults():
+    c = validation.collection_config("docs", 8, "l2", 0, 0, 0, 0, 0)
+    assert c == validation.CollectionConfig(
+        name="docs",
+        dim=8,
+        metric="l2",
+        shards=1,
+        replication_factor=1,
+        m=limits.DEFAULT_HNSW_M,
+        ef_construction=limits.DEFAULT_EF_CONSTRUCTION,
+        ef=limits.DEFAULT_EF,
+    )
+    c = validation.collection_config("d", 3, "ip", 4, 2, 8, 100, 50)
+    assert (c.shards, c.replication_factor, c.m, c.ef_construction, c.ef) == (4, 2, 8, 100, 50)
+
+
+@pytest.mark.parametrize(
+    ("arg", "low", "high", "field"),
+    [
+        ("dim", 1, limits.DIM_MAX, "config.dim"),
+        ("shards", 1, limits.SHARDS_PER_COLLECTION_MAX, "config.shards"),
+        ("replication_factor", 1, limits.REPLICATION_FACTOR_MAX, "config.replication_factor"),
+        ("m", limits.HNSW_M_MIN, limits.HNSW_M_MAX, "config.hnsw.m"),
+        ("ef_construction", 1, limits.EF_CONSTRUCTION_MAX, "config.hnsw.ef_construction"),
+        ("ef", 1, limits.EF_MAX, "config.hnsw.ef"),
+    ],
+)
+def test_collection_config_bounds_are_inclusive_and_named(arg, low, high, field):
+    good = {
+        "name_": "c",
+        "dim": 4,
+        "metric_": "cosine",
+        "shards": 2,
+        "replication_factor": 2,
+        "m": 16,
+        "ef_construction": 100,
+        "ef": 10,
+    }
+    for ok in (low, high):
+        assert getattr(validation.collection_config(**{**good, arg: ok}), arg) == ok
+    for bad in (low - 1, high + 1):
+        if bad == 0 and arg != "dim":
+            continue  # zero means the default
+        with pytest.raises(InvalidArgument) as err:
+            validation.collection_config(**{**good, arg: bad})
+        assert err.value.field == field
+        assert str(err.value) == f"{field}: must be an integer in [{low}, {high}], got {bad}"
+
+
+def test_collection_config_names_name_and_metric_under_its_field():
+    with pytest.raises(InvalidArgument, match=r"^spec\.name: "):
+        validation.collection_config("a b", 4, "l2", 1, 1, 0, 0, 0, field="spec")
+    with pytest.raises(InvalidArgument, match=r"^spec\.metric: "):
+        validation.collection_config("ab", 4, "dot", 1, 1, 0, 0, 0, field="spec")
+    with pytest.raises(InvalidArgument, match=r"^spec\.hnsw\.m: "):
+        validation.collection_config("ab", 4, "l2", 1, 1, 1, 0, 0, field="spec")
+
+
+def test_hnsw_params_default_field_and_defaults():
+    assert validation.hnsw_params(0, 0, 0) == {
+        "m": limits.DEFAULT_HNSW_M,
+        "ef_construction": limits.DEFAULT_EF_CONSTRUCTION,
+        "ef": limits.DEFAULT_EF,
+    }
+    with pytest.raises(InvalidArgument, match=r"^hnsw\.ef: "):
+        validation.hnsw_params(0, 0, limits.EF_MAX + 1)
+    with pytest.raises(InvalidArgument, match=r"^hnsw\.ef_construction: "):
+        validation.hnsw_params(0, limits.EF_CONSTRUCTION_MAX + 1, 0)
