@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import types
 
 import grpc
 import numpy as np
 import pytest
 
 from quartz_cluster import limits, validation
+from quartz_cluster.coordinator.reconcile import ClusterView
 from quartz_cluster.errors import QuartzError
+from quartz_cluster.meta import schema
+from quartz_cluster.node.membership import ClusterMember
 from quartz_cluster.node.shard import ShardOptions, ShardReplica, ShardSpec
 from quartz_cluster.proto.quartz.v1 import node_pb2
 from quartz_cluster.replication import primary
@@ -883,5 +887,100 @@ def test_a_follower_of_a_newer_epoch_fences_the_primary(tmp_path):
         assert rep.stopped and p.log_end == 0  # the uncommitted entry was truncated
         await f.close(checkpoint=False)
         await p.close(checkpoint=False)
+
+    asyncio.run(go())
+
+
+# ------------------------------------------------------------------ the shard map's word (membership)
+
+
+def member(node_id: str = "p", **stubs) -> ClusterMember:
+    """A ClusterMember without etcd: only what `_apply_role` uses."""
+    m = object.__new__(ClusterMember)
+    m.node_id = node_id
+    m.keeper = types.SimpleNamespace(alive=lambda: True)
+    m.channels = Channels(**stubs)
+    m.isr_calls = []
+
+    async def isr_change(cid, shard, epoch, node, incarnation):
+        m.isr_calls.append((cid, shard, epoch, node, incarnation))
+        return True
+
+    m._isr_change = isr_change
+    return m
+
+
+def shard_record(epoch: int, primary: str, replicas, in_sync) -> schema.ShardRecord:
+    return schema.ShardRecord(
+        "coll",
+        "c",
+        0,
+        DIM,
+        "l2",
+        8,
+        32,
+        32,
+        epoch,
+        primary,
+        tuple(replicas),
+        tuple(schema.InSync(n, f"inc-{n}") for n in in_sync),
+    )
+
+
+def view(*live: str) -> ClusterView:
+    return ClusterView(nodes={n: schema.NodeRecord(n, f"addr-{n}", "proc") for n in live})
+
+
+def test_the_map_makes_a_replica_primary_with_a_replicator_of_its_epoch(tmp_path):
+    async def go():
+        r = open_replica(tmp_path, "inc-p")
+        m = member(**{"addr-n2": Stub(reply(OK, 0)), "addr-n4": Stub(HANG)})
+        live = view("p", "n2", "n4")  # n3 has no lease: no address
+        rec = shard_record(2, "p", ("p", "n2", "n3", "n4"), ("p", "n2"))
+        m._apply_role(r, rec, live)
+        rep = r.replicator
+        assert r.role == "primary" and r.epoch == 2 and rep.epoch == 2 and rep.me == "p"
+        assert rep.peers == {"n2": "addr-n2", "n4": "addr-n4"}
+        assert rep.in_sync == {"p": "inc-p", "n2": "inc-n2"}
+        assert r.roles.lease_ok is m.keeper.alive
+        assert set(rep._probes) == {"n2"}  # started: in-sync followers are probed
+        assert set(rep._catchups) == {"n4"}  # updated: the others are caught up
+        assert await rep.isr_change("n2", None) is True
+        assert m.isr_calls == [("c", 0, 2, "n2", None)]
+        m._apply_role(r, rec, live)  # the same map again: the same replicator
+        assert r.replicator is rep
+        rep.stop()
+        m._apply_role(r, rec, live)  # a stopped one (fenced) is replaced
+        assert r.replicator is not rep and not r.replicator.stopped
+        second = r.replicator
+        m._apply_role(r, shard_record(3, "p", ("p", "n2"), ("p",)), live)  # a new epoch
+        assert second.stopped and r.replicator.epoch == 3 and r.epoch == 3
+        assert set(r.replicator.in_sync) == {"p"} and set(r.replicator.peers) == {"n2"}
+        r.replicator.stop()
+        await r.close(checkpoint=False)
+
+    asyncio.run(go())
+
+
+def test_the_map_makes_a_replica_follow_its_primary(tmp_path):
+    async def go():
+        r = open_replica(tmp_path, "inc-p")
+        m = member()
+        live = view("p", "n2")
+        m._apply_role(r, shard_record(2, "p", ("p", "n2"), ("p",)), live)
+        old = r.replicator
+        calls = []
+        real = r.become_follower
+        r.become_follower = lambda epoch, primary: (calls.append((epoch, primary)), real(epoch, primary))
+        rec = shard_record(3, "n2", ("p", "n2"), ("n2",))
+        m._apply_role(r, rec, live)
+        assert r.role == "follower" and r.epoch == 3 and r.primary_hint == "n2"
+        assert old.stopped and r.replicator is None and calls == [(3, "n2")]
+        m._apply_role(r, rec, live)  # nothing new
+        assert calls == [(3, "n2")]
+        m._apply_role(r, shard_record(4, "n2", ("p", "n2"), ("n2",)), live)
+        m._apply_role(r, shard_record(4, "n3", ("p", "n3"), ("n3",)), live)
+        assert calls == [(3, "n2"), (4, "n2"), (4, "n3")] and r.primary_hint == "n3"
+        await r.close(checkpoint=False)
 
     asyncio.run(go())
