@@ -2,14 +2,17 @@
 
 from dataclasses import replace
 
+import pytest
+
 from quartz_cluster.coordinator.reconcile import (
     ClusterView,
     PlaceShards,
     PurgeCollection,
     UpdateShard,
+    failover_candidates,
     reconcile,
 )
-from quartz_cluster.meta.schema import CollectionRecord, NodeRecord, ReplicaRecord
+from quartz_cluster.meta.schema import CollectionRecord, InSync, NodeRecord, ReplicaRecord, ShardRecord
 
 
 def view(nodes=("n1", "n2", "n3")) -> ClusterView:
@@ -87,3 +90,274 @@ def test_second_collection_balances_against_the_first():
             for n in rec.replicas:
                 load[n] += 1
     assert max(load.values()) - min(load.values()) <= 1
+
+
+# --- exact decisions: reasons, revisions, load accounting, one shard never stops the others ----
+
+
+def shard(cid="cid1", n=0, primary="n1", replicas=("n1", "n2"), in_sync=None, epoch=2, inc="inc-n1"):
+    return ShardRecord(
+        "docs",
+        cid,
+        n,
+        8,
+        "cosine",
+        16,
+        200,
+        64,
+        epoch=epoch,
+        primary=primary,
+        replicas=tuple(replicas),
+        in_sync=tuple(InSync(r, "r-" + r) for r in replicas) if in_sync is None else in_sync,
+        primary_incarnation=inc,
+    )
+
+
+def with_shards(v: ClusterView, *recs: ShardRecord, reports=True) -> ClusterView:
+    for i, rec in enumerate(recs):
+        v.shards.setdefault(rec.collection_id, {})[rec.shard] = (rec, 200 + i)
+        if reports:
+            for r in rec.replicas:
+                v.replicas[(rec.collection_id, rec.shard, r)] = ReplicaRecord(r, "r-" + r)
+    return v
+
+
+def test_placed_records_carry_the_collections_definition():
+    v = view()
+    v.collections["docs"] = replace(COLL, dim=12, metric="l2", m=8, ef_construction=90, ef=33, shards=2)
+    [place] = reconcile(v)
+    assert place.collection_id == "cid1"
+    for i, rec in enumerate(place.records):
+        assert (rec.collection, rec.collection_id, rec.shard) == ("docs", "cid1", i)
+        assert (rec.dim, rec.metric, rec.m, rec.ef_construction, rec.ef) == (12, "l2", 8, 90, 33)
+        assert (rec.epoch, rec.in_sync, rec.primary_incarnation) == (0, (), "")
+        assert len(set(rec.replicas)) == 2 and rec.primary == rec.replicas[0]
+
+
+def test_a_collection_that_cannot_be_placed_does_not_stop_the_next():
+    v = view(nodes=("n1", "n2"))
+    v.collections["aaa"] = replace(COLL, name="aaa", id="cid-a", replication_factor=3)  # too few nodes
+    v.collections["bbb"] = replace(COLL, name="bbb", id="cid-b")
+    [place] = reconcile(v)
+    assert isinstance(place, PlaceShards) and place.collection_id == "cid-b"
+
+
+def existing_load(v: ClusterView, replicas: dict[str, int], primaries: dict[str, int]) -> ClusterView:
+    """Shards of another collection giving each live node `replicas` replicas of which it leads
+    `primaries`; the rest are led by a node that is gone. Not yet created (in_sync empty, no
+    reports): reconcile counts them and does nothing else with them."""
+    recs = []
+    for node, count in replicas.items():
+        lead = primaries.get(node, 0)
+        recs += [("old", node, (node,))] * lead + [("old", "n9", ("n9", node))] * (count - lead)
+    for i, (cid, primary, reps) in enumerate(recs):
+        rec = shard(cid, i, primary, reps, in_sync=(), epoch=0, inc="")
+        v.shards.setdefault(cid, {})[i] = (rec, 300 + i)
+    return v
+
+
+# Each case: a placement that depends on counting every existing replica and primary exactly
+# (the cases were found by comparing the placement with mis-counted loads: -1, +2, a count of
+# 1, counting from 1).
+@pytest.mark.parametrize(
+    ("nodes", "rf", "shards", "replicas", "primaries", "expected"),
+    [
+        (("n1", "n2"), 2, 3, {"n2": 1}, {"n2": 1}, [("n1", "n2"), ("n1", "n2"), ("n2", "n1")]),
+        (("n1", "n2", "n3", "n4"), 4, 1, {"n2": 3, "n4": 3}, {"n2": 2, "n4": 2}, [("n1", "n3", "n2", "n4")]),
+        (("n1", "n2"), 2, 2, {"n1": 3, "n2": 3}, {"n1": 2}, [("n2", "n1"), ("n2", "n1")]),
+        (("n1", "n2", "n3"), 2, 3, {"n1": 1, "n3": 2}, {}, [("n2", "n1"), ("n3", "n2"), ("n1", "n2")]),
+        (("n1", "n2"), 1, 2, {"n2": 3}, {"n2": 1}, [("n1",), ("n1",)]),
+        (
+            ("n1", "n2", "n3", "n4"),
+            1,
+            2,
+            {"n1": 1, "n2": 1, "n3": 3},
+            {"n1": 1, "n2": 1, "n3": 2},
+            [("n4",), ("n2",)],
+        ),
+    ],
+)
+def test_a_new_collection_is_placed_against_the_exact_existing_load(
+    nodes, rf, shards, replicas, primaries, expected
+):
+    v = existing_load(view(nodes=nodes), replicas, primaries)
+    v.collections["docs"] = replace(COLL, shards=shards, replication_factor=rf)
+    [place] = reconcile(v)
+    assert [rec.replicas for rec in place.records] == expected
+    assert [rec.primary for rec in place.records] == [r[0] for r in expected]
+
+
+# Two collections placed in one pass: the second is placed against the first's exact load.
+@pytest.mark.parametrize(
+    ("nodes", "first", "second", "expected"),
+    [
+        (("n1", "n2", "n3", "n4"), (2, 1), (3, 2), [("n1", "n2"), ("n4", "n1"), ("n2", "n3")]),
+        (("n1", "n2", "n3", "n4"), (3, 3), (1, 3), [("n2", "n1", "n3")]),
+        (("n1", "n2"), (3, 1), (3, 2), [("n1", "n2"), ("n1", "n2"), ("n2", "n1")]),
+    ],
+)
+def test_collections_placed_in_one_pass_count_each_other(nodes, first, second, expected):
+    v = view(nodes=nodes)
+    v.collections["aaa"] = replace(COLL, name="aaa", id="cid-a", shards=first[0], replication_factor=first[1])
+    v.collections["bbb"] = replace(
+        COLL, name="bbb", id="cid-b", shards=second[0], replication_factor=second[1]
+    )
+    a, b = reconcile(v)
+    assert (a.collection_id, b.collection_id) == ("cid-a", "cid-b")
+    assert [rec.replicas for rec in b.records] == expected
+
+
+def test_new_collections_balance_against_existing_shards_and_each_other():
+    # n1 and n2 already hold a replica and a primary each; n3 nothing: a one-shard rf-1
+    # collection goes to n3
+    v = with_shards(view(), shard("old", 0, "n1", ("n1",)), shard("old", 1, "n2", ("n2",)))
+    v.collections["docs"] = replace(COLL, shards=1, replication_factor=1)
+    [place] = reconcile(v)
+    assert place.records[0].replicas == ("n3",)
+    # two collections placed in one pass spread over each other: 3 + 3 shards on 3 nodes
+    v = view()
+    v.collections["aaa"] = replace(COLL, name="aaa", id="cid-a", shards=3, replication_factor=1)
+    v.collections["bbb"] = replace(COLL, name="bbb", id="cid-b", shards=3, replication_factor=1)
+    places = reconcile(v)
+    assert [p.collection_id for p in places] == ["cid-a", "cid-b"]
+    per_node = {n: 0 for n in v.nodes}
+    for p in places:
+        for rec in p.records:
+            per_node[rec.primary] += 1
+    assert per_node == {"n1": 2, "n2": 2, "n3": 2}
+
+
+def test_purge_on_a_tombstone_with_shards_or_replica_reports_of_that_collection_only():
+    v = view()
+    v.tombstones.add("gone")
+    assert reconcile(v) == []  # nothing left of it
+    v.replicas[("other", 0, "n1")] = ReplicaRecord("n1", "x")
+    assert reconcile(v) == []  # reports of another collection do not count
+    v.replicas[("gone", 0, "n1")] = ReplicaRecord("n1", "x")
+    assert reconcile(v) == [PurgeCollection("gone")]  # a replica report, no shard map entry
+    del v.replicas[("gone", 0, "n1")]
+    with_shards(v, shard("gone"), reports=False)
+    assert reconcile(v) == [PurgeCollection("gone")]  # shard map entries, no report
+
+
+def test_a_tombstoned_collection_is_skipped_and_the_next_one_still_reconciled():
+    v = view()
+    with_shards(v, shard("aaa", primary="n9", inc="gone"), shard("bbb", primary="n9", inc="gone"))
+    v.tombstones.add("aaa")
+    v.positions = {("bbb", 0, "n1"): (2, 4), ("bbb", 0, "n2"): (2, 5)}
+    assert failover_candidates(v) == [("bbb", 0, "n1"), ("bbb", 0, "n2")]
+    actions = reconcile(v)
+    assert actions[0] == PurgeCollection("aaa")
+    [update] = actions[1:]
+    assert update.record.collection_id == "bbb" and update.record.primary == "n2"
+
+
+def test_failover_reason_and_revision_and_every_shard_handled():
+    v = view(nodes=("n2", "n3"))
+    with_shards(v, shard("cid1", 0, "n1", ("n1", "n2")), shard("cid1", 1, "n1", ("n1", "n3")))
+    v.positions = {("cid1", 0, "n2"): (2, 9), ("cid1", 1, "n3"): (2, 9)}
+    a, b = reconcile(v)
+    assert (a.record.shard, a.record.primary, a.mod_revision, a.reason) == (0, "n2", 200, "failover from n1")
+    assert (b.record.shard, b.record.primary, b.mod_revision, b.reason) == (1, "n3", 201, "failover from n1")
+    assert a.record.primary_incarnation == "inc-n2" and a.record.epoch == 3
+
+
+def test_a_new_shard_whose_primary_is_not_live_waits_and_the_next_one_starts():
+    v = view(nodes=("n2", "n3"))
+    with_shards(
+        v,
+        shard("cid1", 0, "n1", ("n1", "n2"), in_sync=(), epoch=0, inc=""),
+        shard("cid1", 1, "n2", ("n2", "n3"), in_sync=(), epoch=0, inc=""),
+    )
+    [update] = reconcile(v)
+    assert update.record.shard == 1 and update.mod_revision == 201 and update.reason == "replicas created"
+    assert update.record.epoch == 1 and update.record.primary_incarnation == "inc-n2"
+    assert update.record.in_sync == (InSync("n2", "r-n2"), InSync("n3", "r-n3"))
+
+
+def test_a_new_shard_waits_for_ready_reports():
+    v = view()
+    rec = shard(in_sync=(), epoch=0, inc="")
+    with_shards(v, rec)
+    v.replicas[("cid1", 0, "n2")] = ReplicaRecord("n2", "r-n2", state="creating")
+    assert reconcile(v) == []
+
+
+def test_a_healthy_shard_does_not_stop_the_next_shard():
+    v = view()
+    with_shards(v, shard("cid1", 0), shard("cid1", 1, in_sync=(), epoch=0, inc=""))
+    [update] = reconcile(v)
+    assert update.record.shard == 1 and update.reason == "replicas created"
+
+
+# --- repair and drain: exact records, reasons and the load they add ---------------------------
+
+
+def repair_view(grace=10.0, dead_for=None, nodes=("n1", "n3", "n4")):
+    v = view(nodes=nodes)
+    v.repair_grace_s = grace
+    v.dead_for_s = {"n2": 10.0} if dead_for is None else dead_for
+    v.collections["docs"] = COLL
+    return v
+
+
+def test_repair_at_exactly_the_grace_period_and_not_before():
+    v = with_shards(repair_view(dead_for={"n2": 10.0}), shard())
+    [a] = reconcile(v)
+    assert a.reason == "repair: n2 gone past the grace period; new replica on n3"
+    assert a.mod_revision == 200 and a.record.replicas == ("n1", "n3")
+    assert a.record.in_sync == (InSync("n1", "r-n1"),) and a.removed == (("cid1", 0, "n2", "r-n2"),)
+    assert reconcile(with_shards(repair_view(dead_for={"n2": 9.99}), shard())) == []
+    # a node the leader has no dead time for is not repaired, whatever the grace
+    assert reconcile(with_shards(repair_view(grace=0.5, dead_for={}), shard())) == []
+
+
+def test_repair_of_a_replica_that_never_reported_removes_it_with_no_incarnation():
+    v = with_shards(repair_view(), shard())
+    del v.replicas[("cid1", 0, "n2")]
+    [a] = reconcile(v)
+    assert a.removed == (("cid1", 0, "n2", ""),)
+
+
+def test_repair_and_drain_pick_the_least_loaded_spare_then_by_name():
+    # n3 holds a replica of another collection, n4 none: n4 is the spare
+    v = with_shards(repair_view(), shard(), shard("other", 0, "n3", ("n3",)))
+    [a] = reconcile(v)
+    assert a.record.replicas == ("n1", "n4")
+    # equal load: by name
+    v = with_shards(
+        repair_view(), shard(), shard("other", 0, "n3", ("n3",)), shard("other", 1, "n4", ("n4",))
+    )
+    assert reconcile(v)[0].record.replicas == ("n1", "n3")
+
+
+def test_each_move_adds_to_the_load_the_next_move_sees():
+    # two shards lose n2 in one pass: the first takes n3, the second then takes n4
+    v = with_shards(repair_view(), shard("cid1", 0), shard("cid1", 1))
+    a, b = reconcile(v)
+    assert a.record.replicas == ("n1", "n3") and b.record.replicas == ("n1", "n4")
+
+
+def test_drain_steps_name_their_reason_and_revision():
+    v = view(nodes=("n1", "n2", "n3"))
+    v.collections["docs"] = COLL
+    v.draining = {"n2"}
+    with_shards(v, shard())
+    [a] = reconcile(v)
+    assert (a.reason, a.mod_revision, a.removed) == ("drain n2: new replica on n3", 200, ())
+    assert a.record.replicas == ("n1", "n2", "n3") and a.record.in_sync == shard().in_sync
+
+    rec = shard(replicas=("n1", "n2", "n3"))
+    v.shards = {}
+    with_shards(v, rec)
+    [a] = reconcile(v)
+    assert (a.reason, a.mod_revision) == ("drain n2: replica removed", 200)
+    assert a.record.replicas == ("n1", "n3")
+    assert a.record.in_sync == (InSync("n1", "r-n1"), InSync("n3", "r-n3"))
+    assert a.removed == (("cid1", 0, "n2", "r-n2"),)
+
+    v.draining = {"n1"}
+    [a] = reconcile(v)
+    assert (a.reason, a.mod_revision) == ("drain n1: primary handed to n2", 200)
+    assert (a.record.primary, a.record.epoch, a.record.primary_incarnation) == ("n2", 3, "inc-n2")
+    assert a.record.replicas == rec.replicas and a.record.in_sync == rec.in_sync
