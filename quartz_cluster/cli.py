@@ -338,7 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--etcd", default=None, help="etcd host:port[,...] (default: from the data dir)")
 
     node = sub.add_parser("node", help="run a storage node")
-    node.add_argument("--id", required=True, help="node id, e.g. n1")
+    node.add_argument(
+        "--id", required=True, type=_node_id, help="node id, e.g. n1 (letters, digits, _ and -; 1-64)"
+    )
     node.add_argument("--data-dir", required=True, help="directory for this node's shards")
     node.add_argument("--listen", default="127.0.0.1:7101", help="host:port (port 0 picks a free one)")
     node.add_argument(
@@ -478,6 +480,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--nodes", type=int, default=3)
     demo.set_defaults(func=_demo)
     return parser
+
+
+def _node_id(text: str) -> str:
+    """argparse type for a node id: it is a segment of etcd keys, so limits.NAME_PATTERN (no "/")."""
+    import re
+
+    from quartz_cluster.limits import NAME_PATTERN
+
+    if not re.fullmatch(NAME_PATTERN, text):
+        raise argparse.ArgumentTypeError(f"a node id must match {NAME_PATTERN}, got {text!r}")
+    return text
 
 
 def _host_port(text: str) -> str:

@@ -5,12 +5,15 @@ it directly."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
 
 from quartz_cluster.coordinator.placement import place_collection
 from quartz_cluster.errors import FailedPrecondition
 from quartz_cluster.meta import schema
-from quartz_cluster.meta.schema import CollectionRecord, InSync, ReplicaRecord, ShardRecord
+from quartz_cluster.meta.schema import BadRecord, CollectionRecord, InSync, ReplicaRecord, ShardRecord
+
+log = logging.getLogger("quartz.meta")
 
 
 @dataclass
@@ -35,31 +38,82 @@ class ClusterView:
     dead_for_s: dict[str, float] = field(default_factory=dict)
     repair_grace_s: float = float("inf")
 
+    # records under /quartz/ that did not parse and were left out: key -> why
+    bad_records: dict[bytes, str] = field(default_factory=dict)
+
     @classmethod
     def from_kvs(cls, revision: int, kvs) -> ClusterView:
+        """Decode a listing. A record that does not parse (schema.BadRecord: bad JSON, a key of
+        the wrong shape, a name with "/", ...) is left out, named in `bad_records` and logged
+        once: every other record is still read, so one bad record cannot stop the control plane."""
         v = cls(revision=revision)
+        revisions: dict[bytes, int] = {}
         for kv in kvs:
-            k = kv.key
-            if k.startswith(schema.NODES):
-                rec = schema.NodeRecord.from_json(kv.value)
-                v.nodes[rec.id] = rec
-            elif k.startswith(schema.COLLECTIONS):
-                rec = CollectionRecord.from_json(kv.value)
-                v.collections[rec.name] = rec
-            elif k.startswith(schema.SHARDS):
-                rec = ShardRecord.from_json(kv.value)
-                v.shards.setdefault(rec.collection_id, {})[rec.shard] = (rec, kv.mod_revision)
-            elif k.startswith(schema.REPLICAS):
-                cid, shard, node = k[len(schema.REPLICAS) :].decode().split("/")
-                v.replicas[(cid, int(shard), node)] = ReplicaRecord.from_json(kv.value)
-            elif k.startswith(schema.REPLICA_TOMBSTONES):
-                cid, shard, node = k[len(schema.REPLICA_TOMBSTONES) :].decode().split("/")
-                v.replica_tombstones[(cid, int(shard), node)] = kv.value.decode()
-            elif k.startswith(schema.DRAINING):
-                v.draining.add(k[len(schema.DRAINING) :].decode())
-            elif k.startswith(schema.TOMBSTONES):
-                v.tombstones.add(k[len(schema.TOMBSTONES) :].decode())
+            try:
+                v._add(kv)
+            except BadRecord as exc:
+                v.bad_records[kv.key] = str(exc)
+                revisions[kv.key] = kv.mod_revision
+        _report_bad(v.bad_records, revisions)
         return v
+
+    def _add(self, kv) -> None:
+        """Decode one key and value into the view; nothing is added if either does not parse."""
+        k = kv.key
+        where = schema.show_key(k)
+        if k.startswith(schema.NODES):
+            name = schema.parse_name_key(k, schema.NODES)
+            rec = schema.NodeRecord.from_json(kv.value, where)
+            _same(name, rec.id, where, "id")
+            self.nodes[rec.id] = rec
+        elif k.startswith(schema.COLLECTIONS):
+            name = schema.parse_name_key(k, schema.COLLECTIONS)
+            rec = CollectionRecord.from_json(kv.value, where)
+            _same(name, rec.name, where, "name")
+            self.collections[rec.name] = rec
+        elif k.startswith(schema.SHARDS):
+            rec = ShardRecord.from_json(kv.value, where)
+            if k != schema.shard_key(rec.collection_id, rec.shard):
+                raise BadRecord(
+                    f"key does not match collection_id {rec.collection_id!r} / shard {rec.shard}", where
+                )
+            self.shards.setdefault(rec.collection_id, {})[rec.shard] = (rec, kv.mod_revision)
+        elif k.startswith(schema.REPLICAS):
+            cid, shard, node = schema.parse_replica_key(k, schema.REPLICAS)
+            rec = ReplicaRecord.from_json(kv.value, where)
+            _same(node, rec.node, where, "node")
+            self.replicas[(cid, shard, node)] = rec
+        elif k.startswith(schema.REPLICA_TOMBSTONES):
+            cid, shard, node = schema.parse_replica_key(k, schema.REPLICA_TOMBSTONES)
+            try:
+                incarnation = kv.value.decode()
+            except UnicodeDecodeError:
+                raise BadRecord("value is not UTF-8", where) from None
+            self.replica_tombstones[(cid, shard, node)] = incarnation
+        elif k.startswith(schema.DRAINING):
+            self.draining.add(schema.parse_name_key(k, schema.DRAINING))
+        elif k.startswith(schema.TOMBSTONES):
+            self.tombstones.add(schema.parse_name_key(k, schema.TOMBSTONES))
+
+
+def _same(in_key: str, in_record: str, where: str, name: str) -> None:
+    if in_key != in_record:
+        raise BadRecord(f"{name} {in_record!r} does not match the key", where)
+
+
+# key -> mod_revision of the bad records already logged (only those still bad: bounded)
+_reported: dict[bytes, int] = {}
+
+
+def _report_bad(bad: dict[bytes, str], revisions: dict[bytes, int]) -> None:
+    """Log each bad record once (again only if it is rewritten and still bad)."""
+    for key, why in bad.items():
+        if _reported.get(key) != revisions.get(key):
+            log.warning(
+                "bad record left out of the cluster view", extra={"key": schema.show_key(key), "error": why}
+            )
+    _reported.clear()
+    _reported.update(revisions)
 
 
 @dataclass(frozen=True)

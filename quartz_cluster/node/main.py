@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import orjson
 from threadpoolctl import threadpool_limits
 
-from quartz_cluster import logs
+from quartz_cluster import logs, validation
 from quartz_cluster.node.membership import ClusterMember
 from quartz_cluster.node.registry import ShardRegistry
 from quartz_cluster.node.service import NodeService
@@ -44,6 +44,10 @@ class NodeSettings:
     etcd: str | None = None  # host:port[,host:port...]; None: standalone (no cluster)
     lease_ttl_s: int = 3
     log_retention_entries: int = 10_000
+
+    def __post_init__(self) -> None:
+        # the id is a segment of etcd keys (/quartz/replicas/<cid>/<shard>/<node>): no "/"
+        validation.name(self.node_id, "node_id")
 
 
 def _write_node_file(settings: NodeSettings, address: str, listen: str) -> None:
