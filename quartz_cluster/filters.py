@@ -10,8 +10,13 @@ Grammar::
 
 Qdrant's spellings {"match": {"value": V}} and {"match": {"any": [...]}} are accepted too.
 `must` needs every condition, `should` at least one (when present), `must_not` none.
-Keys may be dotted paths into nested objects ("meta.lang"). When the payload value is a list,
-a condition holds if it holds for any element. Booleans never equal numbers (JSON semantics).
+Keys may be dotted paths into nested objects ("meta.lang"), at any depth (a key is at most
+KEY_CHARS_MAX characters). When the payload value is a list, a condition holds if it holds for
+any element. Booleans never equal numbers (JSON semantics). Numbers compare exactly, as Python
+compares them: integers are never rounded to float (2**53 + 1 != 2**53, over the whole int64 and
+uint64 range JSON payloads decode to), and an integer equals the float of the same value (1 == 1.0).
+`matches` is the reference semantics; the node's PayloadIndex must agree with it on every payload
+the write path accepts (tests/unit/test_filter_index_agreement.py).
 """
 
 from __future__ import annotations
@@ -26,8 +31,11 @@ from quartz_cluster import limits
 from quartz_cluster.errors import InvalidArgument
 
 MISSING = object()
+KEY_CHARS_MAX = limits.ID_BYTES_MAX  # a filter key (dotted path) is at most this many characters
 
-# A comparable, hashable form of a scalar: ("s", str) | ("n", float) | ("b", bool).
+# A comparable, hashable form of a scalar: ("s", str) | ("n", int | float) | ("b", bool).
+# Numbers keep their type: Python compares and hashes int and float exactly (1 == 1.0 and
+# hash(1) == hash(1.0), but 2**53 + 1 != float(2**53)), so big integers are never rounded.
 ValueKey = tuple[str, Any]
 
 
@@ -36,7 +44,7 @@ def value_key(value: object) -> ValueKey | None:
     if isinstance(value, bool):
         return ("b", value)
     if isinstance(value, int | float):
-        return ("n", float(value))
+        return ("n", value)
     if isinstance(value, str):
         return ("s", value)
     return None
@@ -50,13 +58,13 @@ class Match:
 
 @dataclass(frozen=True, slots=True)
 class Range:
-    key: str
-    gt: float | None = None
-    gte: float | None = None
-    lt: float | None = None
-    lte: float | None = None
+    key: str  # bounds are exact: an int bound is not rounded to float
+    gt: int | float | None = None
+    gte: int | float | None = None
+    lt: int | float | None = None
+    lte: int | float | None = None
 
-    def holds(self, x: float) -> bool:
+    def holds(self, x: int | float) -> bool:
         return (
             (self.gt is None or x > self.gt)
             and (self.gte is None or x >= self.gte)
@@ -129,7 +137,7 @@ def _condition(obj: object, field: str, depth: int, counter: list[int]) -> Condi
             return _filter(obj, field, depth + 1, counter)
         raise InvalidArgument("a condition needs a 'key' (or must / should / must_not)", field)
     key = obj["key"]
-    if not isinstance(key, str) or not key or len(key) > limits.ID_BYTES_MAX:
+    if not isinstance(key, str) or not key or len(key) > KEY_CHARS_MAX:
         raise InvalidArgument("must be a non-empty string", f"{field}.key")
     kinds = set(obj) - {"key"}
     if len(kinds) != 1 or not kinds <= {"match", "match_any", "range"}:
@@ -155,15 +163,22 @@ def _condition(obj: object, field: str, depth: int, counter: list[int]) -> Condi
         raise InvalidArgument("must be an object with some of gt, gte, lt, lte", f"{field}.range")
     bounds = {}
     for op, bound in arg.items():
-        if isinstance(bound, bool) or not isinstance(bound, int | float) or not math.isfinite(bound):
+        if not _is_number(bound):
             raise InvalidArgument("must be a finite number", f"{field}.range.{op}")
-        bounds[op] = float(bound)
+        bounds[op] = bound
     return Range(key, **bounds)
+
+
+def _is_number(value: object) -> bool:
+    """An int (any size; never a bool) or a finite float."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
 
 
 def _scalar(value: object, field: str) -> ValueKey:
     key = value_key(value)
-    if key is None or (key[0] == "n" and not math.isfinite(key[1])):
+    if key is None or (key[0] == "n" and not _is_number(key[1])):
         raise InvalidArgument("must be a string, a finite number or a boolean", field)
     return key
 
@@ -182,9 +197,7 @@ def _holds(cond: Match | Range, value: object) -> bool:
     values = value if isinstance(value, list) else [value]
     if isinstance(cond, Match):
         return any(value_key(v) in cond.values for v in values)
-    return any(
-        not isinstance(v, bool) and isinstance(v, int | float) and cond.holds(float(v)) for v in values
-    )
+    return any(not isinstance(v, bool) and isinstance(v, int | float) and cond.holds(v) for v in values)
 
 
 def matches(flt: Filter | None, payload: dict) -> bool:

@@ -3,7 +3,16 @@
 Each indexed key (a dotted path) has a column over labels: an int32 code per scalar value
 (-1 = absent), a float64 for numeric values (NaN = absent), and a side table for list
 values. `mask(filter)` evaluates a filter for every label at once with numpy, so filtered
-search costs O(labels) vectorised work, never a Python loop per point.
+search costs O(labels) vectorised work, never a Python loop per point. Every leaf a filter key
+can name is indexed, at any nesting depth (paths longer than filters.KEY_CHARS_MAX are skipped:
+no filter can name them).
+
+Numbers are exact. Equality goes through the codes, keyed by Python numbers (exact). Ranges
+compare a number v as the pair (hi, lo): hi = float(v) rounded to nearest, lo = v - hi exactly
+(non-zero only for integers beyond 2**53; at most 2**11 in magnitude for the int64 and uint64
+values JSON payloads decode to, so exact in a float64; the column `lows` exists only once one
+is non-zero). Rounding is monotone, so the lexicographic order of (hi, lo) is the exact order
+of v: a float64 comparison of hi decides, and lo breaks ties.
 
 The index is derived state: rebuilt from stored payloads or restored from a checkpoint.
 Its semantics must equal `filters.matches` exactly (tests compare the two); the search path
@@ -13,14 +22,18 @@ hash without ever returning a wrong hit.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import xxhash
 
 from quartz_cluster import limits
 from quartz_cluster.errors import FailedPrecondition
-from quartz_cluster.filters import Filter, Match, Range, ValueKey, value_key
+from quartz_cluster.filters import KEY_CHARS_MAX, Filter, Match, Range, ValueKey, value_key
 
-_FLATTEN_DEPTH_MAX = 8
+# Bumped when the pickled form (checkpoints) changes meaning: an older index is refused on load
+# and the shard rebuilds it from its stored rows. 2: exact integers, every depth indexed.
+FORMAT_VERSION = 2
 
 
 def _index_form(vk: ValueKey) -> ValueKey:
@@ -31,42 +44,106 @@ def _index_form(vk: ValueKey) -> ValueKey:
     return vk
 
 
-def _flatten(payload: dict, prefix: str = "", depth: int = 0):
-    """(dotted key, value) for every scalar or list leaf. Keys containing '.' are not
-    addressable by a dotted path, so they are skipped (as `filters.lookup` cannot reach them)."""
-    for key, value in payload.items():
-        if "." in key:
-            continue
-        path = f"{prefix}{key}"
-        if isinstance(value, dict):
-            if depth < _FLATTEN_DEPTH_MAX:
-                yield from _flatten(value, path + ".", depth + 1)
+def _flatten(payload: dict):
+    """(dotted key, value) for every scalar or list leaf, depth first in payload order, at any
+    depth (iterative: payloads may nest 1,024 deep). Keys containing '.' are not addressable by
+    a dotted path, and paths longer than KEY_CHARS_MAX not by a filter key, so both are skipped
+    (as `filters.lookup` cannot reach them)."""
+    stack = [("", iter(payload.items()))]
+    while stack:
+        prefix, items = stack[-1]
+        for key, value in items:
+            if "." in key:
+                continue
+            path = prefix + key
+            if isinstance(value, dict):
+                if len(path) < KEY_CHARS_MAX:  # else no child path ("path.x") fits in a key
+                    stack.append((path + ".", iter(value.items())))
+                    break
+            elif len(path) <= KEY_CHARS_MAX:
+                yield path, value
         else:
-            yield path, value
+            stack.pop()
+
+
+def _split(x: int | float) -> tuple[float, float]:
+    """(hi, lo): hi = x rounded to the nearest float64, lo = x - hi (see the module docstring).
+    lo is exact for |x| < 2**106 (every integer the write path accepts) and has x - hi's sign
+    beyond; integers beyond the float range are +-inf (only filter bounds can be: JSON decodes
+    them to floats)."""
+    if isinstance(x, float):
+        return x, 0.0
+    try:
+        hi = float(x)
+    except OverflowError:
+        return (math.inf if x > 0 else -math.inf), 0.0
+    return hi, float(x - int(hi))
+
+
+_EXACT_INT = 2**53  # integers up to this magnitude are exactly float64s
+
+
+_BEYOND = {"gt": np.greater, "gte": np.greater, "lt": np.less, "lte": np.less}  # hi decides
+_AT = {"gt": np.greater, "gte": np.greater_equal, "lt": np.less, "lte": np.less_equal}  # hi ties
+
+
+def _compare(hi: np.ndarray, lo: np.ndarray | None, op: str, bound: int | float) -> np.ndarray:
+    """Exact `v <op> bound` for the numbers (hi, lo) of a column (lo None: all zero)."""
+    b_hi, b_lo = _split(bound)
+    if lo is None and b_lo == 0.0:
+        return _AT[op](hi, b_hi)  # both sides exactly float64
+    return _BEYOND[op](hi, b_hi) | ((hi == b_hi) & _AT[op](0.0 if lo is None else lo, b_lo))
 
 
 class _Column:
-    __slots__ = ("codes", "multi", "nums")
+    __slots__ = ("codes", "lows", "multi", "nums")
 
     def __init__(self, capacity: int) -> None:
         self.codes = np.full(capacity, -1, dtype=np.int32)
-        self.nums: np.ndarray | None = None
-        self.multi: dict[int, tuple[frozenset[ValueKey], tuple[float, ...]]] = {}
+        self.nums: np.ndarray | None = None  # hi of each number (NaN: no number)
+        self.lows: np.ndarray | None = None  # lo of each number, once one is non-zero
+        self.multi: dict[int, tuple[frozenset[ValueKey], tuple[int | float, ...]]] = {}
 
     def grow(self, capacity: int) -> None:
         old = len(self.codes)
         self.codes = np.concatenate([self.codes, np.full(capacity - old, -1, dtype=np.int32)])
         if self.nums is not None:
             self.nums = np.concatenate([self.nums, np.full(capacity - old, np.nan)])
+        if self.lows is not None:
+            self.lows = np.concatenate([self.lows, np.zeros(capacity - old)])
+
+    def set_number(self, label: int, value: int | float, capacity: int) -> None:
+        if self.nums is None:
+            self.nums = np.full(capacity, np.nan)
+        if isinstance(value, float) or -_EXACT_INT <= value <= _EXACT_INT:
+            self.nums[label] = value  # exactly a float64: lo is 0
+            if self.lows is not None:
+                self.lows[label] = 0.0
+            return
+        hi, lo = _split(value)
+        self.nums[label] = hi
+        if lo != 0.0 and self.lows is None:
+            self.lows = np.zeros(capacity)
+        if self.lows is not None:
+            self.lows[label] = lo
 
 
 class PayloadIndex:
     def __init__(self, capacity: int) -> None:
+        self.format_version = FORMAT_VERSION
         self.capacity = capacity
         self.live = np.zeros(capacity, dtype=bool)
         self.columns: dict[str, _Column] = {}
         self.codes: dict[ValueKey, int] = {}
         self.overflow_keys: set[str] = set()
+
+    def __setstate__(self, state: dict) -> None:
+        """Unpickling (a checkpoint): an index of another format is refused, so the shard
+        rebuilds it from its rows instead of answering with older semantics."""
+        version = state.get("format_version", 1)
+        if version != FORMAT_VERSION:
+            raise ValueError(f"payload index format {version}, this release reads {FORMAT_VERSION}")
+        self.__dict__.update(state)
 
     def grow(self, capacity: int) -> None:
         if capacity <= self.capacity:
@@ -84,6 +161,8 @@ class PayloadIndex:
             col.codes[labels] = -1
             if col.nums is not None:
                 col.nums[labels] = np.nan
+            if col.lows is not None:
+                col.lows[labels] = 0.0
             if col.multi:
                 for label in labels.tolist():
                     col.multi.pop(label, None)
@@ -113,9 +192,7 @@ class PayloadIndex:
                     code = self.codes[vk] = len(self.codes)
                 col.codes[label] = code
                 if vk[0] == "n":
-                    if col.nums is None:
-                        col.nums = np.full(self.capacity, np.nan)
-                    col.nums[label] = vk[1]
+                    col.set_number(label, vk[1], self.capacity)
 
     def _column(self, key: str) -> _Column | None:
         col = self.columns.get(key)
@@ -167,16 +244,13 @@ class PayloadIndex:
             out = np.zeros(n, dtype=bool)
         else:
             x = col.nums[:n]
+            lo = None if col.lows is None else col.lows[:n]
             with np.errstate(invalid="ignore"):
                 out = ~np.isnan(x)
-                if cond.gt is not None:
-                    out &= x > cond.gt
-                if cond.gte is not None:
-                    out &= x >= cond.gte
-                if cond.lt is not None:
-                    out &= x < cond.lt
-                if cond.lte is not None:
-                    out &= x <= cond.lte
+                for op in ("gt", "gte", "lt", "lte"):
+                    bound = getattr(cond, op)
+                    if bound is not None:
+                        out &= _compare(x, lo, op, bound)
         for label, (_, nums) in col.multi.items():
             if label < n and any(cond.holds(v) for v in nums):
                 out[label] = True

@@ -65,6 +65,15 @@ def test_empty_filter_means_no_filter():
         ({"should": [{"key": "a", "match": 1}, {"key": "b", "match": 1}]}, {"c": 1}, False),
         ({"must": [{"key": "a", "match": {"any": [1, 2]}}]}, {"a": 2}, True),  # Qdrant spelling
         ({"must": [{"key": "a", "match": {"value": "v"}}]}, {"a": "v"}, True),
+        # integers compare exactly, beyond 2**53 too (never rounded to float)
+        ({"must": [{"key": "u", "match": 1234567890123456788}]}, {"u": 1234567890123456789}, False),
+        ({"must": [{"key": "u", "range": {"gt": 2**53}}]}, {"u": 2**53 + 1}, True),
+        ({"must": [{"key": "u", "range": {"lt": 2**64 - 1}}]}, {"u": 2**64 - 2}, True),
+        (
+            {"must": [{"key": "a.a.a.a.a.a.a.a.a.b", "match": 1}]},
+            {"a": {"a": {"a": {"a": {"a": {"a": {"a": {"a": {"a": {"b": 1}}}}}}}}}},
+            True,
+        ),
         (
             {"must": [{"should": [{"key": "a", "match": 1}], "must_not": [{"key": "b", "match": 1}]}]},
             {"a": 1, "b": 1},
