@@ -1,6 +1,8 @@
 """The coordinator's decisions, driven directly: snapshots in, actions out (no etcd)."""
 
+import logging
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 
@@ -12,6 +14,7 @@ from quartz_cluster.coordinator.reconcile import (
     failover_candidates,
     reconcile,
 )
+from quartz_cluster.meta import schema
 from quartz_cluster.meta.schema import CollectionRecord, InSync, NodeRecord, ReplicaRecord, ShardRecord
 
 
@@ -338,6 +341,20 @@ def test_each_move_adds_to_the_load_the_next_move_sees():
     assert a.record.replicas == ("n1", "n3") and b.record.replicas == ("n1", "n4")
 
 
+@pytest.mark.parametrize(
+    ("other_load", "second_spare"),
+    [
+        ({"n4": 1}, "n3"),  # n3 takes the first (0 < 1), then n3 1 = n4 1: by name, n3 again
+        ({"n3": 2, "n4": 2}, "n4"),  # n3 takes the first (by name), then n3 3 > n4 2: n4
+    ],
+)
+def test_the_load_a_move_adds_is_counted_exactly(other_load, second_spare):
+    v = existing_load(repair_view(), other_load, {})
+    with_shards(v, shard("cid1", 0), shard("cid1", 1))
+    a, b = reconcile(v)
+    assert a.record.replicas == ("n1", "n3") and b.record.replicas == ("n1", second_spare)
+
+
 def test_drain_steps_name_their_reason_and_revision():
     v = view(nodes=("n1", "n2", "n3"))
     v.collections["docs"] = COLL
@@ -361,3 +378,66 @@ def test_drain_steps_name_their_reason_and_revision():
     assert (a.reason, a.mod_revision) == ("drain n1: primary handed to n2", 200)
     assert (a.record.primary, a.record.epoch, a.record.primary_incarnation) == ("n2", 3, "inc-n2")
     assert a.record.replicas == rec.replicas and a.record.in_sync == rec.in_sync
+
+
+# --- from_kvs: the reason each bad record is left out, and its one log line --------------------
+
+
+def kv(key: bytes, value: bytes, mod_revision: int = 7):
+    return SimpleNamespace(key=key, value=value, mod_revision=mod_revision)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "why"),
+    [
+        (schema.node_key("n3"), NodeRecord("n4", "x:1", "p").to_json(), "id 'n4' does not match the key"),
+        (schema.collection_key("c3"), COLL.to_json(), "name 'docs' does not match the key"),
+        (
+            schema.replica_key("cid1", 1, "n2"),
+            ReplicaRecord("n1", "r").to_json(),
+            "node 'n1' does not match the key",
+        ),
+        (
+            schema.shard_key("cid1", 1),
+            shard("cid1", 0).to_json(),
+            "key does not match collection_id 'cid1' / shard 0",
+        ),
+        (schema.replica_tombstone_key("cid1", 0, "n1"), b"\xff", "value is not UTF-8"),
+    ],
+)
+def test_a_record_disagreeing_with_its_key_is_left_out_with_the_reason(key, value, why):
+    v = ClusterView.from_kvs(33, [kv(key, value)])
+    assert v.revision == 33
+    assert v.bad_records == {key: f"{schema.show_key(key)}: {why}"}
+    assert (v.nodes, v.collections, v.shards, v.replicas, v.replica_tombstones) == ({}, {}, {}, {}, {})
+
+
+def test_good_records_of_every_family_are_read():
+    rec = shard("cid1", 0)
+    v = ClusterView.from_kvs(
+        12,
+        [
+            kv(schema.node_key("n1"), NodeRecord("n1", "a:1", "p").to_json()),
+            kv(schema.collection_key("docs"), COLL.to_json()),
+            kv(schema.shard_key("cid1", 0), rec.to_json(), 41),
+            kv(schema.replica_key("cid1", 0, "n2"), ReplicaRecord("n2", "r2").to_json()),
+            kv(schema.replica_tombstone_key("cid1", 0, "n3"), b"r3"),
+            kv(schema.drain_key("n1"), b""),
+            kv(schema.tombstone_key("cid0"), b"{}"),
+        ],
+    )
+    assert v.revision == 12 and v.bad_records == {}
+    assert v.nodes == {"n1": NodeRecord("n1", "a:1", "p")} and v.collections == {"docs": COLL}
+    assert v.shards == {"cid1": {0: (rec, 41)}}
+    assert v.replicas == {("cid1", 0, "n2"): ReplicaRecord("n2", "r2")}
+    assert v.replica_tombstones == {("cid1", 0, "n3"): "r3"}
+    assert v.draining == {"n1"} and v.tombstones == {"cid0"}
+
+
+def test_a_bad_record_is_logged_with_its_key_and_reason(caplog):
+    key = schema.node_key("n7")
+    with caplog.at_level(logging.WARNING, logger="quartz.meta"):
+        ClusterView.from_kvs(5, [kv(key, NodeRecord("n8", "x:1", "p").to_json(), 1234567)])
+    [record] = [r for r in caplog.records if getattr(r, "key", None) == "/quartz/nodes/n7"]
+    assert record.getMessage() == "bad record left out of the cluster view"
+    assert record.error == "/quartz/nodes/n7: id 'n8' does not match the key"

@@ -131,3 +131,141 @@ def test_a_shard_is_ready_once_its_primary_is_in_sync():
 
 def _fields(rec):
     return {f: getattr(rec, f) for f in rec.__dataclass_fields__}
+
+
+# --- strict reading: every refusal is a BadRecord naming the key and field, with its reason ----
+
+NAME = r"must match [A-Za-z0-9_-]{1,64}"
+NODE_JSON = {"id": "n1", "address": "a:1", "incarnation": "i"}
+SHARD_JSON = orjson.loads(SHARD.to_json())
+
+
+def bad(fn, field: str, message: str) -> None:
+    with pytest.raises(schema.BadRecord) as err:
+        fn()
+    assert err.value.field == field
+    assert str(err.value) == f"{field}: {message}"
+
+
+def test_bad_record_is_an_internal_error():
+    from quartz_cluster.errors import Internal
+
+    assert issubclass(schema.BadRecord, Internal)
+
+
+def test_records_refuse_what_is_not_a_record_naming_where():
+    bad(lambda: NodeRecord.from_json(b"[1]", "K"), "K", "must be a JSON object, got list")
+    bad(lambda: NodeRecord.from_json(b"3", "K"), "K", "must be a JSON object, got int")
+    extra = {**NODE_JSON, "zz": 1, "aa": 2}
+    bad(lambda: NodeRecord.from_json(orjson.dumps(extra), "K"), "K", "unknown field 'aa'")
+    bad(lambda: NodeRecord.from_json(b'{"id": "n1", "address": "x"}', "K"), "K.incarnation", "missing")
+    with pytest.raises(schema.BadRecord) as err:
+        NodeRecord.from_json(b"{nope", "K")
+    assert err.value.field == "K" and str(err.value).startswith("K: not valid JSON (")
+    with pytest.raises(schema.BadRecord) as err:  # without a key: the record type is named
+        NodeRecord.from_json(b"{nope")
+    assert err.value.field == "NodeRecord"
+
+
+@pytest.mark.parametrize(
+    ("cls", "fields", "field", "value"),
+    [
+        (NodeRecord, NODE_JSON, "id", "a/b"),
+        (
+            CollectionRecord,
+            orjson.loads(CollectionRecord("d", "c", 1, "l2", 1, 1, 2, 3, 4).to_json()),
+            "name",
+            "a b",
+        ),
+        (
+            CollectionRecord,
+            orjson.loads(CollectionRecord("d", "c", 1, "l2", 1, 1, 2, 3, 4).to_json()),
+            "id",
+            "",
+        ),
+        (ShardRecord, SHARD_JSON, "collection", "x/y"),
+        (ShardRecord, SHARD_JSON, "collection_id", "x y"),
+        (ShardRecord, SHARD_JSON, "primary", "n/1"),
+        (ReplicaRecord, {"node": "n1", "incarnation": "r"}, "node", "n 1"),
+        (Tombstone, {"name": "d", "collection_id": "c"}, "name", "d/"),
+        (Tombstone, {"name": "d", "collection_id": "c"}, "collection_id", "c" * 65),
+    ],
+)
+def test_names_in_records_must_be_key_segments(cls, fields, field, value):
+    raw = orjson.dumps({**fields, field: value})
+    bad(lambda: cls.from_json(raw, "K"), f"K.{field}", f"{NAME}, got {value!r}")
+
+
+def test_shard_record_fields_are_checked_by_type_and_shape():
+    def shard_with(**changes):
+        return lambda: ShardRecord.from_json(orjson.dumps({**SHARD_JSON, **changes}), "K")
+
+    bad(shard_with(replicas="ab"), "K.replicas", "must be tuple[str, ...], got 'ab'")
+    bad(shard_with(replicas=["n1", 2]), "K.replicas", "must be tuple[str, ...], got ['n1', 2]")
+    bad(shard_with(replicas=["n1", "n/2"]), "K.replicas[1]", f"{NAME}, got 'n/2'")
+    bad(shard_with(in_sync={}), "K.in_sync", "must be a list, got {}")
+    bad(shard_with(in_sync=[{"node": "n/1", "incarnation": "i"}]), "K.in_sync[0].node", f"{NAME}, got 'n/1'")
+    bad(shard_with(in_sync=[{"node": "n1"}]), "K.in_sync[0].incarnation", "missing")
+    bad(shard_with(in_sync=["n1"]), "K.in_sync[0]", "must be a JSON object, got str")
+    bad(shard_with(epoch="1"), "K.epoch", "must be int, got '1'")
+    bad(shard_with(epoch=True), "K.epoch", "must be int, got True")
+    bad(shard_with(metric=1), "K.metric", "must be str, got 1")
+    bad(shard_with(shard=1024), "K.shard", "must be a shard number in [0, 1023], got 1024")
+    bad(shard_with(shard=-1), "K.shard", "must be a shard number in [0, 1023], got -1")
+    assert ShardRecord.from_json(orjson.dumps({**SHARD_JSON, "shard": 1023}), "K").shard == 1023
+    assert ShardRecord.from_json(orjson.dumps({**SHARD_JSON, "shard": 0}), "K").shard == 0
+
+
+def test_shard_numbers_are_ints_not_bools_in_range():
+    bad(lambda: schema._shard_number(True, "W"), "W", "must be a shard number in [0, 1023], got True")
+    bad(lambda: schema._shard_number(1.0, "W"), "W", "must be a shard number in [0, 1023], got 1.0")
+    assert schema._shard_number(1023, "W") == 1023
+
+
+def test_a_field_of_an_unknown_kind_is_a_programming_error():
+    with pytest.raises(TypeError, match=r"^W: no decoder for float$"):
+        schema._typed(1.5, "float", "W")
+
+
+def test_name_keys_parse_to_their_one_name():
+    assert schema.parse_name_key(schema.node_key("n1"), schema.NODES) == "n1"
+    assert schema.parse_name_key(schema.tombstone_key("cid"), schema.TOMBSTONES) == "cid"
+    key = b"/quartz/nodes/a/b"
+    bad(
+        lambda: schema.parse_name_key(key, schema.NODES),
+        "/quartz/nodes/a/b",
+        "key must have 1 segment(s) after /quartz/nodes/, got 2",
+    )
+    bad(
+        lambda: schema.parse_name_key(b"/quartz/nodes/\xff", schema.NODES),
+        "/quartz/nodes/\\xff",
+        "key is not UTF-8",
+    )
+    bad(
+        lambda: schema.parse_name_key(b"/quartz/nodes/a b", schema.NODES),
+        "/quartz/nodes/a b",
+        f"{NAME}, got 'a b'",
+    )
+    assert schema.is_name("n-1_A") and not schema.is_name("n.1") and not schema.is_name(1)
+    assert schema.show_key(b"/quartz/\xfe") == "/quartz/\\xfe"
+
+
+def test_replica_keys_parse_to_collection_shard_and_node():
+    assert schema.parse_replica_key(schema.replica_key("cid", 7, "n1")) == ("cid", 7, "n1")
+    assert schema.parse_replica_key(schema.replica_key("cid", 1023, "n1")) == ("cid", 1023, "n1")
+    tomb = schema.replica_tombstone_key("cid", 0, "n2")
+    assert schema.parse_replica_key(tomb, schema.REPLICA_TOMBSTONES) == ("cid", 0, "n2")
+    k = "/quartz/replicas/c/12/n1"
+    bad(lambda: schema.parse_replica_key(k.encode()), k, "shard must be 4 digits, got '12'")
+    k = "/quartz/replicas/c/1024/n1"
+    bad(lambda: schema.parse_replica_key(k.encode()), k, "must be a shard number in [0, 1023], got 1024")
+    k = "/quartz/replicas/c/0001/n%1"
+    bad(lambda: schema.parse_replica_key(k.encode()), k, f"{NAME}, got 'n%1'")
+    k = "/quartz/replicas/c%/0001/n1"
+    bad(lambda: schema.parse_replica_key(k.encode()), k, f"{NAME}, got 'c%'")
+    k = "/quartz/replicas/c/0001"
+    bad(
+        lambda: schema.parse_replica_key(k.encode()),
+        k,
+        "key must have 3 segment(s) after /quartz/replicas/, got 2",
+    )
