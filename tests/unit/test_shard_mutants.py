@@ -1,0 +1,720 @@
+"""Tests written against mutants of the shard replica (node/shard/*) and the replicator that the
+rest of the unit suite let survive (scripts/mutation.sh, docs/mutation.md): exact refusals (a
+message names its field first, and the router and operators read them), positions and bounds
+of the log, checkpoints and snapshots. Real RocksDB in a temp dir; no network."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import numpy as np
+import orjson
+import pytest
+
+from quartz_cluster import filters, limits, validation
+from quartz_cluster.errors import FailedPrecondition, Unavailable
+from quartz_cluster.node.shard import ShardOptions, ShardReplica, ShardSpec
+from quartz_cluster.node.shard import snapshot as snapshot_mod
+from quartz_cluster.node.shard import state as state_mod
+from quartz_cluster.node.shard.pipeline import Pending
+from quartz_cluster.node.shard.role import ReplicaRole
+from quartz_cluster.node.shard.storage import K_APPLIED, K_EPOCH, K_LOG_END, P_LOG, log_key
+from quartz_cluster.proto.quartz.v1 import node_pb2
+
+# ------------------------------------------------------------------ role.py
+
+
+class OneInSync:
+    def in_sync_size(self) -> int:
+        return 1
+
+    def stop(self) -> None:
+        pass
+
+
+def test_every_refusal_of_the_role_is_exact():
+    r = ReplicaRole("c/0", 5, lambda e: None)
+    assert (r.name, r.role, r.epoch, r.primary_hint, r.replicator) == ("c/0", "standalone", 5, "", None)
+    r.become_primary(5, OneInSync())
+    assert r.primary_hint == ""
+    r.lease_ok = lambda: False
+    refusal = r.write_refusal(5, 1)
+    assert type(refusal) is Unavailable
+    assert str(refusal) == "epoch: the primary of shard c/0 cannot renew its lease"
+    with pytest.raises(Unavailable) as info:
+        r.check_strong_read(5)
+    assert (
+        str(info.value)
+        == "consistency: the primary of shard c/0 cannot renew its lease; strong reads wait for it"
+    )
+    r.lease_ok = lambda: True
+    refusal = r.write_refusal(4, 1)
+    assert type(refusal) is FailedPrecondition
+    assert str(refusal) == "epoch: epoch 4 is not the current epoch 5 of shard c/0"
+    refusal = r.write_refusal(5, 2)
+    assert type(refusal) is Unavailable
+    assert str(refusal) == "write_consistency: shard c/0 has 1 in-sync replicas; the write needs 2"
+    with pytest.raises(Unavailable) as info:
+        r.check_strong_read(4)
+    assert str(info.value) == "consistency: strong read for epoch 4, but shard c/0 is in epoch 5"
+    fenced = r.fenced(4)
+    assert type(fenced) is FailedPrecondition
+    assert str(fenced) == "epoch: epoch 4 is fenced: shard c/0 accepted epoch 5"
+    r.heard_from_primary(6)  # demoted by a newer primary it does not know the name of yet
+    refusal = r.write_refusal(0, 1)
+    assert type(refusal) is FailedPrecondition
+    assert str(refusal) == "epoch: this replica of shard c/0 is a follower in epoch 5; the primary is unknown"
+    with pytest.raises(Unavailable) as info:
+        r.check_strong_read(0)
+    assert str(info.value) == (
+        "consistency: this replica of shard c/0 is a follower in epoch 5; "
+        "strong reads are served by the primary"
+    )
+    r.following("n7")
+    assert str(r.write_refusal(0, 1)).endswith("; the primary is n7")
+    r.become_primary(6, OneInSync())
+    assert r.primary_hint == "" and r.role == "primary"
+
+
+# ------------------------------------------------------------------ helpers
+
+DIM = 4
+SPEC = ShardSpec("c", 0, DIM, "l2", m=8, ef_construction=32, ef=32)
+
+
+def vec(i: int) -> list[float]:
+    v = [0.0] * DIM
+    v[i % DIM] = 1.0 + i // DIM
+    return v
+
+
+def batch(ids, deletes=(), start=0, payloads=None):
+    vecs = np.asarray([vec(start + i) for i in range(len(ids))], dtype="<f4").reshape(-1, DIM)
+    blobs = payloads if payloads is not None else [orjson.dumps({"i": start + i}) for i in range(len(ids))]
+    return validation.write_batch(ids, vecs.tobytes(), len(ids), DIM, blobs, list(deletes), DIM)
+
+
+def replica(path, **opts) -> ShardReplica:
+    r = ShardReplica(str(path), SPEC, ShardOptions(threads=1, **opts))
+    r.how = r.load()
+    return r
+
+
+async def settled(r: ShardReplica) -> None:
+    while not r.writer.idle:
+        await asyncio.sleep(0.002)
+
+
+def request(entries, prev_lsn, prev_epoch, epoch=1, primary="p") -> node_pb2.ReplicateRequest:
+    return node_pb2.ReplicateRequest(
+        ref=node_pb2.ShardRef(collection_id="c", shard=0),
+        epoch=epoch,
+        primary=primary,
+        prev_lsn=prev_lsn,
+        prev_epoch=prev_epoch,
+        entries=entries,
+    )
+
+
+def entry(lsn: int, epoch: int, ids=(), labels=(), deletes=(), delete_labels=(), start=0) -> bytes:
+    vecs = np.asarray([vec(start + i) for i in range(len(ids))], dtype="<f4").reshape(-1, DIM)
+    return node_pb2.LogEntry(
+        lsn=lsn,
+        epoch=epoch,
+        ids=list(ids),
+        labels=np.asarray(labels, dtype="<u8").tobytes(),
+        vectors=node_pb2.Vectors(data=vecs.tobytes(), count=len(ids), dim=DIM),
+        payloads=[orjson.dumps({"i": start + i}) for i in range(len(ids))],
+        delete_ids=list(deletes),
+        delete_labels=np.asarray(delete_labels, dtype="<u8").tobytes(),
+    ).SerializeToString()
+
+
+def log_lsns(r: ShardReplica) -> list[int]:
+    return [int.from_bytes(k[2:], "big") for k, _ in r.store.scan(P_LOG)]
+
+
+# ------------------------------------------------------------------ follower.py
+
+
+def test_a_follower_takes_entries_and_answers_exactly(tmp_path):
+    async def go():
+        f = replica(tmp_path)
+        f.incarnation = "inc-f"
+        f.start()
+        entries = [
+            entry(1, 2, ["a", "b", "c"], [0, 1, 2]),
+            entry(2, 3, ["d"], [3], deletes=["a"], delete_labels=[0], start=3),
+        ]
+        resp = await f.append_replicated(request(entries, 0, 0, epoch=3, primary="n1"))
+        assert (resp.status, resp.log_end, resp.last_epoch, resp.incarnation) == (
+            node_pb2.REPLICATE_OK,
+            2,
+            3,
+            "inc-f",
+        )
+        assert f.points_since_checkpoint == 5  # 4 upserts and a delete
+        assert f.role == "follower" and f.primary_hint == "n1" and f.epoch == 3
+        assert set(f.label_of) == {"b", "c", "d"} and f.free == {0: None}
+        assert f.store.meta(K_EPOCH) == 3 and f.store.meta(K_LOG_END) == 2
+        # the same entries again (a retry): nothing applied twice
+        again = await f.append_replicated(request(entries, 0, 0, epoch=3, primary="n1"))
+        assert (again.status, again.log_end) == (node_pb2.REPLICATE_OK, 2)
+        assert f.points_since_checkpoint == 5
+        # a probe of a newer epoch: accepted durably, nothing appended
+        probe = await f.append_replicated(request([], 2, 3, epoch=4, primary="n2"))
+        assert probe.status == node_pb2.REPLICATE_OK and f.epoch == 4 and f.primary_hint == "n2"
+        assert f.store.meta(K_EPOCH) == 4
+        # entries of the same epoch as accepted: appended, the epoch stays
+        same = await f.append_replicated(request([entry(3, 4, ["e"], [0], start=5)], 2, 3, epoch=4))
+        assert (same.log_end, same.last_epoch) == (3, 4) and f.store.meta(K_EPOCH) == 4
+        await f.close(checkpoint=False)
+
+    asyncio.run(go())
+    f = replica(tmp_path)
+    assert f.store.meta(K_EPOCH) == 4 and f.applied_lsn == 3 and set(f.label_of) == {"b", "c", "d", "e"}
+    f.store.close()
+
+
+def test_a_follower_says_behind_diverged_or_fenced(tmp_path):
+    async def go():
+        f = replica(tmp_path)
+        f.incarnation = "inc-f"
+        f.start()
+        await f.append_replicated(request([entry(1, 1, ["a"], [0])], 0, 0, epoch=1))
+        behind = await f.append_replicated(request([entry(5, 1, ["x"], [1])], 4, 1, epoch=1))
+        assert (behind.status, behind.log_end, behind.last_epoch) == (node_pb2.REPLICATE_BEHIND, 1, 1)
+        diverged = await f.append_replicated(request([entry(2, 2, ["x"], [1])], 1, 2, epoch=2))
+        assert (diverged.status, diverged.log_end) == (node_pb2.REPLICATE_DIVERGED, 1)
+        assert diverged.incarnation == "inc-f" and f.applied_lsn == 1
+        await f.append_replicated(request([], 1, 1, epoch=2))  # epoch 2 accepted
+        with pytest.raises(FailedPrecondition) as info:
+            await f.append_replicated(request([], 1, 1, epoch=1))
+        assert str(info.value) == "epoch: epoch 1 is fenced: shard c/0 accepted epoch 2"
+        with pytest.raises(FailedPrecondition) as info:
+            await f.append_replicated(request([entry(2, 2, ["x"], [1]), entry(4, 2)], 1, 1, epoch=2))
+        assert str(info.value) == "entries: entry 1 has LSN 4, expected 3"
+        await f.close(checkpoint=False)
+
+    asyncio.run(go())
+
+
+def test_a_primary_hearing_from_a_newer_primary_steps_down(tmp_path):
+    async def go():
+        f = replica(tmp_path)
+        f.start()
+
+        class Rep:
+            stopped = False
+
+            def in_sync_size(self):
+                return 1
+
+            def stop(self):
+                self.stopped = True
+
+        rep = Rep()
+        f.become_primary(1, rep)
+        await f.append_replicated(request([], 0, 0, epoch=1, primary="q"))
+        assert f.role == "primary" and not rep.stopped  # its own epoch: not a newer primary
+        await f.append_replicated(request([], 0, 0, epoch=2, primary="q"))
+        assert f.role == "follower" and rep.stopped and f.primary_hint == "q"
+        await f.close(checkpoint=False)
+
+    asyncio.run(go())
+
+
+# ------------------------------------------------------------------ checkpoint.py
+
+
+def test_recovery_says_how_it_got_there(tmp_path):
+    async def go():
+        r = replica(tmp_path, checkpoint_every_points=2)
+        assert r.how == "empty"
+        r.start()
+        await r.write(batch(["a", "b"]))  # 2 points: a checkpoint at LSN 1
+        await settled(r)
+        await r.write(batch(["c"], start=2))
+        await r.write(batch(["d"], start=3))  # 2 more: a checkpoint at LSN 3
+        await settled(r)
+        await r.write(batch(["e"], start=4))
+        await settled(r)
+        assert r.checkpoint_lsn == 3
+        await r.close(checkpoint=False)
+
+    asyncio.run(go())
+    ckpt = os.path.join(str(tmp_path), "ckpt")
+    files = sorted(os.listdir(ckpt))
+    assert f"ckpt-{3:020d}.hnsw" in files and f"ckpt-{3:020d}.state" in files
+    assert all(name.startswith(f"ckpt-{3:020d}.") for name in files)  # older ones removed
+    r = replica(tmp_path)
+    assert r.how == "checkpoint@3+replay1"
+    assert (r.applied_lsn, r.log_end, r.last_epoch, r.checkpoint_lsn) == (4, 4, 0, 3)
+    assert set(r.label_of) == {"a", "b", "c", "d", "e"} and r.next_label == 5
+    r.store.close()
+    open(os.path.join(ckpt, "ckpt-x.state.tmp"), "wb").close()  # a save that crashed
+    os.remove(os.path.join(ckpt, f"ckpt-{3:020d}.hnsw"))  # an incomplete checkpoint is not used
+    r = replica(tmp_path)
+    assert r.how == "rebuild" and set(r.label_of) == {"a", "b", "c", "d", "e"}
+    assert not os.path.exists(os.path.join(ckpt, "ckpt-x.state.tmp"))
+    r.store.close()
+
+
+def test_a_checkpoint_keeps_exactly_the_retained_log(tmp_path):
+    async def go():
+        r = replica(tmp_path, checkpoint_every_points=1, log_retention_entries=3)
+        r.start()
+        for i in range(8):
+            await r.write(batch([f"p{i}"], start=i))
+            await settled(r)
+        assert r.checkpoint_lsn == 8 and r.last_checkpoint_s > 0
+        assert log_lsns(r) == [5, 6, 7, 8]
+        assert len(r.read_log(6, 10)) == 3 and r.read_log(4, 10) is None
+        saved = r.checkpoints.save(r.state, r.store, 3)
+        assert saved == 0.0  # nothing new to save
+        await r.close(checkpoint=False)
+
+    asyncio.run(go())
+
+
+def test_a_checkpoint_beyond_what_was_applied_is_not_loaded(tmp_path):
+    async def go():
+        r = replica(tmp_path, checkpoint_every_points=1)
+        r.start()
+        await r.write(batch(["a"]))
+        await settled(r)
+        await r.write(batch(["b"], start=1))
+        await settled(r)
+        assert r.checkpoint_lsn == 2
+        await r.close(checkpoint=False)
+
+    asyncio.run(go())
+    r = replica(tmp_path)
+    assert r.checkpoints.newest(2) == 2 and r.checkpoints.newest(1) is None
+    assert r.checkpoints.newest(3) == 2
+    r.store.close()
+
+
+def test_an_unreadable_checkpoint_is_rebuilt_from_rows(tmp_path):
+    async def go():
+        r = replica(tmp_path, checkpoint_every_points=1)
+        r.start()
+        await r.write(batch(["a", "b"]))
+        await settled(r)
+        await r.close(checkpoint=False)
+
+    asyncio.run(go())
+    state = os.path.join(str(tmp_path), "ckpt", f"ckpt-{1:020d}.state")
+    with open(state, "wb") as f:
+        f.write(b"not a pickle")
+    r = replica(tmp_path)
+    assert r.how == "rebuild" and set(r.label_of) == {"a", "b"}
+    hits = r.search(np.asarray([vec(1)], "<f4"), 1, 0, None, False)
+    assert hits[0].ids == ["b"]
+    r.store.close()
+
+
+def test_replay_that_cannot_reach_applied_rebuilds(tmp_path):
+    async def go():
+        r = replica(tmp_path, checkpoint_every_points=1, log_retention_entries=0)
+        r.start()
+        await r.write(batch(["a"]))
+        await settled(r)
+        r.options.checkpoint_every_points = 100
+        for i in range(3):
+            await r.write(batch([f"b{i}"], start=1 + i))
+        await settled(r)
+        assert r.checkpoint_lsn == 1 and log_lsns(r) == [1, 2, 3, 4]
+        r.store.db.delete(log_key(3))  # a hole between the checkpoint and applied_lsn
+        await r.close(checkpoint=False)
+
+    asyncio.run(go())
+    r = replica(tmp_path)
+    assert r.how == "rebuild" and set(r.label_of) == {"a", "b0", "b1", "b2"} and r.applied_lsn == 4
+    r.store.close()
+
+
+def test_recovery_applies_a_tail_exactly_once_and_keeps_its_epoch(tmp_path):
+    async def go():
+        r = replica(tmp_path, checkpoint_every_points=1)
+        r.start()
+        r.become_primary(2, None)
+        r.roles.role = "standalone"  # epoch 2, no replicator
+        await r.write(batch(["a"]))
+        await settled(r)
+        pending = [Pending(batch(["b", "c"], start=1), None), Pending(batch(["d"], ["a"], start=3), None)]
+        r.pipeline.append(pending, 2)  # durable in the log, never applied: a crash here
+        assert r.log_end == 3 and r.applied_lsn == 1
+        await r.close(checkpoint=False)
+
+    asyncio.run(go())
+    r = replica(tmp_path)
+    assert r.how == "checkpoint@1+replay0+tail2"
+    assert (r.applied_lsn, r.log_end, r.last_epoch) == (3, 3, 2)
+    assert set(r.label_of) == {"b", "c", "d"} and r.free == {0: None}
+    assert r.label_of == {"b": 1, "c": 2, "d": 3}  # a label freed in a group is reused by a later one
+    assert r.store.meta(K_APPLIED) == 3
+    r.store.close()
+    r = replica(tmp_path)
+    assert r.how == "checkpoint@1+replay2"
+    r.store.close()
+
+
+# ------------------------------------------------------------------ snapshot.py
+
+
+async def filled(path, n=5, deletes=(), **opts) -> ShardReplica:
+    r = replica(path, **opts)
+    r.start()
+    await r.write(batch([f"s{i}" for i in range(n)]))
+    if deletes:
+        await r.write(batch([], deletes))
+    await settled(r)
+    return r
+
+
+def test_snapshot_chunks_carry_the_position_then_every_row_in_bounded_chunks(tmp_path, monkeypatch):
+    monkeypatch.setattr(snapshot_mod, "SNAPSHOT_CHUNK_KEYS", 3)
+
+    async def go():
+        r = await filled(tmp_path, 4, deletes=["s1"])
+        r.become_primary(7, None)  # the epoch of later entries; the snapshot is of what was applied
+        chunks = list(r.snapshot_chunks())
+        assert chunks[0] == (2, 0, 4, [])
+        assert {c[:3] for c in chunks} == {(2, 0, 4)}
+        assert [len(c[3]) for c in chunks[1:]] == [3, 3, 1]
+        keys = [k for c in chunks for k, _ in c[3]]
+        assert keys == [
+            b"v/s0",
+            b"v/s2",
+            b"v/s3",
+            b"p/s0",
+            b"p/s2",
+            b"p/s3",
+            b"f/" + (1).to_bytes(8, "big"),
+        ]
+        values = dict(kv for c in chunks for kv in c[3])
+        assert values[b"p/s2"] == orjson.dumps({"i": 2}) and values[b"v/s2"][:8] == (2).to_bytes(8, "little")
+        await r.close(checkpoint=False)
+
+    asyncio.run(go())
+
+
+def test_a_snapshot_of_an_empty_shard_is_its_position_alone(tmp_path):
+    r = replica(tmp_path)
+    assert list(r.snapshot_chunks()) == [(0, 0, 0, [])]
+    r.store.close()
+
+
+def stage(f: ShardReplica, src: ShardReplica, epoch: int = 1):
+    chunks = list(src.snapshot_chunks())
+    lsn, lsn_epoch, next_label, _ = chunks[0]
+    staging = f.begin_snapshot(epoch, lsn, lsn_epoch, next_label)
+    for _, _, _, rows in chunks[1:]:
+        staging.write([k for k, _ in rows], [v for _, v in rows])
+    return staging
+
+
+def test_installing_a_snapshot_replaces_the_state_and_positions(tmp_path):
+    async def go():
+        src = replica(tmp_path / "src")
+        src.start()
+        await src.append_replicated(
+            request([entry(1, 2, ["a", "b"], [0, 1]), entry(2, 3, ["c"], [2], start=2)], 0, 0, epoch=3)
+        )
+        f = await filled(tmp_path / "f", 3, checkpoint_every_points=1)
+        assert f.checkpoint_lsn == 1
+        history = f.store.history()
+        staging = stage(f, src, epoch=3)
+        f._checkpoint_retry_at = time.monotonic() + 3600  # no checkpoint right after the install
+        assert staging.rows == 6 and staging.state == "streaming"
+        resp = await f.install_snapshot(staging)
+        assert (resp.status, resp.log_end, resp.last_epoch) == (node_pb2.REPLICATE_OK, 2, 3)
+        assert staging.state == "installed" and not os.path.exists(staging.path)
+        assert (f.applied_lsn, f.log_end, f.last_epoch, f.epoch) == (2, 2, 3, 3)
+        assert (f.store.log_start, f.store.log_start_epoch) == (2, 3)
+        assert f.store.meta(K_EPOCH) == 3 and f.store.history() not in (b"", history)
+        assert f.checkpoint_lsn == 0 and os.listdir(os.path.join(str(tmp_path / "f"), "ckpt")) == []
+        assert f.label_of == {"a": 0, "b": 1, "c": 2} and f.next_label == 3
+        assert f.entry_epoch(2) == 3 and f.read_log(2, 5) is None and f.read_log(3, 5) == []
+        assert f.points_since_checkpoint == f.options.checkpoint_every_points  # checkpoint it soon
+        assert next(iter(f.snapshot_chunks()))[:3] == (2, 3, 3)  # its own snapshot starts there
+        # the primary's next entry attaches to the snapshot's position
+        nxt = await f.append_replicated(request([entry(3, 3, ["d"], [3], start=3)], 2, 3, epoch=3))
+        assert (nxt.status, nxt.log_end) == (node_pb2.REPLICATE_OK, 3)
+        await f.close(checkpoint=False)
+        await src.close(checkpoint=False)
+
+    asyncio.run(go())
+    f = replica(tmp_path / "f")
+    assert (f.applied_lsn, f.store.log_start, f.store.log_start_epoch) == (3, 2, 3)
+    assert set(f.label_of) == {"a", "b", "c", "d"}
+    f.store.close()
+
+
+def test_an_empty_snapshot_installs_an_empty_state(tmp_path):
+    async def go():
+        src = replica(tmp_path / "src")
+        f = await filled(tmp_path / "f", 2)
+        f.options.checkpoint_every_points = 7
+        await f.install_snapshot(stage(f, src, epoch=0))
+        assert f.label_of == {} and f.applied_lsn == 0 and f.points_since_checkpoint == 0
+        await f.close(checkpoint=False)
+        src.store.close()
+
+    asyncio.run(go())
+
+
+def test_snapshot_installs_that_cannot_go_ahead(tmp_path):
+    async def go():
+        f = replica(tmp_path)
+        f.start()
+        f.become_follower(3, "p")
+        with pytest.raises(FailedPrecondition) as info:
+            f.begin_snapshot(2, 1, 1, 1)
+        assert str(info.value) == "epoch: epoch 2 is fenced: shard c/0 accepted epoch 3"
+        staging = f.begin_snapshot(3, 1, 3, 1)
+        staging.abort()
+        with pytest.raises(Unavailable) as info:
+            await f.install_snapshot(staging)
+        assert str(info.value) == "the snapshot stream was aborted before it could be installed"
+        staging = f.begin_snapshot(3, 1, 3, 1)
+        f.become_follower(4, "q")  # a newer epoch while it streamed
+        with pytest.raises(FailedPrecondition) as info:
+            await f.install_snapshot(staging)
+        assert "epoch 3 is fenced" in str(info.value)
+        assert staging.state == "aborted" and not os.path.exists(staging.path)
+        assert f._staging is None and f.epoch == 4
+        await f.close(checkpoint=False)
+
+    asyncio.run(go())
+
+
+def test_a_staging_database_refuses_what_is_not_a_row(tmp_path):
+    staging = snapshot_mod.Staging(str(tmp_path), 1, 1, 1, 1)
+    with pytest.raises(FailedPrecondition) as info:
+        staging.write([b"v/a"], [])
+    assert str(info.value) == "chunks: a snapshot chunk has keys and values of different lengths"
+    with pytest.raises(FailedPrecondition) as info:
+        staging.write([b"v/a", b"g/" + bytes(8)], [b"x", b"y"])
+    assert str(info.value) == "chunks: a snapshot chunk carries a key that is not a row"
+    staging.write([b"v/a", b"p/a", b"f/" + bytes(8)], [b"x", b"{}", b""])
+    assert staging.rows == 3
+    assert staging.claim() is True and staging.state == "installing"
+    assert staging.claim() is False
+    staging.abort()  # the writer took it: not aborted under it
+    assert staging.state == "installing" and os.path.isdir(staging.path)
+    with pytest.raises(FailedPrecondition) as info:
+        staging.write([b"v/b"], [b"x"])
+    assert str(info.value) == "chunks: this snapshot install was superseded or aborted"
+    staging.failed()
+    assert staging.state == "aborted" and not os.path.exists(staging.path)
+    staging.abort()  # idempotent
+    other = snapshot_mod.Staging(str(tmp_path), 1, 1, 1, 1)
+    other.abort()
+    assert other.claim() is False and other.rows == 0
+
+
+# ------------------------------------------------------------------ state.py
+
+
+def test_state_grows_past_its_initial_capacity_and_counts_exactly(tmp_path):
+    n = limits.INITIAL_CAPACITY + 5
+
+    async def go():
+        r = replica(tmp_path)
+        r.start()
+        ids = [f"g{i}" for i in range(n)]
+        vecs = np.random.default_rng(1).normal(size=(n, DIM)).astype("<f4")
+        await r.write(validation.write_batch(ids, vecs.tobytes(), n, DIM, [b"{}"] * n, [], DIM))
+        await r.write(batch([], ["g0", "g3"]))
+        stats = r.state.stats()
+        assert stats["count"] == n - 2 and stats["applied_lsn"] == 2 and stats["free_labels"] == 2
+        assert stats["capacity"] == 2 * limits.INITIAL_CAPACITY and stats["index_bytes"] > 0
+        assert len(r.state.ids_by_label) == 2 * limits.INITIAL_CAPACITY
+        assert r.state.ids_by_label[n - 1] == f"g{n - 1}" and r.state.ids_by_label[5] == "g5"
+        assert r.state.ids_by_label[0] is None and r.state.ids_by_label[3] is None
+        hits = r.search(vecs[n - 1 : n], 1, 64, None, False)
+        assert hits[0].ids == [f"g{n - 1}"]
+        await r.write(batch(["new"]))  # reuses the first freed label
+        assert r.label_of["new"] == 0 and r.free == {3: None} and r.next_label == n
+        await r.close(checkpoint=False)
+
+    asyncio.run(go())
+
+
+def test_rebuilding_in_chunks_gives_the_same_state(tmp_path, monkeypatch):
+    n = limits.INITIAL_CAPACITY + 3
+
+    async def go():
+        r = replica(tmp_path)
+        r.start()
+        ids = [f"g{i}" for i in range(n)]
+        vecs = np.random.default_rng(2).normal(size=(n, DIM)).astype("<f4")
+        pays = [orjson.dumps({"k": i % 3}) for i in range(n)]
+        await r.write(validation.write_batch(ids, vecs.tobytes(), n, DIM, pays, [], DIM))
+        await r.write(batch([], ["g1"]))
+        await r.close(checkpoint=False)
+
+    asyncio.run(go())
+    flt = filters.parse({"must": [{"key": "k", "match": 2}]})
+
+    def state_of(r):
+        q = np.random.default_rng(3).normal(size=(3, DIM)).astype(np.float32)
+        return (
+            dict(r.label_of),
+            r.state.ids_by_label.tolist(),
+            sorted(r.free),
+            r.next_label,
+            r.hnsw.capacity,
+            [h.ids for h in r.search(q, 5, 0, flt, True)],
+        )
+
+    whole = replica(tmp_path)
+    assert whole.how == "rebuild" and whole.hnsw.capacity == 2 * limits.INITIAL_CAPACITY
+    expected = state_of(whole)
+    whole.store.close()
+    monkeypatch.setattr(state_mod, "REBUILD_CHUNK_ROWS", 100)
+    chunked = replica(tmp_path)
+    assert state_of(chunked) == expected
+    assert len(chunked.label_of) == n - 1 and chunked.free == {1: None}
+    chunked.store.close()
+
+
+def test_entries_decode_their_vectors_and_payloads():
+    raw = node_pb2.LogEntry.FromString(entry(1, 1, ["a", "b"], [0, 1]))
+    assert state_mod.entry_vectors(raw, DIM).tolist() == [vec(0), vec(1)]
+    raw.payloads[1] = b""
+    assert state_mod.entry_payloads(raw) == [{"i": 0}, {}]
+
+
+# ------------------------------------------------------------------ search.py
+
+
+def test_search_runs_at_the_ef_asked_never_below_k(tmp_path):
+    async def go():
+        r = await filled(tmp_path, 8)
+        q = np.asarray([vec(0)], "<f4")
+        for ef, k, tag in ((0, 3, SPEC.ef), (0, 50, 50), (100, 3, 100), (10, 20, 20)):
+            r.search(q, k, ef, None, False)
+            assert r.state.lock._tag == tag
+        await r.close(checkpoint=False)
+
+    asyncio.run(go())
+
+
+def test_search_hits_payloads_and_plans(tmp_path):
+    async def go():
+        r = await filled(tmp_path, 6, deletes=["s5"])
+        q = np.asarray([vec(2), vec(4)], "<f4")
+        plain = r.search(q, 2, 0, None, False)
+        assert [h.ids[0] for h in plain] == ["s2", "s4"] and [len(h.ids) for h in plain] == [2, 2]
+        assert [h.plan for h in plain] == ["hnsw", "hnsw"] and plain[0].payloads == []
+        assert plain[0].scores[0] == pytest.approx(0.0)
+        full = r.search(q, 10, 0, None, True)
+        assert [len(h.ids) for h in full] == [5, 5]  # k above the live count: every live point
+        assert full[0].payloads[0] == orjson.dumps({"i": 2})
+        assert "s5" not in full[0].ids
+        flt = filters.parse({"must": [{"key": "i", "range": {"gte": 3}}]})
+        filtered = r.search(q, 10, 0, flt, False)
+        assert [sorted(h.ids) for h in filtered] == [["s3", "s4"]] * 2
+        assert filtered[0].plan == "exact" and filtered[0].payloads == []
+        none = r.search(q, 3, 0, filters.parse({"must": [{"key": "i", "match": 99}]}), True)
+        assert [(h.ids, h.plan) for h in none] == [([], "empty")] * 2
+        r.store.db.delete(b"p/s2")  # the row went away after the graph search saw it
+        gone = r.search(q[:1], 3, 0, None, True)
+        assert "s2" not in gone[0].ids and len(gone[0].ids) == 2
+        await r.close(checkpoint=False)
+
+    asyncio.run(go())
+
+
+def test_an_empty_shard_answers_every_query_with_nothing(tmp_path):
+    r = replica(tmp_path)
+    hits = r.search(np.zeros((3, DIM), "<f4"), 5, 0, None, True)
+    assert [(h.ids, h.scores, h.payloads, h.plan) for h in hits] == [([], [], [], "empty")] * 3
+    r.store.close()
+
+
+def test_a_filter_admitting_many_points_walks_the_graph_with_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(limits, "EXACT_SEARCH_ALWAYS_CANDIDATES_MAX", 0)
+    monkeypatch.setattr(limits, "GRAPH_FILTER_SELECTIVITY_MIN", 0.0)
+
+    async def go():
+        r = await filled(tmp_path, 12)
+        q = np.asarray([vec(5)], "<f4")
+        flt = filters.parse({"must": [{"key": "i", "range": {"lte": 6}}]})
+        graph = r.search(q, 3, 64, flt, False)
+        assert graph[0].plan == "hnsw-filtered"
+        assert set(graph[0].ids) <= {f"s{i}" for i in range(7)} and graph[0].ids[0] == "s5"
+        assert graph[0].scores[0] == pytest.approx(0.0)
+        exact = r.search(q, 3, 64, flt, False)
+        monkeypatch.setattr(limits, "EXACT_SEARCH_ALWAYS_CANDIDATES_MAX", 1000)
+        exact = r.search(q, 3, 64, flt, False)
+        assert exact[0].plan == "exact" and exact[0].ids == graph[0].ids
+        assert exact[0].scores == pytest.approx(graph[0].scores)
+        one = r.search(q, 3, 64, filters.parse({"must": [{"key": "i", "match": 9}]}), False)
+        monkeypatch.setattr(limits, "EXACT_SEARCH_ALWAYS_CANDIDATES_MAX", 0)
+        one_graph = r.search(q, 3, 64, filters.parse({"must": [{"key": "i", "match": 9}]}), False)
+        assert one[0].ids == one_graph[0].ids == ["s9"]
+        await r.close(checkpoint=False)
+
+    asyncio.run(go())
+
+
+class Failing:
+    """hnswlib's index, whose searches fail the way they do when too few points qualify."""
+
+    def __init__(self, index) -> None:
+        self.index = index
+
+    def __getattr__(self, name):
+        return getattr(self.index, name)
+
+    def knn_query(self, *args, **kwargs):
+        raise RuntimeError("Cannot return the results in a contiguous 2D array")
+
+
+def test_a_graph_search_that_fails_is_answered_exactly(tmp_path, monkeypatch):
+    monkeypatch.setattr(limits, "EXACT_SEARCH_ALWAYS_CANDIDATES_MAX", 0)
+    monkeypatch.setattr(limits, "GRAPH_FILTER_SELECTIVITY_MIN", 0.0)
+
+    async def go():
+        r = await filled(tmp_path, 6, deletes=["s1"])
+        r.state.hnsw.index = Failing(r.state.hnsw.index)
+        q = np.asarray([vec(3), vec(0)], "<f4")
+        hits = r.search(q, 3, 0, None, False)
+        assert [h.plan for h in hits] == ["exact", "exact"]
+        assert [h.ids[0] for h in hits] == ["s3", "s0"] and all("s1" not in h.ids for h in hits)
+        assert [len(h.ids) for h in hits] == [3, 3]
+        flt = filters.parse({"must": [{"key": "i", "range": {"gte": 2}}]})
+        hits = r.search(q, 3, 0, flt, False)
+        assert [h.plan for h in hits] == ["exact", "exact"] and hits[0].ids[0] == "s3"
+        assert all(set(h.ids) <= {"s2", "s3", "s4", "s5"} for h in hits)
+        await r.close(checkpoint=False)
+
+    asyncio.run(go())
+
+
+def test_search_threads_never_exceed_the_queries(tmp_path, monkeypatch):
+    async def go():
+        r = replica(tmp_path)
+        r.options.threads = 4
+        r.start()
+        await r.write(batch(["a", "b", "c"]))
+        seen = []
+        real = r.state.hnsw.search
+
+        def spy(queries, k, threads):
+            seen.append((len(queries), k, threads))
+            return real(queries, k, threads)
+
+        r.state.hnsw.search = spy
+        r.search(np.zeros((2, DIM), "<f4"), 5, 0, None, False)
+        r.search(np.zeros((9, DIM), "<f4"), 2, 0, None, False)
+        assert seen == [(2, 3, 2), (9, 2, 4)]
+        await r.close(checkpoint=False)
+
+    asyncio.run(go())
