@@ -22,7 +22,8 @@ INDEXED_STRING_BYTES_MAX = 64  # longer strings are indexed by hash and re-check
 
 MESSAGE_BYTES_MAX = 64 * 1024 * 1024  # gRPC send/receive
 WRITE_QUEUE_DEPTH_MAX = 64  # pending write batches per shard before RESOURCE_EXHAUSTED
-GROUP_COMMIT_BATCHES_MAX = 32  # batches made durable by one fsync
+GROUP_COMMIT_BATCHES_MAX = 32  # batches made durable by one fsync ...
+GROUP_COMMIT_BYTES_MAX = 16 * 1024 * 1024  # ... and at most this many bytes (one bigger batch goes alone)
 EXACT_SEARCH_CANDIDATES_MAX = 20_000  # filtered search brute-forces at most this many
 EXACT_CHUNK_ROWS = 20_000  # brute force scores this many vectors at a time (memory bound)
 GRAPH_FILTER_SELECTIVITY_MIN = 0.15  # a filter admitting this share of a shard walks the graph

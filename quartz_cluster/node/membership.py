@@ -159,6 +159,14 @@ class ClusterMember:
                 extra={"shard": f"{cid}/{shard}", "epoch": epoch, "node": node, "added": bool(incarnation)},
             )
             return ok
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            # grpc.aio cancels a call whose channel another caller closed (a reset of the shared
+            # etcd client): a failed change like any other, not the end of the caller.
+            log.warning("in_sync change interrupted", extra={"shard": f"{cid}/{shard}"})
+            return False
         except Exception as exc:
             log.warning("in_sync change failed", extra={"shard": f"{cid}/{shard}", "error": repr(exc)})
             await self.store.reset()

@@ -191,6 +191,9 @@ class Replicator:
                 "replicate failed", extra={"node": node, "error": f"{exc.code().name}: {exc.details()}"}
             )
             return False
+        except Exception as exc:  # whatever it is, this follower did not acknowledge
+            self.log.warning("replicate failed", extra={"node": node, "error": repr(exc)})
+            return False
 
     async def _replicate(
         self,
@@ -248,17 +251,29 @@ class Replicator:
             return None
         stub = self.channels.stub(address)
         r = self.replica
-        resp = await self._replicate(stub, r.log_end, r.last_epoch, [])  # probe
+        # Only committed entries (up to applied_lsn) are sent: a group in flight may still be
+        # truncated, and a follower outside in_sync must never hold what the primary drops.
+        end = r.applied_lsn
+        resp = await self._replicate(stub, end, r.entry_epoch(end), [])  # probe
         for _ in range(100_000):  # bounded: each round makes progress or snapshots
             self._check_current()
-            if resp.status == node_pb2.REPLICATE_OK and resp.log_end == r.log_end:
+            end = r.applied_lsn
+            if resp.status == node_pb2.REPLICATE_OK and resp.log_end == end:
                 return resp.incarnation
             if resp.status == node_pb2.REPLICATE_DIVERGED or resp.log_end > r.log_end:
                 resp = await self._send_snapshot(stub)
                 continue
+            if resp.log_end > end:  # it holds the group in flight: wait for it to commit
+                await asyncio.sleep(0.05)
+                resp = await self._replicate(stub, r.applied_lsn, r.entry_epoch(r.applied_lsn), [])
+                continue
             start = resp.log_end + 1
             entries = await asyncio.to_thread(
-                r.read_log, start, limits.REPLICATION_ENTRIES_PER_CALL_MAX, limits.REPLICATION_CALL_BYTES_MAX
+                r.read_log,
+                start,
+                limits.REPLICATION_ENTRIES_PER_CALL_MAX,
+                limits.REPLICATION_CALL_BYTES_MAX,
+                end,
             )
             if entries is None:  # our log no longer reaches back that far
                 resp = await self._send_snapshot(stub)
@@ -266,8 +281,8 @@ class Replicator:
             resp = await self._replicate(stub, resp.log_end, r.entry_epoch(resp.log_end), entries)
             if resp.status != node_pb2.REPLICATE_OK:
                 continue  # behind or diverged: handled at the top of the loop (resend or snapshot)
-            if not join and r.log_end - resp.log_end <= limits.REPLICATION_ENTRIES_PER_CALL_MAX:
-                # Close enough: the last few entries are sent holding the commit lock, then it joins.
+            if not join and end - resp.log_end <= limits.REPLICATION_ENTRIES_PER_CALL_MAX:
+                # Close enough: the last few entries are sent as a writer job, then it joins.
                 return resp.incarnation
         return None
 

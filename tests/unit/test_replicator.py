@@ -60,14 +60,20 @@ class FakeReplica:
         return len(self.log)
 
     @property
+    def applied_lsn(self) -> int:  # nothing in flight: every entry is committed
+        return len(self.log)
+
+    @property
     def last_epoch(self) -> int:
         return self.epochs[-1] if self.epochs else 0
 
-    def read_log(self, from_lsn: int, count: int, bytes_max: int | None = None) -> list[bytes] | None:
+    def read_log(
+        self, from_lsn: int, count: int, bytes_max: int | None = None, upto: int | None = None
+    ) -> list[bytes] | None:
         self.reads.append((from_lsn, count, bytes_max))
         if self.trimmed:
             return None
-        out = self.log[from_lsn - 1 : from_lsn - 1 + count]
+        out = self.log[from_lsn - 1 : min(from_lsn - 1 + count, upto if upto is not None else len(self.log))]
         return out[: self.read_limit] if self.read_limit is not None else out
 
     def entry_epoch(self, lsn: int) -> int:

@@ -11,6 +11,7 @@ import pytest
 from quartz_cluster import filters, limits, validation
 from quartz_cluster.errors import ResourceExhausted
 from quartz_cluster.node.shard import ShardOptions, ShardReplica, ShardSpec
+from quartz_cluster.replication.primary import NotCommitted
 
 DIM = 8
 SPEC = ShardSpec("c", 0, DIM, "l2", m=8, ef_construction=64, ef=64)
@@ -244,7 +245,7 @@ class _FakeReplicator:
     async def replicate(self, entries, prev_lsn, prev_epoch) -> None:
         self.calls += 1
         if self.stopped:
-            raise RuntimeError("no longer the primary")
+            raise NotCommitted("no longer the primary")
 
 
 def test_primary_demoted_mid_group_does_not_acknowledge(tmp_path, monkeypatch):

@@ -290,7 +290,9 @@ def test_followers_checkpoint_and_trim_their_log(tmp_path):
     entries = primary_log(tmp_path / "p", 200, points=1)
 
     async def go():
-        f = replica(tmp_path / "f", checkpoint_every_points=50, log_retention_entries=10)
+        f = replica(
+            tmp_path / "f", checkpoint_every_points=50, log_retention_entries=10, follower_checkpoint_jitter=0
+        )
         f.start()
         f.become_follower(1, "p")
         for i, raw in enumerate(entries):
@@ -411,7 +413,7 @@ def test_an_aborted_snapshot_stream_releases_everything(tmp_path):
         newer.write([b"v/x"], [b"\0" * 8 + b"\0" * 4 * DIM])
         await f.install_snapshot(newer)
         assert set(f.label_of) == {"x"} and f.applied_lsn == 1
-        assert [d for d in os.listdir(tmp_path / "f") if d.startswith("db.")] == []
+        assert [d for d in os.listdir(tmp_path / "f") if d.startswith("db.incoming")] == []
         with pytest.raises(FailedPrecondition, match="not a row"):
             f.begin_snapshot(1, 1, 0, 1).write([b"m/epoch"], [b"\0" * 8])
         await f.close(checkpoint=False)
@@ -507,3 +509,142 @@ def test_a_newer_primary_demotes_an_old_one_and_stops_its_replicator():
     s = role()
     s.following("n3")
     assert s.role == "follower" and s.primary_hint == "n3"
+
+
+# ------------------------------------------------------------------ review findings
+
+
+def test_a_cancelled_internal_call_fails_its_job_not_the_writer(tmp_path):
+    """grpc.aio raises CancelledError in a caller whose channel another caller closed: that job
+    fails, the writer goes on."""
+
+    async def go():
+        r = replica(tmp_path)
+        r.start()
+
+        async def interrupted():
+            raise asyncio.CancelledError()
+
+        with pytest.raises(Unavailable, match="cancelled"):
+            await asyncio.wait_for(r.exclusive("probe", interrupted), HANG_GUARD_S)
+        assert not r.broken
+        assert await r.write(batch(["a"])) == 1
+
+        class CancelledReplicator(FakeReplicator):
+            async def replicate(self, entries, prev_lsn, prev_epoch):
+                raise asyncio.CancelledError()
+
+        r.become_primary(1, CancelledReplicator(size=1))
+        with pytest.raises(Unavailable):
+            await asyncio.wait_for(r.write(batch(["b"]), epoch=1), HANG_GUARD_S)
+        await r.close(checkpoint=False)
+
+    asyncio.run(go())
+
+
+def test_an_unexpected_replication_failure_never_reuses_an_lsn(tmp_path):
+    """Only NotCommitted (the epoch is over) truncates; anything else takes the shard out of
+    service, so the same LSN cannot be written twice in one epoch with other contents."""
+
+    async def go():
+        r = replica(tmp_path)
+        r.start()
+
+        class Buggy(FakeReplicator):
+            async def replicate(self, entries, prev_lsn, prev_epoch):
+                raise ValueError("Value out of range")
+
+        r.become_primary(1, Buggy(size=1))
+        with pytest.raises(Unavailable, match="not committed"):
+            await r.write(batch(["a"]), epoch=1)
+        assert r.log_end == 1 and r.applied_lsn == 0  # kept in the log, not truncated
+        assert r.broken and "replication failed" in r.broken
+        with pytest.raises(Unavailable, match="out of service"):
+            await r.write(batch(["b"]), epoch=1)
+
+    asyncio.run(go())
+
+
+def test_big_batches_are_not_grouped_past_the_byte_bound(tmp_path, monkeypatch):
+    from quartz_cluster import limits
+
+    async def go():
+        r = replica(tmp_path)
+        monkeypatch.setattr(limits, "GROUP_COMMIT_BYTES_MAX", 600)
+        r.start()
+        r.writer._group_bytes_max = 600
+        groups = []
+        real = r.pipeline.append
+
+        def append(group, epoch):
+            groups.append(len(group))
+            return real(group, epoch)
+
+        r.pipeline.append = append
+        # 10 points x 8 dims x 4 bytes = 320 bytes of vectors each: two do not fit in 600
+        lsns = await asyncio.gather(*(r.write(batch([f"g{j}-{i}" for i in range(10)], j)) for j in range(4)))
+        assert sorted(lsns) == [1, 2, 3, 4] and max(groups) == 1
+        await r.close(checkpoint=False)
+
+    asyncio.run(go())
+
+
+def test_read_log_refuses_when_the_entry_before_was_trimmed(tmp_path):
+    async def go():
+        r = replica(tmp_path, checkpoint_every_points=1, log_retention_entries=3)
+        r.start()
+        for i in range(10):
+            await r.write(batch([f"t{i}"], i))
+        await settled(r)
+        held = [int.from_bytes(k[2:], "big") for k, _ in r.store.scan(b"g/")]
+        first = min(held)
+        assert r.read_log(first, 5) is None  # its predecessor is gone: its epoch is unknown
+        assert r.read_log(first + 1, 5) is not None
+        assert r.read_log(first + 1, 5, upto=first + 2) is not None
+        assert len(r.read_log(first + 1, 5, upto=first + 2)) == 2
+        await r.close(checkpoint=False)
+
+    asyncio.run(go())
+
+
+def test_a_swap_while_a_reader_holds_the_old_database(tmp_path):
+    """A reader's snapshot keeps the old RocksDB instance alive past the swap: the new database
+    lives in a directory of its own, so it opens, and the old instance can never write into it."""
+    primary_entries = primary_log(tmp_path / "p", 2)
+
+    async def go():
+        src = replica(tmp_path / "src")
+        src.start()
+        await src.append_replicated(replicate_request(primary_entries, 0, 0))
+        f = replica(tmp_path / "f")
+        f.start()
+        await f.write(batch(["old"]))
+        held = f.store.db.snapshot()  # e.g. a demoted primary still streaming a snapshot
+        staging = f.begin_snapshot(1, 2, 0, src.next_label)
+        for _, _, _, rows in src.snapshot_chunks():
+            if rows:
+                staging.write([k for k, _ in rows], [v for _, v in rows])
+        await f.install_snapshot(staging)
+        assert len(f.label_of) == 8 and "old" not in f.label_of
+        f.roles.role = "standalone"
+        assert await f.write(batch(["new"])) == 3
+        del held
+        await src.close(checkpoint=False)
+        await f.close(checkpoint=False)
+
+    asyncio.run(go())
+    f = replica(tmp_path / "f")
+    assert len(f.label_of) == 9 and "new" in f.label_of and f.applied_lsn == 3
+    f.store.close()
+
+
+def test_closing_a_primary_stops_its_replicator(tmp_path):
+    async def go():
+        r = replica(tmp_path)
+        r.start()
+        rep = FakeReplicator(size=1)
+        r.become_primary(1, rep)
+        await r.close(checkpoint=False)
+        assert rep.stopped
+
+    asyncio.run(go())

@@ -23,7 +23,7 @@ import rocksdict
 
 from quartz_cluster.node.hnsw_index import fsync_path
 from quartz_cluster.node.payload_index import PayloadIndex
-from quartz_cluster.node.shard.state import IndexState
+from quartz_cluster.node.shard.state import IndexState, StateLost
 from quartz_cluster.node.shard.storage import (
     K_APPLIED,
     K_EPOCH,
@@ -158,8 +158,11 @@ def commit_entries(
     if epoch is not None:
         wb.put(K_EPOCH, u64(epoch))
     store.write(wb, sync)
-    state.apply_entries(entries)
     store.log_end, store.last_epoch = last.lsn, last.epoch
+    try:
+        state.apply_entries(entries)
+    except Exception as exc:
+        raise StateLost(f"apply failed after a durable write: {exc!r}") from exc
 
 
 def recover(state: IndexState, store: ShardStore, checkpoints: Checkpoints) -> str:

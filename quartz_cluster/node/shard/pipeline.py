@@ -36,6 +36,7 @@ from quartz_cluster.node.shard.storage import (
     u64,
 )
 from quartz_cluster.proto.quartz.v1 import node_pb2
+from quartz_cluster.replication.primary import NotCommitted
 from quartz_cluster.validation import WriteBatch
 
 IDS_NAMED_MAX = 10  # an error names at most this many points, then "and N more"
@@ -52,6 +53,15 @@ class Pending:
 
     def points(self) -> int:
         return len(self.batch.ids) + len(self.batch.delete_ids)
+
+    def size_bytes(self) -> int:
+        b = self.batch
+        return (
+            b.vectors.nbytes
+            + sum(map(len, b.payload_blobs))
+            + sum(map(len, b.ids))
+            + sum(map(len, b.delete_ids))
+        )
 
 
 def name_points(ids: list[str]) -> str:
@@ -92,12 +102,22 @@ class WritePipeline:
         if replicator is not None:
             try:
                 await replicator.replicate([p.raw for p in ready], prev_lsn, prev_epoch)
-            except Exception as exc:
-                # Not committed: nobody was told it succeeded. Drop it from this log; if a
-                # follower kept it, the next primary decides whether it stays.
+            except NotCommitted as exc:
+                # This replica is no longer the primary of `epoch`: nobody was told the group
+                # succeeded and this replica will not append in `epoch` again. Drop it from this
+                # log; if a follower kept it, the next primary decides whether it stays.
                 await asyncio.to_thread(self.truncate_uncommitted)
                 _fail(ready, Unavailable(f"write not committed on shard {self.name}: {exc}"))
                 return None
+            except Exception as exc:
+                # Anything else leaves the epoch current: truncating would let the next group
+                # reuse these LSNs in the same epoch with other contents, which a follower that
+                # kept the first would take for the same entries. Out of service instead: the
+                # coordinator moves the primary (a new epoch) and a restart recovers.
+                reason = f"replication failed unexpectedly: {exc!r}"
+                self.log.exception("replication failed; shard out of service")
+                _fail(ready, Unavailable(f"write not committed on shard {self.name}: {exc}"))
+                return reason
         try:
             await asyncio.to_thread(self.apply_committed, ready)
         except Exception as exc:

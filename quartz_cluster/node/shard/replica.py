@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 
 import numpy as np
@@ -31,9 +32,9 @@ from quartz_cluster.errors import Unavailable
 from quartz_cluster.node.shard import follower, search, snapshot
 from quartz_cluster.node.shard.checkpoint import Checkpoints, recover
 from quartz_cluster.node.shard.pipeline import Pending, WritePipeline
-from quartz_cluster.node.shard.role import ReplicaRole
+from quartz_cluster.node.shard.role import FOLLOWER, ReplicaRole
 from quartz_cluster.node.shard.spec import ShardOptions, ShardSpec
-from quartz_cluster.node.shard.state import IndexState
+from quartz_cluster.node.shard.state import IndexState, StateLost
 from quartz_cluster.node.shard.storage import K_EPOCH, ShardStore
 from quartz_cluster.node.shard.writer import ShardWriter
 from quartz_cluster.proto.quartz.v1 import node_pb2
@@ -62,6 +63,7 @@ class ShardReplica:
         self.checkpoint_error = ""
         self._checkpoint_retry_at = 0.0
         self.last_checkpoint_s = 0.0
+        self._follower_checkpoint_factor = 1.0 + random.uniform(0.0, options.follower_checkpoint_jitter)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -76,7 +78,10 @@ class ShardReplica:
         self.writer.start()
 
     async def close(self, checkpoint: bool = True) -> None:
-        """Finish queued work, stop the writer, optionally checkpoint, close RocksDB."""
+        """Stop replicating (a primary's retry loop ends), finish queued work, stop the writer,
+        optionally checkpoint, close RocksDB."""
+        if self.roles.replicator is not None:
+            self.roles.replicator.stop()
         if self.writer is not None:
             await self.writer.close()
         if self._staging is not None:
@@ -209,9 +214,14 @@ class ShardReplica:
         """A follower takes entries from its primary (follower.py), as a writer job."""
 
         async def job():
-            reply, points = await follower.append_replicated(
-                self.state, self.store, self.roles, req, self.incarnation
-            )
+            try:
+                reply, points = await follower.append_replicated(
+                    self.state, self.store, self.roles, req, self.incarnation
+                )
+            except StateLost as exc:
+                self.log.exception("follower apply failed; shard out of service until restart")
+                self.writer.stop_for_good(str(exc))
+                raise Unavailable(f"shard {self.spec.name} is out of service: {exc}") from None
             self.points_since_checkpoint += points
             return reply
 
@@ -219,8 +229,23 @@ class ShardReplica:
 
     # ---------------------------------------------------------------- checkpoints
 
+    def _checkpoint_due(self) -> bool:
+        every = self.options.checkpoint_every_points
+        if self.roles.role == FOLLOWER:
+            # A follower's checkpoint holds up the primary's next Replicate: followers of one
+            # shard checkpoint at different points (a per-replica offset), and while more work
+            # is queued they wait, up to twice the interval.
+            every = int(every * self._follower_checkpoint_factor)
+            if (
+                self.writer is not None
+                and not self.writer.queue_empty
+                and self.points_since_checkpoint < 2 * every
+            ):
+                return False
+        return self.points_since_checkpoint >= every
+
     async def _after_job(self) -> None:
-        if self.points_since_checkpoint < self.options.checkpoint_every_points or self.broken:
+        if self.broken or not self._checkpoint_due():
             return
         if time.monotonic() < self._checkpoint_retry_at:
             return
@@ -258,8 +283,10 @@ class ShardReplica:
 
     # ---------------------------------------------------------------- snapshots
 
-    def read_log(self, from_lsn: int, count: int, bytes_max: int | None = None) -> list[bytes] | None:
-        return self.store.read_log(from_lsn, count, bytes_max)
+    def read_log(
+        self, from_lsn: int, count: int, bytes_max: int | None = None, upto: int | None = None
+    ) -> list[bytes] | None:
+        return self.store.read_log(from_lsn, count, bytes_max, upto)
 
     def entry_epoch(self, lsn: int) -> int:
         return self.store.entry_epoch(lsn)
@@ -293,8 +320,12 @@ class ShardReplica:
                 await asyncio.to_thread(
                     snapshot.install, staging, self.state, self.store, self.checkpoints, epoch
                 )
-            except BaseException:
+            except BaseException as exc:
+                swapped = staging.state == "swapped"
                 staging.failed()
+                if swapped:
+                    self.log.exception("snapshot install failed after the swap; out of service until restart")
+                    self.writer.stop_for_good(f"snapshot install failed after the swap: {exc!r}")
                 raise
             if self.roles.epoch > epoch:  # a newer epoch accepted during the swap: keep it durable
                 self.store.put_epoch(self.roles.epoch)

@@ -159,6 +159,7 @@ def install(
     with state.lock.exclusive():
         checkpoints.remove_all()
         store.swap(staging.path)
+        staging.state = "swapped"  # from here on a failure leaves a state no longer trusted
         store.load_positions()
         state.rebuild_from_rows(store)
         state.applied_lsn = store.log_end = staging.lsn

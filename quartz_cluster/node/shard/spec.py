@@ -40,3 +40,4 @@ class ShardOptions:
     log_retention_entries: int = limits.LOG_RETENTION_ENTRIES
     checkpoint_retry_s_min: float = limits.CHECKPOINT_RETRY_S_MIN
     checkpoint_retry_s_max: float = limits.CHECKPOINT_RETRY_S_MAX
+    follower_checkpoint_jitter: float = 0.25  # a follower checkpoints every (1 + U(0, this)) x the interval

@@ -25,6 +25,11 @@ from quartz_cluster.proto.quartz.v1 import node_pb2
 REBUILD_CHUNK_ROWS = 10_000
 
 
+class StateLost(Exception):
+    """Durable state changed but the in-memory state could not follow: it is no longer trusted
+    until a restart rebuilds it from the log."""
+
+
 def entry_vectors(entry: node_pb2.LogEntry, dim: int) -> np.ndarray:
     return np.frombuffer(entry.vectors.data, dtype="<f4").reshape(-1, dim)
 

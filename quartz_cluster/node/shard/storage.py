@@ -1,5 +1,8 @@
 """A shard replica's durable state: one RocksDB, its key layout, and the log on it.
 
+The database directory in use is `db` or, after a snapshot was installed, the `db-<uuid>` that
+the file `db.current` names (each install is a new generation in a directory of its own).
+
 RocksDB key layout (raw bytes):
   m/applied_lsn, m/next_label        u64 big-endian (rows and labels reflect the log up to here)
   m/log_end, m/last_epoch            the log's last LSN and that entry's epoch
@@ -40,6 +43,7 @@ K_LOG_START = b"m/log_start"
 K_LOG_START_EPOCH = b"m/log_start_epoch"
 K_HISTORY = b"m/history"
 P_LOG, P_VEC, P_PAY, P_FREE = b"g/", b"v/", b"p/", b"f/"
+CURRENT_FILE = "db.current"  # names the database directory in use (absent: "db")
 
 
 def u64(n: int) -> bytes:
@@ -82,9 +86,8 @@ class ShardStore:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.db_path = os.path.join(path, "db")
         self.lock = threading.Lock()  # held to replace the handle and for the synced epoch write
-        self._recover_swap()
+        self.db_path = self._recover_swap()
         self.db = open_db(self.db_path)
         self.sync = rocksdict.WriteOptions()
         self.sync.sync = True
@@ -93,18 +96,29 @@ class ShardStore:
         self.log_start = 0  # a snapshot installed the state up to here; the log begins after it
         self.log_start_epoch = 0
 
-    def _recover_swap(self) -> None:
-        """A crash during `swap` may leave db.old without db (between the two renames): the old
-        database is then still the truth. Leftover staging directories are removed."""
-        old = os.path.join(self.path, "db.old")
-        if os.path.isdir(old):
-            if os.path.isdir(self.db_path):
-                shutil.rmtree(old)
-            else:
-                os.replace(old, self.db_path)
+    def _current_name(self) -> str:
+        try:
+            with open(os.path.join(self.path, CURRENT_FILE)) as f:
+                return f.read().strip() or "db"
+        except FileNotFoundError:
+            return "db"
+
+    def _recover_swap(self) -> str:
+        """The database in use is named by CURRENT_FILE ("db" when absent). Every other database
+        directory is a leftover: a staging directory of an interrupted snapshot, or the previous
+        generation of a swap that crashed before removing it."""
+        if os.path.isdir(os.path.join(self.path, "db.old")) and not os.path.isdir(
+            os.path.join(self.path, "db")
+        ):
+            os.replace(
+                os.path.join(self.path, "db.old"), os.path.join(self.path, "db")
+            )  # an older release's swap
+        current = self._current_name()
         for name in os.listdir(self.path) if os.path.isdir(self.path) else ():
-            if name.startswith("db.incoming"):
+            leftover = name in ("db", "db.old") or name.startswith(("db-", "db.incoming"))
+            if leftover and name != current:
                 shutil.rmtree(os.path.join(self.path, name), ignore_errors=True)
+        return os.path.join(self.path, current)
 
     # ---------------------------------------------------------------- metadata
 
@@ -165,22 +179,28 @@ class ShardStore:
             yield key, it.value()
             it.next()
 
-    def read_log(self, from_lsn: int, count: int, bytes_max: int | None = None) -> list[bytes] | None:
+    def read_log(
+        self, from_lsn: int, count: int, bytes_max: int | None = None, upto: int | None = None
+    ) -> list[bytes] | None:
         """Serialized entries from_lsn.. (at most count and, after the first, bytes_max; up to
-        log_end); None if the log no longer reaches back to from_lsn (trimmed, or before a
+        `upto`, default log_end); None if the log no longer reaches back to from_lsn, or no
+        longer holds the entry before it, whose epoch the receiver checks (trimmed, or before a
         snapshot): send a snapshot."""
         if from_lsn <= self.log_start:
             return None
+        if from_lsn - 1 > self.log_start and self.entry_epoch(from_lsn - 1) < 0:
+            return None
+        last = self.log_end if upto is None else min(upto, self.log_end)
         out: list[bytes] = []
         size = 0
         for _, raw in self.scan(P_LOG, log_key(from_lsn)):
-            if len(out) >= count or len(out) + from_lsn > self.log_end:
+            if len(out) >= count or len(out) + from_lsn > last:
                 break
             if out and bytes_max is not None and size + len(raw) > bytes_max:
                 break
             out.append(raw)
             size += len(raw)
-        if from_lsn <= self.log_end and (not out or node_pb2.LogEntry.FromString(out[0]).lsn != from_lsn):
+        if from_lsn <= last and (not out or node_pb2.LogEntry.FromString(out[0]).lsn != from_lsn):
             return None
         return out
 
@@ -203,21 +223,40 @@ class ShardStore:
     # ---------------------------------------------------------------- snapshot install
 
     def swap(self, incoming: str) -> None:
-        """Make the database at `incoming` this replica's database. A crash at any point leaves
-        either the old or the new one as `db` (see _recover_swap)."""
-        old = os.path.join(self.path, "db.old")
+        """Make the database at `incoming` this replica's database, as a new generation with a
+        directory of its own (`db-<uuid>`) named in CURRENT_FILE (temp + fsync + rename). The old
+        instance may outlive its handle here (a reader's iterator or snapshot keeps it open), so
+        it must never share a path with the new one: it could still write its files there. A
+        crash at any point leaves CURRENT_FILE naming one complete database."""
+        name = f"db-{uuid.uuid4().hex[:12]}"
+        new_path = os.path.join(self.path, name)
+        os.replace(incoming, new_path)
+        fsync_path(self.path)
+        tmp = os.path.join(self.path, CURRENT_FILE + ".tmp")
+        with open(tmp, "w") as f:
+            f.write(name)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, os.path.join(self.path, CURRENT_FILE))
+        fsync_path(self.path)
         with self.lock:
-            self.db.close()
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(self.db_path, old)
-            os.replace(incoming, self.db_path)
-            fsync_path(self.path)
-            shutil.rmtree(old, ignore_errors=True)
-            self.db = open_db(self.db_path)
+            old, old_path = self.db, self.db_path
+            self.db, self.db_path = open_db(new_path), new_path
+        _close_quietly(old)
+        shutil.rmtree(old_path, ignore_errors=True)
 
     def close(self) -> None:
         with self.lock:
-            self.db.close()
+            _close_quietly(self.db)
+
+
+def _close_quietly(db: rocksdict.Rdict) -> None:
+    """Close a handle; if a reader thread is inside a call on it (rocksdict refuses: "Already
+    borrowed"), the last reference closes it when that call returns."""
+    try:
+        db.close()
+    except RuntimeError:
+        pass
 
 
 def new_history() -> bytes:

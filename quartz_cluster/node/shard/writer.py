@@ -46,9 +46,11 @@ class ShardWriter:
         after_job: Callable[[], Awaitable[None]],
         group_max: int,
         log,
+        group_bytes_max: int = limits.GROUP_COMMIT_BYTES_MAX,
     ) -> None:
         self.name, self.log = name, log
         self._commit_group, self._after_job, self._group_max = commit_group, after_job, group_max
+        self._group_bytes_max = group_bytes_max
         self._queue: collections.deque = collections.deque()  # client items and Jobs, in order
         self._writes_queued = 0
         self._jobs_queued = 0
@@ -56,7 +58,12 @@ class ShardWriter:
         self._task: asyncio.Task | None = None
         self.closing = False
         self.busy = False  # running a job or its after-job step
+        self._current: list = []  # the job or group in flight
         self.stopped: str | None = None  # why the loop stopped for good (None while it runs)
+
+    @property
+    def queue_empty(self) -> bool:
+        return not self._queue
 
     @property
     def idle(self) -> bool:
@@ -74,7 +81,9 @@ class ShardWriter:
             raise Unavailable(f"shard {self.name} is closing")
 
     def enqueue_write(self, item) -> None:
-        """Queue a client write (an item with a `future`); refused when the queue is full."""
+        """Queue a client write (an item with a `future` and `size_bytes()`); refused when the
+        queue is full. Consecutive writes are committed as one group of at most group_max items
+        and group_bytes_max bytes (one item may exceed it alone)."""
         self._check_open()
         if self._writes_queued >= limits.WRITE_QUEUE_DEPTH_MAX:
             raise ResourceExhausted(
@@ -121,34 +130,62 @@ class ShardWriter:
                 self.busy = True
                 if isinstance(head, Job):
                     self._jobs_queued -= 1
+                    self._current = [head]
                     await self._run_job(head)
                 else:
-                    group = [head]
+                    group, size = [head], head.size_bytes()
                     while (
-                        len(group) < self._group_max and self._queue and not isinstance(self._queue[0], Job)
+                        len(group) < self._group_max
+                        and self._queue
+                        and not isinstance(self._queue[0], Job)
+                        and size + self._queue[0].size_bytes() <= self._group_bytes_max
                     ):
                         group.append(self._queue.popleft())
+                        size += group[-1].size_bytes()
                     self._writes_queued -= len(group)
                     live = [p for p in group if not p.future.done()]  # a caller may have given up
+                    self._current = live
                     if live:
-                        await self._commit_group(live)
+                        await self._guarded(self._commit_group(live))
+                self._current = []
                 await self._after_job()
                 self.busy = False
-        except asyncio.CancelledError:  # the process is shutting down
-            self.stopped = "the writer was cancelled"
-            self.fail_queued(Unavailable(f"shard {self.name} is shutting down"))
+        except asyncio.CancelledError:  # the writer itself is cancelled: the process is stopping
+            self._stop(Unavailable(f"shard {self.name} is shutting down"), "the writer was cancelled")
             raise
         except Exception as exc:  # reported here, and to every caller from now on: not re-raised
-            self.stopped = f"writer stopped: {exc!r}"
             self.log.exception("shard writer stopped; shard out of service")
-            self.fail_queued(Unavailable(f"shard {self.name} is out of service: {self.stopped}"))
+            reason = f"writer stopped: {exc!r}"
+            self._stop(Unavailable(f"shard {self.name} is out of service: {reason}"), reason)
+
+    def _stop(self, exc: Exception, reason: str) -> None:
+        self.stopped = reason
+        for item in self._current:  # the job or group in flight is answered too
+            if not item.future.done():
+                item.future.set_exception(exc)
+        self._current = []
+        self.fail_queued(exc)
+        self.busy = False
+
+    @staticmethod
+    async def _guarded(work: Awaitable[Any]) -> Any:
+        """Await a job's work. A CancelledError that is not the writer's own cancellation (grpc.aio
+        raises it in a caller whose channel was closed under the call, e.g. a shared etcd client
+        reset by another shard) is that job's failure, never the writer's end."""
+        try:
+            return await work
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            raise Unavailable("an internal call was cancelled") from None
 
     async def _run_job(self, job: Job) -> None:
         if job.future.done():
             return  # the caller gave up before it started
         t0 = time.monotonic()
         try:
-            result = await job.run()
+            result = await self._guarded(job.run())
         except asyncio.CancelledError:
             raise
         except Exception as exc:
