@@ -12,16 +12,28 @@ import time
 import numpy as np
 import orjson
 import pytest
+import rocksdict
 
 from quartz_cluster import filters, limits, validation
-from quartz_cluster.errors import FailedPrecondition, Unavailable
+from quartz_cluster.errors import FailedPrecondition, ResourceExhausted, Unavailable
 from quartz_cluster.node.shard import ShardOptions, ShardReplica, ShardSpec
+from quartz_cluster.node.shard import pipeline as pipeline_mod
 from quartz_cluster.node.shard import snapshot as snapshot_mod
 from quartz_cluster.node.shard import state as state_mod
+from quartz_cluster.node.shard import storage as storage_mod
 from quartz_cluster.node.shard.pipeline import Pending
 from quartz_cluster.node.shard.role import ReplicaRole
-from quartz_cluster.node.shard.storage import K_APPLIED, K_EPOCH, K_LOG_END, P_LOG, log_key
+from quartz_cluster.node.shard.storage import (
+    K_APPLIED,
+    K_EPOCH,
+    K_LAST_EPOCH,
+    K_LOG_END,
+    K_NEXT_LABEL,
+    P_LOG,
+    log_key,
+)
 from quartz_cluster.proto.quartz.v1 import node_pb2
+from quartz_cluster.replication.primary import NotCommitted
 
 # ------------------------------------------------------------------ role.py
 
@@ -715,6 +727,514 @@ def test_search_threads_never_exceed_the_queries(tmp_path, monkeypatch):
         r.search(np.zeros((2, DIM), "<f4"), 5, 0, None, False)
         r.search(np.zeros((9, DIM), "<f4"), 2, 0, None, False)
         assert seen == [(2, 3, 2), (9, 2, 4)]
+        await r.close(checkpoint=False)
+
+    asyncio.run(go())
+
+
+# ------------------------------------------------------------------ pipeline.py
+
+
+class SizedReplicator:
+    """A replicator whose in_sync has `size` members (`after` once a group replicated), or that
+    raises NotCommitted (the map moved on)."""
+
+    def __init__(self, size: int = 1, after: int | None = None, fail: bool = False) -> None:
+        self.size, self.after, self.fail = size, after, fail
+        self.calls: list[tuple[int, int, int]] = []
+        self.stopped = False
+
+    def in_sync_size(self) -> int:
+        return self.size
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    async def replicate(self, entries, prev_lsn, prev_epoch) -> None:
+        self.calls.append((len(entries), prev_lsn, prev_epoch))
+        if self.fail:
+            raise NotCommitted("no longer the primary of epoch 2")
+        if self.after is not None:
+            self.size = self.after
+
+
+def test_points_are_named_up_to_a_bound():
+    assert pipeline_mod.name_points([f"p{i}" for i in range(pipeline_mod.IDS_NAMED_MAX)]) == ", ".join(
+        f"p{i}" for i in range(10)
+    )
+    assert (
+        pipeline_mod.name_points([f"p{i}" for i in range(12)])
+        == ", ".join(f"p{i}" for i in range(10)) + " and 2 more"
+    )
+    assert Pending(batch(["a", "b"], ["c"]), None).points() == 3
+
+
+def decoded_log(r: ShardReplica) -> list[node_pb2.LogEntry]:
+    return [node_pb2.LogEntry.FromString(raw) for _, raw in r.store.scan(P_LOG)]
+
+
+def test_a_group_is_appended_with_its_labels_epoch_and_positions(tmp_path):
+    async def go():
+        r = replica(tmp_path)
+        r.start()
+        rep = SizedReplicator()
+        r.become_primary(2, rep)
+        assert await r.write(batch(["a", "b", "c"]), epoch=2) == 1
+        assert await r.write(batch([], ["b", "zz"]), epoch=2) == 2  # an absent id is no delete
+        # one group: "d" takes the label b freed in an earlier group, "a" keeps its label, "c" is
+        # deleted then written again in the same group: a new label (its own is freed by this group)
+        writes = [
+            asyncio.ensure_future(r.write(batch(["d", "a"], start=3), epoch=2)),
+            asyncio.ensure_future(r.write(batch([], ["c"]), epoch=2)),
+            asyncio.ensure_future(r.write(batch(["c"], start=5), epoch=2)),
+        ]
+        assert await asyncio.gather(*writes) == [3, 4, 5]
+        assert rep.calls == [(1, 0, 0), (1, 1, 2), (3, 2, 2)]
+        log = decoded_log(r)
+        assert [(e.lsn, e.epoch) for e in log] == [(1, 2), (2, 2), (3, 2), (4, 2), (5, 2)]
+        labels = [np.frombuffer(e.labels, "<u8").tolist() for e in log]
+        deletes = [(list(e.delete_ids), np.frombuffer(e.delete_labels, "<u8").tolist()) for e in log]
+        assert labels == [[0, 1, 2], [], [1, 0], [], [3]]
+        assert deletes == [([], []), (["b"], [1]), ([], []), (["c"], [2]), ([], [])]
+        assert (log[2].vectors.count, log[2].vectors.dim) == (2, DIM)
+        assert np.frombuffer(log[2].vectors.data, "<f4").tolist() == vec(3) + vec(4)
+        assert list(log[2].payloads) == [orjson.dumps({"i": 3}), orjson.dumps({"i": 4})]
+        assert r.label_of == {"a": 0, "c": 3, "d": 1} and r.free == {2: None} and r.next_label == 4
+        assert (r.store.meta(K_LOG_END), r.store.meta(K_LAST_EPOCH)) == (5, 2)
+        assert (r.store.meta(K_APPLIED), r.store.meta(K_NEXT_LABEL)) == (5, 4)
+        assert r.points_since_checkpoint == 3 + 2 + 2 + 1 + 1
+        await r.close(checkpoint=False)
+
+    asyncio.run(go())
+
+
+def test_a_group_that_is_not_committed_is_truncated_and_refused_exactly(tmp_path):
+    async def go():
+        r = replica(tmp_path)
+        r.start()
+        r.become_primary(2, SizedReplicator())
+        await r.write(batch(["a"]), epoch=2)
+        r.become_primary(3, SizedReplicator(fail=True))
+        with pytest.raises(Unavailable) as info:
+            await r.write(batch(["b"]), epoch=3)
+        assert str(info.value) == "write not committed on shard c/0: no longer the primary of epoch 2"
+        assert (r.log_end, r.last_epoch, r.applied_lsn) == (1, 2, 1)
+        assert (r.store.meta(K_LOG_END), r.store.meta(K_LAST_EPOCH)) == (1, 2)
+        assert log_lsns(r) == [1] and "b" not in r.label_of
+        await r.close(checkpoint=False)
+
+    asyncio.run(go())
+
+
+def test_refusals_of_the_pipeline_are_exact(tmp_path, monkeypatch):
+    async def go():
+        r = replica(tmp_path)
+        r.start()
+        r.roles.role = "primary"  # the map made it primary; its replicator is not there yet
+        with pytest.raises(Unavailable) as info:
+            await r.write(batch(["a"]))
+        assert str(info.value) == "epoch: shard c/0 is changing primary" and r.log_end == 0
+        rep = SizedReplicator(size=3, after=1)
+        r.become_primary(1, rep)
+        with pytest.raises(Unavailable) as info:
+            await r.write(batch([f"p{i}" for i in range(11)], ["x"]), epoch=1, min_in_sync=2)
+        assert str(info.value) == (
+            "write_consistency: not enough replicas after append: shard c/0 has 1 in-sync "
+            "replica(s) now, the write asked for 2; it is stored on those, not acknowledged at that "
+            "consistency (points p0, p1, p2, p3, p4, p5, p6, p7, p8, p9 and 2 more); retrying is safe"
+        )
+        rep.size, rep.after = 2, None
+        assert await r.write(batch(["q"]), epoch=1, min_in_sync=2) == 2  # exactly enough
+
+        def full(*args, **kwargs):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(r.store, "write", full)
+        with pytest.raises(Unavailable) as info:
+            await r.write(batch(["z"]), epoch=1)
+        assert str(info.value) == "storage write failed on shard c/0: [Errno 28] No space left on device"
+        assert r.log_end == 2 and not r.broken
+        await r.close(checkpoint=False)
+
+    asyncio.run(go())
+
+
+def test_a_refusal_inside_a_group_leaves_the_rest_of_it(tmp_path):
+    async def go():
+        r = replica(tmp_path)
+        r.start()
+        rep = SizedReplicator(size=2)
+        r.become_primary(1, rep)
+        strict = asyncio.ensure_future(r.write(batch(["s"]), epoch=1, min_in_sync=2))
+        loose = asyncio.ensure_future(r.write(batch(["l"], start=1), epoch=1))
+        await asyncio.sleep(0)  # both queued; the writer has not run yet
+        rep.size = 1  # a follower left in_sync before the group was appended
+        results = await asyncio.gather(strict, loose, return_exceptions=True)
+        assert isinstance(results[0], Unavailable) and "the write needs 2" in str(results[0])
+        assert results[1] == 1 and set(r.label_of) == {"l"} and r.log_end == 1
+        assert rep.calls == [(1, 0, 0)]
+        await r.close(checkpoint=False)
+
+    asyncio.run(go())
+
+
+def test_batch_mode_commits_one_batch_per_group(tmp_path):
+    async def go():
+        r = replica(tmp_path, commit_mode="batch")
+        r.start()
+        rep = SizedReplicator()
+        r.become_primary(1, rep)
+        writes = [asyncio.ensure_future(r.write(batch([f"b{i}"], start=i), epoch=1)) for i in range(3)]
+        assert await asyncio.gather(*writes) == [1, 2, 3]
+        assert [n for n, _, _ in rep.calls] == [1, 1, 1]
+        await r.close(checkpoint=False)
+        g = replica(tmp_path / "g")
+        g.start()
+        rep = SizedReplicator()
+        g.become_primary(1, rep)
+        writes = [asyncio.ensure_future(g.write(batch([f"b{i}"], start=i), epoch=1)) for i in range(3)]
+        assert await asyncio.gather(*writes) == [1, 2, 3]
+        assert [n for n, _, _ in rep.calls] == [3]
+        await g.close(checkpoint=False)
+
+    asyncio.run(go())
+
+
+# ------------------------------------------------------------------ writer.py
+
+
+def test_writer_jobs_run_in_order_and_a_caller_who_gave_up_is_skipped(tmp_path):
+    async def go():
+        r = replica(tmp_path)
+        r.start()
+        ran, gate = [], asyncio.Event()
+
+        async def first():
+            ran.append("first")
+            await gate.wait()
+            return 1
+
+        async def second():
+            ran.append("second")
+            return 2
+
+        async def third():
+            ran.append("third")
+            raise ValueError("job failed")
+
+        a = asyncio.ensure_future(r.exclusive("a", first))
+        b = asyncio.ensure_future(r.exclusive("b", second))
+        c = asyncio.ensure_future(r.exclusive("c", third))
+        await asyncio.sleep(0.01)
+        assert ran == ["first"] and r.writer.busy and not r.writer.idle
+        a.cancel()  # the job started: it still runs to its end
+        b.cancel()  # not started: skipped
+        await asyncio.sleep(0)
+        gate.set()
+        with pytest.raises(ValueError, match="job failed"):
+            await c
+        assert ran == ["first", "third"]
+        await settled(r)
+        assert r.writer.idle and not r.writer.busy and not r.broken
+        assert await r.exclusive("d", second) == 2
+        await r.close(checkpoint=False)
+
+    asyncio.run(go())
+
+
+def test_writer_queues_are_bounded_and_refusals_exact(tmp_path):
+    async def go():
+        r = replica(tmp_path)
+        with pytest.raises(Unavailable) as info:
+            await r.write(batch(["a"]))
+        assert str(info.value) == "shard c/0 is not started"
+        r.start()
+        gate = asyncio.Event()
+
+        async def hold():
+            await gate.wait()
+
+        blocker = asyncio.ensure_future(r.exclusive("hold", hold))
+        await asyncio.sleep(0.01)
+        jobs = [
+            asyncio.ensure_future(r.exclusive(f"j{i}", hold)) for i in range(limits.WRITER_JOBS_QUEUED_MAX)
+        ]
+        await asyncio.sleep(0)
+        with pytest.raises(ResourceExhausted) as info:
+            await r.exclusive("one too many", hold)
+        assert str(info.value) == "shard c/0 has 64 jobs queued for its writer"
+        writes = [
+            asyncio.ensure_future(r.write(batch([f"w{i}"], start=i)))
+            for i in range(limits.WRITE_QUEUE_DEPTH_MAX)
+        ]
+        await asyncio.sleep(0)
+        with pytest.raises(ResourceExhausted) as info:
+            await r.write(batch(["x"]))
+        assert str(info.value) == "write queue of shard c/0 is full (64 batches)"
+        gate.set()
+        await asyncio.gather(blocker, *jobs)
+        assert sorted(await asyncio.gather(*writes)) == list(range(1, 65))
+        await r.close(checkpoint=False)
+        with pytest.raises(Unavailable) as info:
+            await r.exclusive("late", hold)
+        assert str(info.value) == "shard c/0 is closing"
+
+    asyncio.run(go())
+
+
+def test_a_writer_stopped_for_good_refuses_what_is_queued_and_what_comes(tmp_path):
+    async def go():
+        r = replica(tmp_path)
+        r.start()
+        gate = asyncio.Event()
+
+        async def hold():
+            await gate.wait()
+
+        blocker = asyncio.ensure_future(r.exclusive("hold", hold))
+        await asyncio.sleep(0.01)
+        queued = asyncio.ensure_future(r.write(batch(["a"])))
+        job = asyncio.ensure_future(r.exclusive("later", hold))
+        await asyncio.sleep(0)
+        r.writer.stop_for_good("disk gone")
+        for fut in (queued, job):
+            with pytest.raises(Unavailable) as info:
+                await fut
+            assert str(info.value) == "shard c/0 is out of service: disk gone"
+        with pytest.raises(Unavailable) as info:
+            await r.write(batch(["b"]))
+        assert str(info.value) == "shard c/0 is out of service: disk gone"
+        with pytest.raises(Unavailable) as info:
+            await r.exclusive("after", hold)
+        assert str(info.value) == "shard c/0 is out of service: disk gone"
+        assert r.health() == "out of service: disk gone"
+        with pytest.raises(Unavailable) as info:
+            r.search(np.zeros((1, DIM), "<f4"), 1, 0, None, False)
+        assert str(info.value) == "shard c/0 is out of service: disk gone"
+        gate.set()
+        await blocker
+        await r.close()  # no checkpoint of a broken shard
+        assert r.checkpoint_lsn == 0
+
+    asyncio.run(go())
+
+
+# ------------------------------------------------------------------ storage.py
+
+
+def test_the_key_layout_is_fixed():
+    assert storage_mod.u64(1) == b"\x00" * 7 + b"\x01" and storage_mod.u64(258) == bytes(6) + b"\x01\x02"
+    assert storage_mod.log_key(3) == b"g/" + bytes(7) + b"\x03"
+    assert (storage_mod.P_LOG, storage_mod.P_VEC, storage_mod.P_PAY, storage_mod.P_FREE) == (
+        b"g/",
+        b"v/",
+        b"p/",
+        b"f/",
+    )
+    assert (K_APPLIED, K_NEXT_LABEL, K_LOG_END, K_LAST_EPOCH, K_EPOCH) == (
+        b"m/applied_lsn",
+        b"m/next_label",
+        b"m/log_end",
+        b"m/last_epoch",
+        b"m/epoch",
+    )
+    assert (storage_mod.K_LOG_START, storage_mod.K_LOG_START_EPOCH, storage_mod.K_HISTORY) == (
+        b"m/log_start",
+        b"m/log_start_epoch",
+        b"m/history",
+    )
+    assert len(storage_mod.new_history()) == 16 and storage_mod.new_history() != storage_mod.new_history()
+
+
+def test_log_positions_reads_and_truncation(tmp_path):
+    async def go():
+        r = replica(tmp_path)
+        r.start()
+        for i, epoch in enumerate((1, 1, 2, 3, 3)):
+            await r.append_replicated(
+                request([entry(i + 1, epoch, [f"e{i}"], [i], start=i)], i, r.last_epoch, epoch=epoch)
+            )
+        s = r.store
+        assert (s.log_end, s.last_epoch, s.log_start) == (5, 3, 0)
+        assert [s.entry_epoch(n) for n in range(7)] == [0, 1, 1, 2, 3, 3, -1]
+        sizes = [len(raw) for raw in s.read_log(1, 10)]
+        assert len(sizes) == 5
+        assert s.read_log(2, 2) == s.read_log(2, 10)[:2]
+        assert len(s.read_log(1, 10, sizes[0] + sizes[1])) == 2  # bytes_max reached
+        assert len(s.read_log(1, 10, sizes[0] + sizes[1] - 1)) == 1
+        assert len(s.read_log(1, 10, 1)) == 1  # the first entry always goes
+        assert s.read_log(6, 10) == [] and s.read_log(0, 10) is None
+        assert [node_pb2.LogEntry.FromString(x).lsn for x in s.read_log(4, 10)] == [4, 5]
+        assert s.meta(b"m/none") == 0 and s.history() == b""
+        s.truncate_after(3)
+        assert (s.log_end, s.last_epoch) == (3, 2) and log_lsns(r) == [1, 2, 3]
+        assert (s.meta(K_LOG_END), s.meta(K_LAST_EPOCH)) == (3, 2)
+        s.trim_log_before(1)
+        assert log_lsns(r) == [1, 2, 3]
+        s.trim_log_before(3)
+        assert log_lsns(r) == [3]
+        assert s.read_log(2, 10) is None  # no longer reaches back
+        await r.close(checkpoint=False)
+
+    asyncio.run(go())
+
+
+def test_get_returns_what_exists_in_request_order(tmp_path):
+    async def go():
+        r = replica(tmp_path)
+        r.start()
+        await r.write(batch(["a", "b"], payloads=[b'{"x": 1}', b""]))
+        got = r.get(["b", "nope", "a"], True, True)
+        assert got == [
+            ("b", np.asarray(vec(1), "<f4").tobytes(), b""),
+            ("a", np.asarray(vec(0), "<f4").tobytes(), b'{"x": 1}'),
+        ]
+        assert r.get(["a"], False, False) == [("a", b"", b"")]
+        assert r.get(["a"], False, True) == [("a", b"", b'{"x": 1}')]
+        await r.close(checkpoint=False)
+
+    asyncio.run(go())
+
+
+def test_rows_of_an_entry(tmp_path):
+    s = storage_mod.ShardStore(str(tmp_path))
+    e = node_pb2.LogEntry.FromString(entry(1, 1, ["a", "b"], [4, 2], deletes=["c"], delete_labels=[7]))
+    e.ClearField("payloads")
+    wb = rocksdict.WriteBatch(raw_mode=True)
+    assert storage_mod.entry_rows(wb, e, DIM) == 5
+    s.write(wb, sync=True)
+    assert s.db.get(b"v/a") == (4).to_bytes(8, "little") + np.asarray(vec(0), "<f4").tobytes()
+    assert s.db.get(b"v/b")[:8] == (2).to_bytes(8, "little") and s.db.get(b"p/a") == b""
+    assert s.db.get(b"f/" + storage_mod.u64(7)) == b"" and s.db.get(b"v/c") is None
+    wb = rocksdict.WriteBatch(raw_mode=True)
+    only_deletes = node_pb2.LogEntry.FromString(entry(2, 1, deletes=["a"], delete_labels=[4]))
+    assert storage_mod.entry_rows(wb, only_deletes, DIM) == 0
+    s.write(wb, sync=False)
+    assert (
+        s.db.get(b"v/a") is None and s.db.get(b"p/a") is None and s.db.get(b"f/" + storage_mod.u64(4)) == b""
+    )
+    s.close()
+
+
+def test_leftovers_of_an_interrupted_install_are_removed_on_open(tmp_path):
+    os.makedirs(tmp_path / "db.incoming-abc" / "x")
+    s = storage_mod.ShardStore(str(tmp_path))
+    s.db.put(K_LOG_END, storage_mod.u64(9))
+    s.close()
+    assert not os.path.exists(tmp_path / "db.incoming-abc")
+    os.rename(tmp_path / "db", tmp_path / "db.old")  # a crash between a swap's two renames
+    s = storage_mod.ShardStore(str(tmp_path))
+    assert s.meta(K_LOG_END) == 9 and not os.path.exists(tmp_path / "db.old")
+    s.close()
+
+
+# ------------------------------------------------------------------ replica.py
+
+
+def test_a_replica_shows_its_state(tmp_path):
+    async def go():
+        r = replica(tmp_path)
+        r.start()
+        r.become_primary(3, SizedReplicator())
+        await r.write(batch(["a", "b"]), epoch=3)
+        assert (r.role, r.epoch, r.primary_hint, r.log_end, r.last_epoch) == ("primary", 3, "", 1, 3)
+        assert (r.applied_lsn, r.checkpoint_lsn, r.next_label) == (1, 0, 2)
+        assert r.label_of == {"a": 0, "b": 1} and r.free == {} and r.db is r.store.db
+        assert r.hnsw is r.state.hnsw and isinstance(r.replicator, SizedReplicator)
+        stats = r.stats()
+        assert stats == {
+            **r.state.stats(),
+            "checkpoint_lsn": 0,
+            "epoch": 3,
+            "log_end": 1,
+            "last_epoch": 3,
+            "health": "ok",
+        }
+        assert stats["count"] == 2 and stats["applied_lsn"] == 1
+        r.become_follower(4, "n2")
+        assert (r.role, r.primary_hint, r.replicator) == ("follower", "n2", None)
+        await r.close(checkpoint=False)
+
+    asyncio.run(go())
+
+
+def test_failed_checkpoints_back_off_exponentially_up_to_a_bound(tmp_path, monkeypatch):
+    async def go():
+        r = replica(tmp_path, checkpoint_every_points=1, checkpoint_retry_s_min=10, checkpoint_retry_s_max=25)
+        r.start()
+
+        def fail(*args):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(r.checkpoints, "save", fail)
+        for n, delay in ((1, 10), (2, 20), (3, 25), (4, 25)):
+            r._checkpoint_retry_at = 0.0
+            await r.write(batch([f"x{n}"], start=n))
+            await settled(r)
+            assert r.checkpoint_failures == n
+            assert r._checkpoint_retry_at - time.monotonic() == pytest.approx(delay, abs=2)
+            assert r.health() == (
+                f"checkpoint failing ({n} in a row): OSError: [Errno 28] No space left on device"
+            )
+        await r.write(batch(["y"], start=9))  # before the retry time: not tried again
+        await settled(r)
+        assert r.checkpoint_failures == 4
+        monkeypatch.undo()
+        r._checkpoint_retry_at = 0.0
+        await r.write(batch(["z"], start=10))
+        await settled(r)
+        assert (r.checkpoint_failures, r.checkpoint_error, r.health()) == (0, "", "ok")
+        assert r.checkpoint_lsn == 6 and r.points_since_checkpoint == 0
+        await r.close(checkpoint=False)
+
+    asyncio.run(go())
+
+
+def test_closing_checkpoints_what_was_applied_since_the_last_one(tmp_path):
+    async def go():
+        r = replica(tmp_path)
+        r.start()
+        await r.write(batch(["a"]))
+        staging = r.begin_snapshot(0, 1, 0, 1)
+        await r.close()
+        assert r.checkpoint_lsn == 1 and staging.state == "aborted" and not os.path.exists(staging.path)
+        r2 = replica(tmp_path)
+        assert r2.how == "checkpoint@1+replay0"
+        r2.start()
+        await r2.close()  # nothing new: no checkpoint
+        assert r2.checkpoint_lsn == 1
+
+    asyncio.run(go())
+
+
+def test_a_session_read_waits_for_its_lsn_then_gives_up_exactly(tmp_path):
+    async def go():
+        r = replica(tmp_path)
+        r.start()
+        await r.write(batch(["a"]))
+        await r.wait_applied(1, 0.0)
+        later = asyncio.ensure_future(r.wait_applied(2, 30))
+        await asyncio.sleep(0.01)
+        assert not later.done()
+        await r.write(batch(["b"], start=1))
+        await asyncio.wait_for(later, 30)
+        with pytest.raises(Unavailable) as info:
+            await r.wait_applied(5, 0.005)
+        assert str(info.value) == "session: this replica of shard c/0 has applied LSN 2; the session needs 5"
+        await r.close(checkpoint=False)
+
+    asyncio.run(go())
+
+
+def test_a_newer_snapshot_stream_supersedes_an_older_one(tmp_path):
+    async def go():
+        r = replica(tmp_path)
+        r.start()
+        older = r.begin_snapshot(1, 1, 1, 1)
+        newer = r.begin_snapshot(1, 1, 1, 1)
+        assert older.state == "aborted" and newer.state == "streaming" and r._staging is newer
+        await r.install_snapshot(newer)
+        assert r._staging is None
         await r.close(checkpoint=False)
 
     asyncio.run(go())
