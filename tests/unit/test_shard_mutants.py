@@ -6,7 +6,9 @@ of the log, checkpoints and snapshots. Real RocksDB in a temp dir; no network.""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import pickle
 import time
 
 import numpy as np
@@ -1238,3 +1240,101 @@ def test_a_newer_snapshot_stream_supersedes_an_older_one(tmp_path):
         await r.close(checkpoint=False)
 
     asyncio.run(go())
+
+
+# ------------------------------------------------------------------ checkpoint.py, continued
+
+
+def test_a_checkpoint_of_this_history_is_loaded_and_one_of_another_is_not(tmp_path, caplog):
+    async def go():
+        src = replica(tmp_path / "src")
+        src.start()
+        await src.append_replicated(request([entry(1, 1, ["a"], [0])], 0, 0, epoch=1))
+        f = replica(tmp_path / "f", checkpoint_every_points=1)
+        f.start()
+        await f.install_snapshot(stage(f, src, epoch=1))
+        await settled(f)
+        assert f.store.history() != b"" and f.checkpoint_lsn == 1
+        await f.close(checkpoint=False)
+        await src.close(checkpoint=False)
+
+    asyncio.run(go())
+    f = replica(tmp_path / "f")
+    assert f.how == "checkpoint@1+replay0"  # its own history, after an install
+    f.store.close()
+    state = os.path.join(str(tmp_path / "f"), "ckpt", f"ckpt-{1:020d}.state")
+    with open(state, "rb") as fh:
+        saved = pickle.load(fh)
+    with open(state, "wb") as fh:
+        pickle.dump({**saved, "history": b"another"}, fh)
+    with caplog.at_level(logging.WARNING, logger="quartz.shard"):
+        f = replica(tmp_path / "f")
+    assert f.how == "rebuild" and set(f.label_of) == {"a"}
+    warned = [r for r in caplog.records if r.getMessage() == "checkpoint of another history; ignored"]
+    assert len(warned) == 1 and warned[0].lsn == 1
+    f.store.close()
+
+
+def test_a_checkpoint_written_before_histories_existed_is_loaded(tmp_path):
+    async def go():
+        r = replica(tmp_path, checkpoint_every_points=1)
+        r.start()
+        await r.write(batch(["a", "b"]))
+        await settled(r)
+        await r.close(checkpoint=False)
+
+    asyncio.run(go())
+    state = os.path.join(str(tmp_path), "ckpt", f"ckpt-{1:020d}.state")
+    with open(state, "rb") as fh:
+        saved = pickle.load(fh)
+    del saved["history"]
+    with open(state, "wb") as fh:
+        pickle.dump(saved, fh)
+    r = replica(tmp_path)
+    assert r.how == "checkpoint@1+replay0" and set(r.label_of) == {"a", "b"}
+    r.store.close()
+
+
+def test_a_replay_that_falls_short_says_where(tmp_path, caplog):
+    async def go():
+        r = replica(tmp_path, checkpoint_every_points=1)
+        r.start()
+        await r.write(batch(["a"]))
+        await settled(r)
+        r.options.checkpoint_every_points = 100
+        for i in range(3):
+            await r.write(batch([f"b{i}"], start=1 + i))
+        r.store.db.delete(log_key(3))
+        await r.close(checkpoint=False)
+
+    asyncio.run(go())
+    with caplog.at_level(logging.WARNING, logger="quartz.shard"):
+        r = replica(tmp_path)
+    assert r.how == "rebuild"
+    short = [x for x in caplog.records if x.getMessage().startswith("log does not reach")]
+    assert len(short) == 1
+    assert short[0].getMessage() == "log does not reach from checkpoint to applied_lsn; rebuilding"
+    assert (short[0].checkpoint, short[0].reached, short[0].applied) == (1, 2, 4)
+    r.store.close()
+
+
+def test_the_tail_is_applied_from_the_entry_after_applied_only(tmp_path):
+    """A log trimmed by a checkpoint starts with a delete whose insert is gone: replaying it again
+    would fail. Only the entries after applied_lsn are the tail."""
+
+    async def go():
+        r = replica(tmp_path, checkpoint_every_points=1, log_retention_entries=0)
+        r.start()
+        await r.write(batch(["a"]))
+        await r.write(batch(["b"], start=1))
+        await r.write(batch([], ["a"]))
+        await settled(r)
+        assert r.checkpoint_lsn == 3 and log_lsns(r) == [3]
+        r.pipeline.append([Pending(batch(["c"], start=2), None)], 0)  # the tail a crash left
+        await r.close(checkpoint=False)
+
+    asyncio.run(go())
+    r = replica(tmp_path)
+    assert r.how == "checkpoint@3+replay0+tail1"
+    assert r.label_of == {"b": 1, "c": 0} and r.applied_lsn == 4
+    r.store.close()
