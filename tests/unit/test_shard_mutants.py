@@ -311,7 +311,7 @@ def test_a_checkpoint_beyond_what_was_applied_is_not_loaded(tmp_path):
     r.store.close()
 
 
-def test_an_unreadable_checkpoint_is_rebuilt_from_rows(tmp_path):
+def test_an_unreadable_checkpoint_is_rebuilt_from_rows(tmp_path, caplog):
     async def go():
         r = replica(tmp_path, checkpoint_every_points=1)
         r.start()
@@ -323,8 +323,11 @@ def test_an_unreadable_checkpoint_is_rebuilt_from_rows(tmp_path):
     state = os.path.join(str(tmp_path), "ckpt", f"ckpt-{1:020d}.state")
     with open(state, "wb") as f:
         f.write(b"not a pickle")
-    r = replica(tmp_path)
+    with caplog.at_level(logging.ERROR, logger="quartz.shard"):
+        r = replica(tmp_path)
     assert r.how == "rebuild" and set(r.label_of) == {"a", "b"}
+    unreadable = [x for x in caplog.records if x.getMessage() == "checkpoint unreadable; rebuilding"]
+    assert len(unreadable) == 1 and unreadable[0].lsn == 1 and unreadable[0].exc_info
     hits = r.search(np.asarray([vec(1)], "<f4"), 1, 0, None, False)
     assert hits[0].ids == ["b"]
     r.store.close()
@@ -529,6 +532,28 @@ def test_a_staging_database_refuses_what_is_not_a_row(tmp_path):
     other = snapshot_mod.Staging(str(tmp_path), 1, 1, 1, 1)
     other.abort()
     assert other.claim() is False and other.rows == 0
+    other.failed()  # cleaning up twice is harmless
+    assert other.state == "aborted"
+
+
+def open_files_under(path: str) -> list[str]:
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(path):
+            out.append(target)
+    return out
+
+
+def test_an_aborted_staging_database_holds_no_file_open(tmp_path):
+    staging = snapshot_mod.Staging(str(tmp_path), 1, 1, 1, 1)
+    staging.write([b"v/a"], [b"x"])
+    assert open_files_under(staging.path)  # RocksDB holds its LOCK, log and manifest
+    staging.abort()
+    assert open_files_under(staging.path) == [] and not os.path.exists(staging.path)
 
 
 # ------------------------------------------------------------------ state.py
