@@ -158,6 +158,14 @@ def test_a_follower_takes_entries_and_answers_exactly(tmp_path):
         f = replica(tmp_path)
         f.incarnation = "inc-f"
         f.start()
+        writes = []
+        real_write = f.store.write
+
+        def spy(wb, sync):
+            writes.append(sync)
+            return real_write(wb, sync)
+
+        f.store.write = spy
         entries = [
             entry(1, 2, ["a", "b", "c"], [0, 1, 2]),
             entry(2, 3, ["d"], [3], deletes=["a"], delete_labels=[0], start=3),
@@ -173,6 +181,8 @@ def test_a_follower_takes_entries_and_answers_exactly(tmp_path):
         assert f.role == "follower" and f.primary_hint == "n1" and f.epoch == 3
         assert set(f.label_of) == {"b", "c", "d"} and f.free == {0: None}
         assert f.store.meta(K_EPOCH) == 3 and f.store.meta(K_LOG_END) == 2
+        assert writes == [True]  # durable before it answers: one synced batch
+        assert f.read_log(1, 10) == entries and log_lsns(f) == [1, 2]  # the log, as received
         # the same entries again (a retry): nothing applied twice
         again = await f.append_replicated(request(entries, 0, 0, epoch=3, primary="n1"))
         assert (again.status, again.log_end) == (node_pb2.REPLICATE_OK, 2)
