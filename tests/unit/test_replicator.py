@@ -51,17 +51,19 @@ class FakeReplica:
         self.log = [b"entry-%d" % lsn for lsn in range(1, entries + 1)]
         self.epochs = epochs if epochs is not None else [epoch] * entries
         self.reads: list[tuple] = []
+        self.uptos: list[int | None] = []
         self.read_limit: int | None = None  # return at most this many entries (bytes_max reached)
         self.trimmed = False  # read_log says the log no longer reaches back
         self.jobs: list[str] = []
+        self.applied: int | None = None  # below log_end: a group is in flight
 
     @property
     def log_end(self) -> int:
         return len(self.log)
 
     @property
-    def applied_lsn(self) -> int:  # nothing in flight: every entry is committed
-        return len(self.log)
+    def applied_lsn(self) -> int:  # by default nothing in flight: every entry is committed
+        return len(self.log) if self.applied is None else self.applied
 
     @property
     def last_epoch(self) -> int:
@@ -71,6 +73,7 @@ class FakeReplica:
         self, from_lsn: int, count: int, bytes_max: int | None = None, upto: int | None = None
     ) -> list[bytes] | None:
         self.reads.append((from_lsn, count, bytes_max))
+        self.uptos.append(upto)
         if self.trimmed:
             return None
         out = self.log[from_lsn - 1 : min(from_lsn - 1 + count, upto if upto is not None else len(self.log))]
@@ -988,5 +991,71 @@ def test_the_map_makes_a_replica_follow_its_primary(tmp_path):
         m._apply_role(r, shard_record(4, "n3", ("p", "n3"), ("n3",)), live)
         assert calls == [(3, "n2"), (4, "n2"), (4, "n3")] and r.primary_hint == "n3"
         await r.close(checkpoint=False)
+
+    asyncio.run(go())
+
+
+# ------------------------------------------------------------------ catch-up sends committed entries only
+
+
+def test_catch_up_sends_committed_entries_only(fast_sleep):
+    async def go():
+        r = FakeReplica(7)
+        r.applied = 5  # entries 6 and 7 are a group in flight: they may still be truncated
+        follower_end = [0]
+
+        def take(req):
+            if req.prev_lsn > follower_end[0]:
+                return reply(BEHIND, follower_end[0], "inc-n2")
+            follower_end[0] = req.prev_lsn + len(req.entries)
+            return reply(OK, follower_end[0], "inc-n2")
+
+        n2 = Stub(take)
+        isr = Isr(True)
+        rep = replicator(r, isr, in_sync=("p",), n2=n2)
+        rep.update({"n2": "n2"}, ("p", "n2"))
+        await asyncio.wait_for(rep._catchups["n2"], HANG_GUARD_S)
+        assert follower_end[0] == 5 and "n2" in rep.in_sync
+        sent = [(req.prev_lsn, len(req.entries)) for req, _ in n2.calls]
+        assert sent[0] == (5, 0)  # the probe is at applied_lsn, not log_end
+        assert all(prev + n <= 5 for prev, n in sent)
+        assert set(r.uptos) == {5}
+
+    asyncio.run(go())
+
+
+def test_catch_up_waits_for_a_group_in_flight_that_the_follower_already_holds(fast_sleep):
+    async def go():
+        r = FakeReplica(7)
+        r.applied = 5
+
+        def take(req):
+            if req.prev_lsn == 5:  # it holds 6 and 7 (sent by the write in flight)
+                if fast_sleep.slept:
+                    r.applied = 7  # the group committed meanwhile
+                return reply(OK, 7, "inc-n2")
+            return reply(OK, 7, "inc-n2")
+
+        n2 = Stub(take)
+        isr = Isr(True)
+        rep = replicator(r, isr, in_sync=("p",), n2=n2)
+        rep.update({"n2": "n2"}, ("p", "n2"))
+        await asyncio.wait_for(rep._catchups["n2"], HANG_GUARD_S)
+        assert "n2" in rep.in_sync and n2.snapshots == []
+        assert fast_sleep.slept[0] == 0.05
+        probes = [(req.prev_lsn, req.prev_epoch, len(req.entries)) for req, _ in n2.calls]
+        assert probes[:2] == [(5, 1, 0), (5, 1, 0)] and r.reads == []
+
+    asyncio.run(go())
+
+
+def test_any_error_of_a_follower_is_no_acknowledgement():
+    async def go():
+        r = FakeReplica(1)
+        isr = Isr(True)
+        rep = replicator(r, isr, in_sync=("p", "n2"), n2=Stub(ValueError("Value out of range")))
+        await rep.replicate([b"e2"], 1, 1)
+        assert isr.calls == [("n2", None)] and not rep.stopped
+        rep.stop()
 
     asyncio.run(go())

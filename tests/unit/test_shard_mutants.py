@@ -23,6 +23,7 @@ from quartz_cluster.node.shard import pipeline as pipeline_mod
 from quartz_cluster.node.shard import snapshot as snapshot_mod
 from quartz_cluster.node.shard import state as state_mod
 from quartz_cluster.node.shard import storage as storage_mod
+from quartz_cluster.node.shard import writer as writer_mod
 from quartz_cluster.node.shard.pipeline import Pending
 from quartz_cluster.node.shard.role import ReplicaRole
 from quartz_cluster.node.shard.storage import (
@@ -1373,3 +1374,225 @@ def test_the_tail_is_applied_from_the_entry_after_applied_only(tmp_path):
     assert r.how == "checkpoint@3+replay0+tail1"
     assert r.label_of == {"b": 1, "c": 0} and r.applied_lsn == 4
     r.store.close()
+
+
+# ------------------------------------------------------------------ review fixes (c4f5d2c)
+
+
+def test_an_install_makes_a_new_database_generation_named_in_the_current_file(tmp_path):
+    async def go():
+        src = replica(tmp_path / "src")
+        src.start()
+        await src.append_replicated(request([entry(1, 1, ["a"], [0])], 0, 0, epoch=1))
+        f = replica(tmp_path / "f")
+        f.start()
+        await f.write(batch(["old"]))
+        await f.install_snapshot(stage(f, src, epoch=1))
+        with open(os.path.join(str(tmp_path / "f"), storage_mod.CURRENT_FILE)) as fh:
+            name = fh.read()
+        assert len(name) == 15 and name.startswith("db-") and f.store.db_path == str(tmp_path / "f" / name)
+        dirs = sorted(d for d in os.listdir(tmp_path / "f") if d.startswith("db"))
+        assert dirs == sorted([name, storage_mod.CURRENT_FILE])  # the old generation is gone
+        await f.close(checkpoint=False)
+        await src.close(checkpoint=False)
+        return name
+
+    name = asyncio.run(go())
+    # leftovers of a crashed swap: the previous generation, another one, a temp current file
+    os.makedirs(tmp_path / "f" / "db")
+    os.makedirs(tmp_path / "f" / "db-000000000000")
+    os.makedirs(tmp_path / "f" / "db.old")
+    f = replica(tmp_path / "f")
+    assert set(f.label_of) == {"a"} and f.store.db_path.endswith(name)
+    assert sorted(d for d in os.listdir(tmp_path / "f") if d.startswith("db")) == sorted(
+        [name, storage_mod.CURRENT_FILE]
+    )
+    f.store.close()
+    open(os.path.join(str(tmp_path / "f"), storage_mod.CURRENT_FILE), "w").close()  # empty: "db"
+    s = storage_mod.ShardStore(str(tmp_path / "f"))
+    assert s.db_path == str(tmp_path / "f" / "db") and not os.path.exists(tmp_path / "f" / name)
+    s.close()
+
+
+def test_read_log_stops_at_upto_and_needs_the_entry_before(tmp_path):
+    async def go():
+        r = replica(tmp_path)
+        r.start()
+        for i in range(5):
+            await r.write(batch([f"e{i}"], start=i))
+        s = r.store
+        assert [node_pb2.LogEntry.FromString(x).lsn for x in s.read_log(2, 10, None, 3)] == [2, 3]
+        assert len(s.read_log(2, 10, None, 99)) == 4 and s.read_log(4, 10, None, 3) == []
+        assert len(r.read_log(1, 10, None, 1)) == 1
+        r.store.db.delete(log_key(2))  # trimmed up to 2: entry 3 cannot be sent (its prev epoch is gone)
+        assert s.read_log(3, 10) is None and len(s.read_log(4, 10)) == 2
+        await r.close(checkpoint=False)
+
+    asyncio.run(go())
+
+
+class Item:
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.future = asyncio.get_running_loop().create_future()
+
+    def size_bytes(self) -> int:
+        return self.size
+
+
+def test_a_group_is_bounded_by_bytes_as_well_as_batches():
+    async def go():
+        groups = []
+
+        async def commit(group):
+            groups.append([item.size for item in group])
+            for item in group:
+                item.future.set_result(None)
+
+        async def nothing():
+            pass
+
+        w = writer_mod.ShardWriter("c/0", commit, nothing, 3, logging.getLogger("t"), group_bytes_max=100)
+        items = [Item(n) for n in (60, 40, 1, 70, 31, 150, 5, 1, 1, 1, 1)]
+        w.start()
+        for item in items:
+            w.enqueue_write(item)
+        await asyncio.gather(*(i.future for i in items))
+        assert groups == [[60, 40], [1, 70], [31], [150], [5, 1, 1], [1, 1]]
+        await w.close()
+
+    asyncio.run(go())
+
+
+def test_a_pending_write_knows_its_size():
+    b = batch(["ab", "c"], ["defg"], payloads=[b'{"a":1}', b""])
+    assert Pending(b, None).size_bytes() == 2 * DIM * 4 + 7 + 3 + 4
+
+
+def test_cancelling_the_writer_answers_the_work_in_flight_and_queued(tmp_path):
+    async def go():
+        r = replica(tmp_path)
+        r.start()
+        gate = asyncio.Event()
+
+        async def hold():
+            await gate.wait()
+
+        running = asyncio.ensure_future(r.exclusive("hold", hold))
+        await asyncio.sleep(0.01)
+        queued = asyncio.ensure_future(r.write(batch(["a"])))
+        await asyncio.sleep(0)
+        r.writer._task.cancel()
+        for fut in (running, queued):
+            with pytest.raises(Unavailable) as info:
+                await fut
+            assert str(info.value) == "shard c/0 is shutting down"
+        assert r.broken == "the writer was cancelled" and not r.writer.busy
+        r.store.close()
+
+    asyncio.run(go())
+
+
+def test_an_unexpected_replication_failure_takes_the_shard_out_of_service(tmp_path):
+    async def go():
+        r = replica(tmp_path)
+        r.start()
+
+        class Buggy(SizedReplicator):
+            async def replicate(self, entries, prev_lsn, prev_epoch):
+                raise ValueError("Value out of range")
+
+        r.become_primary(1, Buggy())
+        with pytest.raises(Unavailable) as info:
+            await r.write(batch(["a"]), epoch=1)
+        assert str(info.value) == "write not committed on shard c/0: Value out of range"
+        assert r.broken == "replication failed unexpectedly: ValueError('Value out of range')"
+        assert r.log_end == 1 and r.applied_lsn == 0
+        r.store.close()
+
+    asyncio.run(go())
+
+
+def test_a_follower_whose_apply_fails_after_its_durable_write_goes_out_of_service(tmp_path):
+    async def go():
+        f = replica(tmp_path)
+        f.start()
+
+        def boom(entries):
+            raise RuntimeError("hnsw exploded")
+
+        f.state.apply_entries = boom
+        with pytest.raises(Unavailable) as info:
+            await f.append_replicated(request([entry(1, 1, ["a"], [0])], 0, 0))
+        reason = "apply failed after a durable write: RuntimeError('hnsw exploded')"
+        assert str(info.value) == f"shard c/0 is out of service: {reason}"
+        assert f.broken == reason and f.log_end == 1 and f.store.meta(K_LOG_END) == 1
+        f.store.close()
+
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize("where", ["before the swap", "after the swap"])
+def test_an_install_that_fails_after_the_swap_takes_the_shard_out_of_service(tmp_path, where):
+    async def go():
+        src = replica(tmp_path / "src")
+        src.start()
+        await src.append_replicated(request([entry(1, 1, ["a"], [0])], 0, 0, epoch=1))
+        f = replica(tmp_path / "f")
+        f.start()
+        staging = stage(f, src, epoch=1)
+
+        def boom(*args):
+            raise OSError(5, "I/O error")
+
+        if where == "before the swap":
+            staging.finish = boom
+        else:
+            f.state.rebuild_from_rows = boom
+        with pytest.raises(OSError):
+            await f.install_snapshot(staging)
+        assert not os.path.exists(staging.path) and f._staging is None
+        if where == "before the swap":
+            assert not f.broken and await f.write(batch(["b"])) == 1
+        else:
+            assert f.broken == "snapshot install failed after the swap: OSError(5, 'I/O error')"
+        await f.close(checkpoint=False)
+        await src.close(checkpoint=False)
+
+    asyncio.run(go())
+
+
+def test_when_a_checkpoint_is_due(tmp_path):
+    async def go():
+        r = replica(tmp_path, checkpoint_every_points=10, follower_checkpoint_jitter=0.5)
+        assert 1.0 <= r._follower_checkpoint_factor <= 1.5
+        r._follower_checkpoint_factor = 1.5
+        r.start()
+        for points, due in ((9, False), (10, True)):
+            r.points_since_checkpoint = points
+            assert r._checkpoint_due() is due  # a standalone replica or a primary: every 10
+        r.become_follower(1, "p")
+        for points, due in ((14, False), (15, True)):
+            r.points_since_checkpoint = points
+            assert r._checkpoint_due() is due  # a follower: its own offset
+        r.writer._queue.append(object())  # more work queued: wait, up to twice the interval
+        for points, due in ((15, False), (29, False), (30, True)):
+            r.points_since_checkpoint = points
+            assert r._checkpoint_due() is due
+        r.writer._queue.clear()
+        await r.close(checkpoint=False)
+        assert replica(tmp_path / "z", follower_checkpoint_jitter=0)._follower_checkpoint_factor == 1.0
+
+    asyncio.run(go())
+
+
+def test_closing_a_primary_stops_its_replicator(tmp_path):
+    async def go():
+        r = replica(tmp_path)
+        r.start()
+        rep = SizedReplicator()
+        r.become_primary(1, rep)
+        await r.close(checkpoint=False)
+        assert rep.stopped
+
+    asyncio.run(go())
