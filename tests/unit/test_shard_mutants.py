@@ -846,15 +846,18 @@ def test_a_group_is_appended_with_its_labels_epoch_and_positions(tmp_path):
     asyncio.run(go())
 
 
-def test_a_group_that_is_not_committed_is_truncated_and_refused_exactly(tmp_path):
+def test_a_group_that_is_not_committed_is_truncated_and_refused_exactly(tmp_path, caplog):
     async def go():
         r = replica(tmp_path)
         r.start()
         r.become_primary(2, SizedReplicator())
         await r.write(batch(["a"]), epoch=2)
         r.become_primary(3, SizedReplicator(fail=True))
-        with pytest.raises(Unavailable) as info:
+        with pytest.raises(Unavailable) as info, caplog.at_level(logging.WARNING, logger="quartz.shard"):
             await r.write(batch(["b"]), epoch=3)
+        truncated = [x for x in caplog.records if x.getMessage() == "truncating uncommitted entries"]
+        assert len(truncated) == 1
+        assert (truncated[0].__dict__["from"], truncated[0].to, truncated[0].epoch) == (2, 2, 3)
         assert str(info.value) == "write not committed on shard c/0: no longer the primary of epoch 2"
         assert (r.log_end, r.last_epoch, r.applied_lsn) == (1, 2, 1)
         assert (r.store.meta(K_LOG_END), r.store.meta(K_LAST_EPOCH)) == (1, 2)
@@ -1426,6 +1429,8 @@ def test_read_log_stops_at_upto_and_needs_the_entry_before(tmp_path):
         assert len(r.read_log(1, 10, None, 1)) == 1
         r.store.db.delete(log_key(2))  # trimmed up to 2: entry 3 cannot be sent (its prev epoch is gone)
         assert s.read_log(3, 10) is None and len(s.read_log(4, 10)) == 2
+        r.store.db.delete(log_key(1))
+        assert s.read_log(2, 10) is None
         await r.close(checkpoint=False)
 
     asyncio.run(go())
@@ -1596,3 +1601,37 @@ def test_closing_a_primary_stops_its_replicator(tmp_path):
         assert rep.stopped
 
     asyncio.run(go())
+
+
+class Recording:
+    """A RocksDB handle that records the write options of every put and write."""
+
+    def __init__(self, db) -> None:
+        self.db = db
+        self.calls: list[tuple[str, object]] = []
+
+    def __getattr__(self, name):
+        return getattr(self.db, name)
+
+    def put(self, key, value, options=None):
+        self.calls.append(("put", options))
+        return self.db.put(key, value, options) if options is not None else self.db.put(key, value)
+
+    def write(self, wb, options=None):
+        self.calls.append(("write", options))
+        return self.db.write(wb, options) if options is not None else self.db.write(wb)
+
+
+def test_epochs_and_truncations_are_synced(tmp_path):
+    s = storage_mod.ShardStore(str(tmp_path))
+    for lsn in (1, 2, 3):
+        s.db.put(log_key(lsn), entry(lsn, 4))
+    real = s.db
+    s.db = Recording(real)
+    s.put_epoch(5)
+    s.log_end = 3
+    s.truncate_after(1)
+    assert s.db.calls == [("put", s.sync), ("write", s.sync)] and s.sync.sync is True
+    assert s.meta(K_EPOCH) == 5 and s.meta(K_LOG_END) == 1 and s.meta(K_LAST_EPOCH) == 4
+    s.db = real
+    s.close()
