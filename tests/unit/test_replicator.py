@@ -8,6 +8,7 @@ a replica back by log or by snapshot and adds it back to in_sync."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import types
 
@@ -830,9 +831,32 @@ async def primary_with_writes(path, n, isr, channels, epoch=1, **opts):
     return p, rep
 
 
+class StopOnFailedAttempt(logging.Handler):
+    """Stops the replicator at the first failed catch-up attempt: in these tests every attempt
+    must succeed, and a broken one would otherwise be retried until the hang guard."""
+
+    def __init__(self, rep: Replicator) -> None:
+        super().__init__(logging.INFO)
+        self.rep, self.failures = rep, []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() == "catch-up attempt failed":
+            self.failures.append(getattr(record, "error", ""))
+            self.rep.stop()
+
+
 async def wait_in_sync(rep: Replicator, node: str) -> None:
     task = rep._catchups[node]
-    await asyncio.wait_for(asyncio.shield(task), HANG_GUARD_S)
+    logger = logging.getLogger("quartz.replication")
+    handler, level = StopOnFailedAttempt(rep), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        await asyncio.wait_for(asyncio.shield(task), HANG_GUARD_S)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert handler.failures == []
     assert node in rep.in_sync
 
 
