@@ -1635,3 +1635,175 @@ def test_epochs_and_truncations_are_synced(tmp_path):
     assert s.meta(K_EPOCH) == 5 and s.meta(K_LOG_END) == 1 and s.meta(K_LAST_EPOCH) == 4
     s.db = real
     s.close()
+
+
+# ------------------------------------------------------------------ what the shard logs (operators read it)
+
+
+def logged(caplog, message: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.getMessage() == message]
+
+
+def test_checkpoints_and_their_failures_are_logged_with_their_figures(tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="quartz.shard")
+
+    async def go():
+        r = replica(tmp_path, checkpoint_every_points=2, checkpoint_retry_s_min=10, checkpoint_retry_s_max=25)
+        r.start()
+        real_save = r.checkpoints.save
+
+        def fail(*args):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(r.checkpoints, "save", fail)
+        await r.write(batch(["a", "b"]))
+        await settled(r)
+        (failed,) = logged(caplog, "checkpoint failed; writes go on from the log, retrying")
+        assert failed.levelno == logging.ERROR and failed.shard == "c/0"
+        assert (failed.error, failed.failures, failed.retry_s) == (
+            "OSError: [Errno 28] No space left on device",
+            1,
+            10,
+        )
+        monkeypatch.setattr(r.checkpoints, "save", real_save)
+        r._checkpoint_retry_at = 0.0
+        await r.write(batch(["c"], start=2))
+        await settled(r)
+        (again,) = logged(caplog, "checkpoint succeeded again")
+        assert again.failures == 1
+        (done,) = logged(caplog, "checkpoint")
+        assert (done.lsn, done.count, done.shard) == (2, 3, "c/0") and 0 <= done.seconds < 60
+        assert r.last_checkpoint_s > 0
+        await r.close(checkpoint=False)
+
+    asyncio.run(go())
+    caplog.clear()
+    r = replica(tmp_path)
+    r.checkpoints.remove_all()
+    r.store.close()
+    r = replica(tmp_path)
+    (rebuilt,) = logged(caplog, "rebuilt from rows")
+    assert rebuilt.count == 3 and 0 <= rebuilt.seconds < 60
+    r.store.close()
+
+
+def test_failures_of_the_write_path_are_logged(tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="quartz.shard")
+
+    async def go():
+        r = replica(tmp_path)
+        r.start()
+
+        def full(*args, **kwargs):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(r.store, "write", full)
+        with pytest.raises(Unavailable):
+            await r.write(batch(["a"]))
+        (append,) = logged(caplog, "append failed")
+        assert append.levelno == logging.ERROR and append.exc_info and append.shard == "c/0"
+        monkeypatch.undo()
+
+        def boom(group):
+            raise RuntimeError("hnsw exploded")
+
+        monkeypatch.setattr(r.pipeline, "apply_committed", boom)
+        with pytest.raises(Exception, match="apply failed"):
+            await r.write(batch(["b"]))
+        (apply,) = logged(caplog, "apply failed; shard out of service until restart")
+        assert apply.exc_info
+        r.store.close()
+
+        p = replica(tmp_path / "p")
+        p.start()
+
+        class Buggy(SizedReplicator):
+            async def replicate(self, entries, prev_lsn, prev_epoch):
+                raise ValueError("Value out of range")
+
+        p.become_primary(1, Buggy())
+        with pytest.raises(Unavailable):
+            await p.write(batch(["a"]), epoch=1)
+        (repl,) = logged(caplog, "replication failed; shard out of service")
+        assert repl.exc_info
+        p.store.close()
+
+    asyncio.run(go())
+
+
+def test_a_stopped_writer_and_a_slow_job_are_logged(tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="quartz.shard")
+
+    async def go():
+        r = replica(tmp_path)
+        r.start()
+        ticks = iter([100.0, 105.5, 200.0, 201.0])
+
+        class Clock:
+            @staticmethod
+            def monotonic():
+                return next(ticks)
+
+        monkeypatch.setattr(writer_mod, "time", Clock)
+
+        async def job():
+            return 1
+
+        await r.exclusive("probe", job)
+        await r.exclusive("join", job)
+        (slow,) = logged(caplog, "slow writer job")
+        assert (slow.job, slow.seconds, slow.shard) == ("probe", 5.5, "c/0")
+        monkeypatch.undo()
+
+        async def loop_bug():
+            raise RuntimeError("bug in after_job")
+
+        monkeypatch.setattr(r.writer, "_after_job", loop_bug)
+        await r.exclusive("last", job)
+        await asyncio.sleep(0.01)
+        (stopped,) = logged(caplog, "shard writer stopped; shard out of service")
+        assert stopped.exc_info
+        assert r.broken == "writer stopped: RuntimeError('bug in after_job')"
+        r.store.close()
+
+    asyncio.run(go())
+
+
+def test_snapshot_installs_and_lost_state_are_logged(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="quartz.shard")
+
+    async def go():
+        src = replica(tmp_path / "src")
+        src.start()
+        await src.append_replicated(request([entry(1, 2, ["a", "b"], [0, 1])], 0, 0, epoch=2))
+        f = replica(tmp_path / "f")
+        f.start()
+        await f.install_snapshot(stage(f, src, epoch=2))
+        (installed,) = logged(caplog, "snapshot installed")
+        assert (installed.lsn, installed.rows, installed.epoch, installed.shard) == (1, 4, 2, "c/0")
+
+        def boom(*args):
+            raise OSError(5, "I/O error")
+
+        f.state.rebuild_from_rows = boom
+        with pytest.raises(OSError):
+            await f.install_snapshot(stage(f, src, epoch=2))
+        (after,) = logged(caplog, "snapshot install failed after the swap; out of service until restart")
+        assert after.exc_info
+        await f.close(checkpoint=False)
+
+        g = replica(tmp_path / "g")
+        g.start()
+
+        def lost(entries):
+            raise RuntimeError("hnsw exploded")
+
+        g.state.apply_entries = lost
+        with pytest.raises(Unavailable):
+            await g.append_replicated(request([entry(1, 1, ["a"], [0])], 0, 0))
+        (follower,) = logged(caplog, "follower apply failed; shard out of service until restart")
+        assert follower.exc_info
+        g.store.close()
+        await src.close(checkpoint=False)
+
+    asyncio.run(go())
