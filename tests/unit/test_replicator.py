@@ -1083,3 +1083,73 @@ def test_any_error_of_a_follower_is_no_acknowledgement():
         rep.stop()
 
     asyncio.run(go())
+
+
+# ------------------------------------------------------------------ what the replicator logs
+
+
+def test_what_the_replicator_logs(caplog, fast_sleep):
+    caplog.set_level(logging.INFO, logger="quartz.replication")
+
+    def records(message):
+        return [r for r in caplog.records if r.getMessage() == message]
+
+    async def go():
+        r = FakeReplica(2)
+        rep = replicator(
+            r,
+            Isr(True),
+            in_sync=("p", "n2", "n3"),
+            n2=Stub(rpc_error(grpc.StatusCode.UNAVAILABLE, "down")),
+            n3=Stub(ValueError("Value out of range")),
+        )
+        await rep.replicate([b"e3"], 2, 1)
+        rep.stop()
+        failed = {x.node: x for x in records("replicate failed")}
+        assert failed["n2"].error == "UNAVAILABLE: down"
+        assert failed["n3"].error == "ValueError('Value out of range')"
+        assert (
+            failed["n2"].shard == "c/0"
+            and failed["n2"].epoch == 1
+            and failed["n2"].levelno == logging.WARNING
+        )
+        dropped = records("follower did not acknowledge; removing it from in_sync")
+        assert sorted(x.node for x in dropped) == ["n2", "n3"]
+
+        caplog.clear()
+        r = FakeReplica(2)
+        rep = replicator(r, Isr(True), in_sync=("p", "n2"), n2=Stub(reply(DIVERGED, 3), HANG))
+        rep.start()
+        await asyncio.gather(*rep._probes.values())
+        (resync,) = records("in-sync follower disagrees with the new primary; resyncing it")
+        assert resync.node == "n2" and resync.levelno == logging.WARNING
+        rep.stop()
+
+        caplog.clear()
+
+        async def broken(name, fn):
+            raise RuntimeError("writer closed")
+
+        r = FakeReplica(2)
+        r.exclusive = broken
+        rep = replicator(r, Isr(True), in_sync=("p", "n2"), n2=Stub(reply(OK, 2)))
+        rep.start()
+        await asyncio.gather(*rep._probes.values())
+        (probe,) = records("probe failed")
+        assert probe.node == "n2" and probe.error == "RuntimeError('writer closed')"
+
+        caplog.clear()
+        r = FakeReplica(4)
+        down = rpc_error(grpc.StatusCode.UNAVAILABLE, "down")
+        n2 = Stub(down, reply(DIVERGED, 9), reply(OK, 4, "inc-n2"))
+        n2.snapshot_answer = reply(OK, 4, "inc-n2")
+        rep = replicator(r, Isr(True), in_sync=("p",), n2=n2)
+        rep.update({"n2": "n2"}, ("p", "n2"))
+        await asyncio.wait_for(rep._catchups["n2"], HANG_GUARD_S)
+        (attempt,) = records("catch-up attempt failed")
+        assert attempt.node == "n2" and "UNAVAILABLE" in attempt.error
+        assert len(records("sending snapshot")) == 1
+        (back,) = records("follower caught up; back in in_sync")
+        assert back.node == "n2" and back.shard == "c/0"
+
+    asyncio.run(go())
