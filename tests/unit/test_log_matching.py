@@ -119,6 +119,9 @@ def test_entry_epochs_may_be_equal_to_each_other_and_to_the_request_but_not_abov
         with pytest.raises(InvalidArgument) as err:
             decide(1, 0, 1, held, 2, 1, 1, bad)
         assert err.value.field == "entries"
+        assert (
+            str(err.value) == "entries: entry epochs must be non-decreasing and not above the request's epoch"
+        )
 
 
 def test_behind_starts_one_past_the_log_end():

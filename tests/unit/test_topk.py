@@ -77,3 +77,21 @@ def test_merge_plans_joins_distinct_plans_per_query_sorted():
     assert merge_plans([["hnsw", "", "exact"], ["hnsw", "exact,hnsw", ""]]) == ["hnsw", "exact,hnsw", "exact"]
     with pytest.raises(ValueError):  # every source must answer every query
         merge_plans([["hnsw"], ["hnsw", "exact"]])
+
+
+@pytest.mark.parametrize("queries", [1, 12])
+def test_a_worst_possible_score_in_a_later_source_still_sorts_before_the_padding(queries):
+    # source 0 answers fewer hits than the widest source, so its row is padded; source 1's last
+    # hit has the worst possible score (ip: -inf) and must still come out, and no padding may
+    inf = float("inf")
+    per_source = [[(["a"], [1.0], [])] * queries, [(["b", "c"], [0.5, -inf], [])] * queries]
+    assert merge_top_k("ip", 5, per_source) == [(["a", "b", "c"], [1.0, 0.5, -inf], [b""] * 3)] * queries
+    per_source = [[(["a"], [0.0], [])] * queries, [(["b", "c"], [0.5, inf], [])] * queries]
+    assert merge_top_k("l2", 5, per_source) == [(["a", "b", "c"], [0.0, 0.5, inf], [b""] * 3)] * queries
+
+
+def test_a_source_whose_ids_and_scores_disagree_in_length_is_refused():
+    with pytest.raises(ValueError):
+        merge_top_k("cosine", 3, [[(["a", "b"], [0.5], [])], [(["c"], [0.1], [])]])
+    with pytest.raises(ValueError):
+        merge_top_k("cosine", 3, [[(["a"], [0.5, 0.4], [])], [(["c"], [0.1], [])]])
