@@ -1112,6 +1112,8 @@ def test_log_positions_reads_and_truncation(tmp_path):
         assert (s.meta(K_LOG_END), s.meta(K_LAST_EPOCH)) == (3, 2)
         s.trim_log_before(1)
         assert log_lsns(r) == [1, 2, 3]
+        s.trim_log_before(2)
+        assert log_lsns(r) == [2, 3]
         s.trim_log_before(3)
         assert log_lsns(r) == [3]
         assert s.read_log(2, 10) is None  # no longer reaches back
@@ -1427,10 +1429,10 @@ def test_read_log_stops_at_upto_and_needs_the_entry_before(tmp_path):
         assert [node_pb2.LogEntry.FromString(x).lsn for x in s.read_log(2, 10, None, 3)] == [2, 3]
         assert len(s.read_log(2, 10, None, 99)) == 4 and s.read_log(4, 10, None, 3) == []
         assert len(r.read_log(1, 10, None, 1)) == 1
-        r.store.db.delete(log_key(2))  # trimmed up to 2: entry 3 cannot be sent (its prev epoch is gone)
+        r.store.db.delete(log_key(1))  # trimmed up to 1: entry 2 cannot be sent (its prev epoch is gone)
+        assert s.read_log(2, 10) is None and len(s.read_log(3, 10)) == 3
+        r.store.db.delete(log_key(2))
         assert s.read_log(3, 10) is None and len(s.read_log(4, 10)) == 2
-        r.store.db.delete(log_key(1))
-        assert s.read_log(2, 10) is None
         await r.close(checkpoint=False)
 
     asyncio.run(go())
@@ -1805,5 +1807,64 @@ def test_snapshot_installs_and_lost_state_are_logged(tmp_path, caplog):
         assert follower.exc_info
         g.store.close()
         await src.close(checkpoint=False)
+
+    asyncio.run(go())
+
+
+def test_the_current_file_is_written_beside_it_then_renamed(tmp_path, monkeypatch):
+    async def go():
+        src = replica(tmp_path / "src")
+        f = replica(tmp_path / "f")
+        f.start()
+        opened = []
+        real_open = open
+
+        def spy(path, *args, **kwargs):
+            opened.append(str(path))
+            return real_open(path, *args, **kwargs)
+
+        monkeypatch.setattr(storage_mod, "open", spy, raising=False)
+        await f.install_snapshot(stage(f, src, epoch=0))
+        monkeypatch.undo()
+        assert opened == [os.path.join(str(tmp_path / "f"), "db.current.tmp")]
+        assert not os.path.exists(opened[0])
+        await f.close(checkpoint=False)
+        src.store.close()
+
+    asyncio.run(go())
+
+
+def test_a_queued_write_of_an_epoch_that_ended_is_refused_when_its_turn_comes(tmp_path):
+    async def go():
+        r = replica(tmp_path)
+        r.start()
+        r.become_primary(1, SizedReplicator())
+        old = asyncio.ensure_future(r.write(batch(["a"]), epoch=1))
+        await asyncio.sleep(0)  # queued, not yet appended
+        r.become_primary(2, SizedReplicator())  # a new epoch meanwhile
+        with pytest.raises(FailedPrecondition) as info:
+            await old
+        assert str(info.value) == "epoch: epoch 1 is not the current epoch 2 of shard c/0"
+        assert r.log_end == 0
+        await r.close(checkpoint=False)
+
+    asyncio.run(go())
+
+
+def test_a_primary_syncs_its_log_not_its_rows(tmp_path):
+    async def go():
+        r = replica(tmp_path)
+        r.start()
+        syncs = []
+        real_write = r.store.write
+
+        def spy(wb, sync):
+            syncs.append(sync)
+            return real_write(wb, sync)
+
+        r.store.write = spy
+        await r.write(batch(["a"]))
+        assert syncs == [True, False]  # the group's log entries, then its rows (replay rebuilds them)
+        await r.close(checkpoint=False)
 
     asyncio.run(go())
