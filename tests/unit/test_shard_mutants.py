@@ -1375,9 +1375,13 @@ def test_the_tail_is_applied_from_the_entry_after_applied_only(tmp_path):
         await r.close(checkpoint=False)
 
     asyncio.run(go())
-    r = replica(tmp_path)
-    assert r.how == "checkpoint@3+replay0+tail1"
+    r = ShardReplica(str(tmp_path), SPEC, ShardOptions(threads=1))
+    syncs = []
+    real_write = r.store.write
+    r.store.write = lambda wb, sync: (syncs.append(sync), real_write(wb, sync))
+    assert r.load() == "checkpoint@3+replay0+tail1"
     assert r.label_of == {"b": 1, "c": 0} and r.applied_lsn == 4
+    assert syncs == [False]  # rows of a durable log: not synced again
     r.store.close()
 
 
