@@ -9,6 +9,7 @@ import asyncio
 import logging
 import os
 import pickle
+import threading
 import time
 
 import numpy as np
@@ -1869,6 +1870,33 @@ def test_a_primary_syncs_its_log_not_its_rows(tmp_path):
         r.store.write = spy
         await r.write(batch(["a"]))
         assert syncs == [True, False]  # the group's log entries, then its rows (replay rebuilds them)
+        await r.close(checkpoint=False)
+
+    asyncio.run(go())
+
+
+def test_a_caller_who_gave_up_mid_group_does_not_keep_the_others_waiting(tmp_path):
+    async def go():
+        r = replica(tmp_path)
+        r.start()
+        gate = threading.Event()
+        real_append = r.pipeline.append
+
+        def slow_append(group, epoch):
+            gate.wait(30)
+            return real_append(group, epoch)
+
+        r.pipeline.append = slow_append
+        first = asyncio.ensure_future(r.write(batch(["a"])))
+        second = asyncio.ensure_future(r.write(batch(["b"], start=1)))
+        while not r.writer.busy:
+            await asyncio.sleep(0.001)
+        first.cancel()  # its deadline passed while the group was being appended
+        await asyncio.sleep(0)
+        gate.set()
+        await settled(r)
+        assert first.cancelled() and second.done() and second.result() == 2
+        assert set(r.label_of) == {"a", "b"}  # appended and applied all the same
         await r.close(checkpoint=False)
 
     asyncio.run(go())
