@@ -1902,3 +1902,24 @@ def test_a_caller_who_gave_up_mid_group_does_not_keep_the_others_waiting(tmp_pat
         await r.close(checkpoint=False)
 
     asyncio.run(go())
+
+
+def test_one_group_sees_its_own_upserts_and_deletes(tmp_path):
+    async def go():
+        r = replica(tmp_path)
+        r.start()
+        await r.write(batch(["b"]))
+        writes = [
+            asyncio.ensure_future(r.write(batch(["x", "y"], start=1))),
+            asyncio.ensure_future(r.write(batch(["x"], ["zz", "b", "y"], start=3))),  # absent id first
+            asyncio.ensure_future(r.write(batch(["y"], start=4))),
+        ]
+        assert await asyncio.gather(*writes) == [2, 3, 4]
+        log = decoded_log(r)
+        assert [np.frombuffer(e.labels, "<u8").tolist() for e in log] == [[0], [1, 2], [1], [3]]
+        assert [list(e.delete_ids) for e in log] == [[], [], ["b", "y"], []]
+        assert [np.frombuffer(e.delete_labels, "<u8").tolist() for e in log] == [[], [], [0, 2], []]
+        assert r.label_of == {"x": 1, "y": 3} and r.free == {0: None, 2: None}
+        await r.close(checkpoint=False)
+
+    asyncio.run(go())
