@@ -5,8 +5,9 @@ so that the drift of a shared machine falls on both sides alike.
     .venv/bin/python loadtest/ab_cluster.py --a /tmp/quartz-a --b . --rounds 2
 
 Each side runs in its own process with that checkout first on sys.path (its cluster's
-processes inherit it): 3 nodes, 3 shards x RF 2, pydocs (or --generated N rows), ef 32, then
-a closed loop of client processes per level. Prints QPS, p50/p99 and the servers' CPU per
+processes inherit it): 3 nodes, 3 shards x RF 2, pydocs (or --generated N rows) ingested in
+batches of 1,000 (timed: the write path), ef 32, then a closed loop of client processes per
+level. Prints ingest rows/s, QPS, p50/p99 and the servers' CPU per
 query (from /proc, as `quartz bench` reports it); writes loadtest/results/ab-<time>.json.
 A benchmark, not a test: nothing is asserted.
 """
@@ -41,11 +42,14 @@ def side(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="quartz-ab-"))
     try:
         system.start(workdir, ds.dim, ds.metric, 16, 200)
+        t0 = time.perf_counter()
         system.ingest(ds.ids, ds.base, ds.payloads, 1000)
+        ingest = len(ds.ids) / (time.perf_counter() - t0)
         system.set_ef(args.ef)
         for clients in args.clients:
             r = harness.closed_loop(system, ds.queries, clients, args.duration)
-            print(json.dumps({"clients": clients, **{k: r.get(k) for k in FIELDS}}), flush=True)
+            row = {"clients": clients, "ingest_rows_per_s": round(ingest), **{k: r.get(k) for k in FIELDS}}
+            print(json.dumps(row), flush=True)
     finally:
         system.stop()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -105,7 +109,8 @@ def main() -> None:
                     print(
                         f"{name} round {round_} clients {row['clients']:>3}: {row['qps']:>7,.0f} QPS  "
                         f"p50 {row['p50_ms']:.1f} ms  p99 {row['p99_ms']:.1f} ms  "
-                        f"server CPU {row['server_cpu_ms_per_query']:.2f} ms/query",
+                        f"server CPU {row['server_cpu_ms_per_query']:.2f} ms/query  "
+                        f"(ingest {row['ingest_rows_per_s']:,} rows/s)",
                         flush=True,
                     )
     out_dir = HERE / "loadtest" / "results"
