@@ -1170,6 +1170,10 @@ def test_leftovers_of_an_interrupted_install_are_removed_on_open(tmp_path):
     s = storage_mod.ShardStore(str(tmp_path))
     assert s.meta(K_LOG_END) == 9 and not os.path.exists(tmp_path / "db.old")
     s.close()
+    os.makedirs(tmp_path / "db.old" / "x")  # a crash after the rename back: both exist, db is the truth
+    s = storage_mod.ShardStore(str(tmp_path))
+    assert s.meta(K_LOG_END) == 9 and not os.path.exists(tmp_path / "db.old")
+    s.close()
 
 
 # ------------------------------------------------------------------ replica.py
@@ -1635,10 +1639,14 @@ def test_epochs_and_truncations_are_synced(tmp_path):
         s.db.put(log_key(lsn), entry(lsn, 4))
     real = s.db
     s.db = Recording(real)
+    assert (s.log_end, s.last_epoch, s.log_start, s.log_start_epoch) == (0, 0, 0, 0)  # before any load
     s.put_epoch(5)
     s.log_end = 3
     s.truncate_after(1)
-    assert s.db.calls == [("put", s.sync), ("write", s.sync)] and s.sync.sync is True
+    s.write(rocksdict.WriteBatch(raw_mode=True), sync=True)
+    s.write(rocksdict.WriteBatch(raw_mode=True), sync=False)
+    assert s.db.calls == [("put", s.sync), ("write", s.sync), ("write", s.sync), ("write", None)]
+    assert s.sync.sync is True
     assert s.meta(K_EPOCH) == 5 and s.meta(K_LOG_END) == 1 and s.meta(K_LAST_EPOCH) == 4
     s.db = real
     s.close()
