@@ -648,3 +648,24 @@ def test_closing_a_primary_stops_its_replicator(tmp_path):
         assert rep.stopped
 
     asyncio.run(go())
+
+
+def test_the_item_being_grouped_is_answered_if_grouping_fails(tmp_path):
+    async def go():
+        r = replica(tmp_path)
+        r.start()
+
+        class Unsizable:
+            def __init__(self) -> None:
+                self.future = asyncio.get_running_loop().create_future()
+
+            def size_bytes(self) -> int:
+                raise RuntimeError("cannot size")
+
+        item = Unsizable()
+        r.writer.enqueue_write(item)
+        with pytest.raises(Unavailable, match="out of service"):
+            await asyncio.wait_for(item.future, HANG_GUARD_S)
+        assert r.broken
+
+    asyncio.run(go())

@@ -128,9 +128,9 @@ class ShardWriter:
                     continue
                 head = self._queue.popleft()
                 self.busy = True
+                self._current = [head]  # answered by _stop whatever fails from here on
                 if isinstance(head, Job):
                     self._jobs_queued -= 1
-                    self._current = [head]
                     await self._run_job(head)
                 else:
                     group, size = [head], head.size_bytes()
