@@ -3,6 +3,17 @@
 
 from __future__ import annotations
 
+ECHO_CHARS_MAX = 80
+
+
+def echo(value: object) -> str:
+    """repr(value) for an error message, cut to ECHO_CHARS_MAX characters: a 10 KB name echoed
+    back would not fit in a gRPC status."""
+    text = repr(value)
+    if len(text) <= ECHO_CHARS_MAX:
+        return text
+    return f"{text[: ECHO_CHARS_MAX - 1]}… ({len(text)} chars)"
+
 
 class QuartzError(Exception):
     """Base of every error a client may see. `code` is the canonical status name."""

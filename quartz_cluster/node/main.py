@@ -25,6 +25,7 @@ from quartz_cluster.node.registry import ShardRegistry
 from quartz_cluster.node.service import NodeService
 from quartz_cluster.node.shard import ShardOptions
 from quartz_cluster.proto.quartz.v1 import node_pb2, node_pb2_grpc
+from quartz_cluster.rpc import decode
 from quartz_cluster.rpc.server import build_server, set_serving
 
 log = logging.getLogger("quartz.node")
@@ -73,7 +74,9 @@ async def serve(settings: NodeSettings) -> None:
     )
     service = NodeService(registry)
     server, port, health = build_server(
-        settings.listen, lambda s: node_pb2_grpc.add_NodeServicer_to_server(service, s), [SERVICE]
+        settings.listen,
+        lambda s: decode.register(s, node_pb2_grpc.add_NodeServicer_to_server, service),
+        [SERVICE],
     )
     await set_serving(health, [SERVICE], False)
     await server.start()
@@ -87,6 +90,7 @@ async def serve(settings: NodeSettings) -> None:
             settings.node_id, settings.etcd, address, uuid.uuid4().hex, registry, settings.lease_ttl_s
         )
         await member.start()
+        service.placed = member.placed
     _write_node_file(settings, address, listen)
     await set_serving(health, [SERVICE], True)
     log.info(

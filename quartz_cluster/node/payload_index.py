@@ -28,7 +28,7 @@ import numpy as np
 import xxhash
 
 from quartz_cluster import limits
-from quartz_cluster.errors import FailedPrecondition
+from quartz_cluster.errors import FailedPrecondition, echo
 from quartz_cluster.filters import KEY_CHARS_MAX, Filter, Match, Range, ValueKey, value_key
 
 # Bumped when the pickled form (checkpoints) changes meaning: an older index is refused on load
@@ -227,7 +227,7 @@ class PayloadIndex:
         if col is None:
             if cond.key in self.overflow_keys:
                 raise FailedPrecondition(
-                    f"payload key {cond.key!r} is not indexed (a shard indexes at most "
+                    f"payload key {echo(cond.key)} is not indexed (a shard indexes at most "
                     f"{limits.INDEXED_KEYS_MAX} keys)",
                     "filter",
                 )

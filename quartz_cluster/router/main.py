@@ -17,6 +17,7 @@ from quartz_cluster.meta.store import EtcdStore
 from quartz_cluster.proto.quartz.v1 import quartz_pb2, quartz_pb2_grpc
 from quartz_cluster.router.service import NodePool, QuartzService
 from quartz_cluster.router.shardmap import ShardMap
+from quartz_cluster.rpc import decode
 from quartz_cluster.rpc.server import build_server, set_serving
 
 log = logging.getLogger("quartz.router")
@@ -38,7 +39,9 @@ async def serve(settings: RouterSettings) -> None:
     watch_store, store, nodes = EtcdStore(settings.etcd), EtcdStore(settings.etcd), NodePool()
     service = QuartzService(shardmap, store, nodes)
     server, port, health = build_server(
-        settings.listen, lambda s: quartz_pb2_grpc.add_QuartzServicer_to_server(service, s), [SERVICE]
+        settings.listen,
+        lambda s: decode.register(s, quartz_pb2_grpc.add_QuartzServicer_to_server, service),
+        [SERVICE],
     )
     await set_serving(health, [SERVICE], False)
     await server.start()

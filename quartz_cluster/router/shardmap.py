@@ -8,7 +8,7 @@ import random
 from dataclasses import dataclass
 
 from quartz_cluster.coordinator.reconcile import ClusterView
-from quartz_cluster.errors import NotFound, Unavailable
+from quartz_cluster.errors import NotFound, Unavailable, echo
 from quartz_cluster.meta.schema import CollectionRecord, ShardRecord
 from quartz_cluster.router.routing import cover
 
@@ -59,7 +59,7 @@ class ShardMap:
     def collection(self, name: str, field: str = "collection") -> CollectionRecord:
         coll = self.view.collections.get(name)
         if coll is None or coll.id in self.view.tombstones:
-            raise NotFound(f"collection {name!r} does not exist", field)
+            raise NotFound(f"collection {echo(name)} does not exist", field)
         return coll
 
     def shards(self, coll: CollectionRecord) -> dict[int, ShardRecord]:
@@ -82,10 +82,10 @@ class ShardMap:
         """The shard's record and its live in-sync replicas (at least one, or Unavailable)."""
         rec = self.view.shards.get(coll.id, {}).get(shard, (None, 0))[0]
         if rec is None or not rec.ready:
-            raise Unavailable(f"shard {shard} of {coll.name!r} is not ready yet", "collection")
+            raise Unavailable(f"shard {shard} of {echo(coll.name)} is not ready yet", "collection")
         members = [i.node for i in rec.in_sync if i.node in self.view.nodes]
         if not members:
-            raise Unavailable(f"shard {shard} of {coll.name!r} has no live in-sync replica", "collection")
+            raise Unavailable(f"shard {shard} of {echo(coll.name)} has no live in-sync replica", "collection")
         return rec, members
 
     def read_plan(self, coll: CollectionRecord) -> tuple[list[ReadGroup], dict[int, Unavailable]]:
@@ -115,10 +115,10 @@ class ShardMap:
         """Where writes (and, until replication lands, reads) of a shard go."""
         rec = self.view.shards.get(coll.id, {}).get(shard, (None, 0))[0]
         if rec is None or not rec.ready:
-            raise Unavailable(f"shard {shard} of {coll.name!r} is not ready yet", "collection")
+            raise Unavailable(f"shard {shard} of {echo(coll.name)} is not ready yet", "collection")
         node = self.view.nodes.get(rec.primary)
         if node is None:
             raise Unavailable(
-                f"shard {shard} of {coll.name!r}: primary {rec.primary} is not live", "collection"
+                f"shard {shard} of {echo(coll.name)}: primary {rec.primary} is not live", "collection"
             )
         return Route(shard, rec, node.address)

@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import functools
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import grpc
 
 from quartz_cluster import errors
+from quartz_cluster.rpc.decode import Undecodable
 
 log = logging.getLogger("quartz.rpc")
+# A status message travels in gRPC trailing metadata (8 KiB in all by default): a longer one would
+# turn the answer into RESOURCE_EXHAUSTED. Messages are cut to this (and values echoed in them by
+# `errors.echo`).
+STATUS_MESSAGE_CHARS_MAX = 1024
 
 STATUS: dict[type[errors.QuartzError], tuple[grpc.StatusCode, int]] = {
     errors.InvalidArgument: (grpc.StatusCode.INVALID_ARGUMENT, 400),
@@ -27,6 +33,12 @@ STATUS: dict[type[errors.QuartzError], tuple[grpc.StatusCode, int]] = {
 }
 
 
+def status_message(text: str) -> str:
+    if len(text) <= STATUS_MESSAGE_CHARS_MAX:
+        return text
+    return f"{text[: STATUS_MESSAGE_CHARS_MAX - 20]}… ({len(text)} chars)"
+
+
 def status_of(exc: errors.QuartzError) -> tuple[grpc.StatusCode, int]:
     for cls in type(exc).__mro__:
         if cls in STATUS:
@@ -38,20 +50,26 @@ R = TypeVar("R")
 
 
 def rpc(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
-    """Turn domain errors into gRPC statuses; unexpected exceptions into INTERNAL (logged),
-    so no request can take the process down."""
+    """Turn domain errors into gRPC statuses; unexpected exceptions into INTERNAL, so no request
+    can take the process down. An unexpected exception is logged with an error id, and the caller
+    gets only that id: internal text (paths, keys, library messages) stays in the log."""
 
     @functools.wraps(method)
     async def wrapper(self, request, context: grpc.aio.ServicerContext) -> R:
+        if isinstance(request, Undecodable):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, status_message(request.message))
         try:
             return await method(self, request, context)
         except errors.QuartzError as exc:
-            await context.abort(status_of(exc)[0], str(exc))
+            await context.abort(status_of(exc)[0], status_message(str(exc)))
         except grpc.aio.AbortError:
             raise
-        except Exception as exc:
-            log.exception("unhandled error", extra={"method": method.__name__})
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+        except Exception:
+            error_id = uuid.uuid4().hex[:12]
+            log.exception("unhandled error", extra={"method": method.__name__, "error_id": error_id})
+            await context.abort(
+                grpc.StatusCode.INTERNAL, f"internal error (error id {error_id}; see the server log)"
+            )
         raise AssertionError("unreachable")
 
     return wrapper

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 
 import grpc
 import numpy as np
@@ -421,14 +422,22 @@ def test_specs_round_trip(metric):
     assert spec_from_proto(spec(0)).ef == limits.DEFAULT_EF  # zero: the default
 
 
-def test_an_unexpected_error_is_internal_not_a_crash(tmp_path, monkeypatch):
+def test_an_unexpected_error_is_internal_not_a_crash(tmp_path, monkeypatch, caplog):
     async def go(svc, registry):
         def boom(*args):
-            raise RuntimeError("disk on fire")
+            raise RuntimeError("disk on fire at /secret/path")
 
         monkeypatch.setattr(registry.get("c", 0), "get", boom)
-        err = await refused(svc.Get, node_pb2.GetRequest(ref=ref(0), ids=["a"]))
-        assert err.code == Code.INTERNAL and "RuntimeError: disk on fire" in err.details
+        with caplog.at_level("ERROR", logger="quartz.rpc"):
+            err = await refused(svc.Get, node_pb2.GetRequest(ref=ref(0), ids=["a"]))
+        # the caller gets an error id, never the internal text; the log has both
+        assert err.code == Code.INTERNAL and "disk on fire" not in err.details
+        error_id = re.fullmatch(
+            r"internal error \(error id ([0-9a-f]{12}); see the server log\)", err.details
+        )
+        assert error_id is not None
+        (record,) = [r for r in caplog.records if r.getMessage() == "unhandled error"]
+        assert record.error_id == error_id.group(1) and "disk on fire" in str(record.exc_info[1])
 
     run(go, tmp_path, shards=(0,))
 
@@ -536,7 +545,7 @@ def test_an_interrupted_snapshot_stream_releases_its_staging(tmp_path):
 
         for _ in range(3):
             err = await refused(svc.InstallSnapshot, broken())
-            assert err.code == Code.INTERNAL and "gone" in err.details
+            assert err.code == Code.INTERNAL and "error id" in err.details
             assert staging_dirs(registry) == []
         resp = await svc.InstallSnapshot(chunks_of(source), Context())
         assert resp.status == node_pb2.REPLICATE_OK and set(registry.get("c", 1).label_of) == {"a", "b"}

@@ -2,13 +2,15 @@
 way back on the client side, and the message options of servers and channels. No network."""
 
 import asyncio
+import re
 
 import grpc
 import pytest
 
 from quartz_cluster import errors, limits
 from quartz_cluster.rpc import channels, server
-from quartz_cluster.rpc.status import STATUS, error_from_rpc, rpc, status_of
+from quartz_cluster.rpc.decode import Undecodable
+from quartz_cluster.rpc.status import STATUS, STATUS_MESSAGE_CHARS_MAX, error_from_rpc, rpc, status_of
 
 EXPECTED = {
     errors.InvalidArgument: (grpc.StatusCode.INVALID_ARGUMENT, 400),
@@ -65,10 +67,10 @@ class Service:
         return self.result
 
 
-def call(service: Service) -> FakeContext:
+def call(service: Service, request="req") -> FakeContext:
     context = FakeContext()
     with pytest.raises(grpc.aio.AbortError):
-        asyncio.run(service.Call("req", context))
+        asyncio.run(service.Call(request, context))
     return context
 
 
@@ -78,9 +80,42 @@ def test_a_domain_error_aborts_with_its_code_and_a_message_naming_the_field(cls)
     assert context.aborted == (EXPECTED[cls][0], "upserts.ids[3]: longer than 256 bytes")
 
 
-def test_an_unexpected_exception_is_internal_and_named():
-    context = call(Service(KeyError("shard")))
-    assert context.aborted == (grpc.StatusCode.INTERNAL, "internal error: KeyError: 'shard'")
+def test_an_unexpected_exception_is_internal_with_an_error_id_and_no_internal_text(caplog):
+    with caplog.at_level("ERROR", logger="quartz.rpc"):
+        context = call(Service(KeyError("/var/lib/quartz/secret-shard")))
+    code, details = context.aborted
+    assert code == grpc.StatusCode.INTERNAL and "secret" not in details and "KeyError" not in details
+    found = re.fullmatch(r"internal error \(error id ([0-9a-f]{12}); see the server log\)", details)
+    assert found is not None
+    (record,) = caplog.records
+    assert record.error_id == found.group(1) and record.method == "Call"
+    assert isinstance(record.exc_info[1], KeyError)  # the log keeps what the caller does not see
+    other = call(Service(KeyError("x"))).aborted[1]
+    assert other != details  # one id per error
+
+
+def test_a_long_message_is_cut_to_fit_in_a_status():
+    # a 10 KB message in the trailing metadata turned the answer into RESOURCE_EXHAUSTED
+    context = call(Service(errors.InvalidArgument("x" * 10_000, "name")))
+    code, details = context.aborted
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert len(details) <= STATUS_MESSAGE_CHARS_MAX and details.startswith("name: xxx")
+    assert details.endswith("(10006 chars)")
+    exact = "y" * STATUS_MESSAGE_CHARS_MAX
+    assert call(Service(errors.NotFound(exact))).aborted[1] == exact  # at the limit: whole
+
+
+def test_echo_cuts_long_values_and_keeps_short_ones_whole():
+    assert errors.echo("docs") == "'docs'"
+    assert errors.echo("a" * (errors.ECHO_CHARS_MAX - 2)) == repr("a" * (errors.ECHO_CHARS_MAX - 2))
+    long = errors.echo("b" * 10_000)
+    assert len(long) < errors.ECHO_CHARS_MAX + 20 and long.endswith("(10002 chars)")
+    assert long.startswith("'bbb")
+
+
+def test_an_undecodable_request_is_invalid_argument_with_its_message():
+    context = call(Service(result="never"), request=Undecodable("ids[2]: not valid UTF-8"))
+    assert context.aborted == (grpc.StatusCode.INVALID_ARGUMENT, "ids[2]: not valid UTF-8")
 
 
 def test_an_abort_of_the_method_itself_passes_through():
