@@ -4,6 +4,9 @@ ID_BYTES_MAX = 256
 PAYLOAD_BYTES_MAX = 64 * 1024
 BATCH_POINTS_MAX = 10_000  # upserts + deletes in one write
 DIM_MAX = 4096
+# |a|^2 of every stored or query vector; at most a quarter of float32's maximum, so that no l2
+# distance |a - b|^2 <= (|a| + |b|)^2 or inner product can overflow to inf
+VECTOR_SQUARED_NORM_MAX = float(3.4028234663852886e38 / 4)
 K_MAX = 1024
 EF_MAX = 8192
 QUERIES_PER_REQUEST_MAX = 1024
@@ -38,6 +41,9 @@ INITIAL_CAPACITY = 1024
 SHARDS_PER_COLLECTION_MAX = 64  # placement writes them in one etcd transaction (etcd allows 128 ops)
 ETCD_TXN_OPS_MAX = 100  # below etcd's default --max-txn-ops of 128
 REPLICATION_FACTOR_MAX = 5
+# replication_factor 0 (unset) means this many replicas, or every live node if fewer: with the
+# default write_consistency (majority, 2 of 3) writes survive any single node lost for good
+DEFAULT_REPLICATION_FACTOR = 3
 FANOUT_INFLIGHT_MAX = 256  # node calls a router has in flight at once (all requests)
 ROUTER_CALL_TIMEOUT_S = 30.0  # default deadline when the client sets none
 CREATE_WAIT_S_MAX = 120.0

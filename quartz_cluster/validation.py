@@ -11,7 +11,7 @@ import numpy as np
 import orjson
 
 from quartz_cluster import limits
-from quartz_cluster.errors import InvalidArgument
+from quartz_cluster.errors import InvalidArgument, echo
 
 METRICS = ("cosine", "l2", "ip")
 _NAME_RE = re.compile(limits.NAME_PATTERN)
@@ -19,19 +19,19 @@ _NAME_RE = re.compile(limits.NAME_PATTERN)
 
 def name(value: str, field: str) -> str:
     if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
-        raise InvalidArgument(f"must match {limits.NAME_PATTERN}, got {value!r}", field)
+        raise InvalidArgument(f"must match {limits.NAME_PATTERN}, got {echo(value)}", field)
     return value
 
 
 def metric(value: str, field: str = "metric") -> str:
     if value not in METRICS:
-        raise InvalidArgument(f"must be one of {', '.join(METRICS)}, got {value!r}", field)
+        raise InvalidArgument(f"must be one of {', '.join(METRICS)}, got {echo(value)}", field)
     return value
 
 
 def bounded_int(value: int, field: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InvalidArgument(f"must be an integer in [{low}, {high}], got {value!r}", field)
+        raise InvalidArgument(f"must be an integer in [{low}, {high}], got {echo(value)}", field)
     return value
 
 
@@ -49,7 +49,7 @@ def point_ids(ids: Sequence[str], field: str = "ids") -> list[str]:
             raise InvalidArgument(f"longer than {limits.ID_BYTES_MAX} bytes", f"{field}[{i}]")
         first = seen.setdefault(pid, i)
         if first != i:
-            raise InvalidArgument(f"duplicate id {pid!r} (also at index {first})", f"{field}[{i}]")
+            raise InvalidArgument(f"duplicate id {echo(pid)} (also at index {first})", f"{field}[{i}]")
     return out
 
 
@@ -66,6 +66,17 @@ def vectors(data: bytes, count: int, dim: int, expected_dim: int, field: str = "
     if not finite.all():
         row = int(np.flatnonzero(~finite)[0])
         raise InvalidArgument("contains NaN or infinity", f"{field}[{row}]")
+    # float32 squared norms: inf once they overflow, and then l2 scores would be inf too
+    squared = np.einsum("ij,ij->i", arr, arr)
+    fits = squared <= limits.VECTOR_SQUARED_NORM_MAX
+    if not fits.all():
+        row = int(np.flatnonzero(~fits)[0])
+        exact = float(np.square(arr[row], dtype=np.float64).sum())
+        raise InvalidArgument(
+            f"squared norm {exact:.3g} exceeds {limits.VECTOR_SQUARED_NORM_MAX:.3g} "
+            "(distances would overflow float32)",
+            f"{field}[{row}]",
+        )
     return arr
 
 
@@ -157,14 +168,15 @@ def collection_config(
     ef: int,
     field: str = "config",
 ) -> CollectionConfig:
-    """Validate a collection definition; zeros mean defaults."""
+    """Validate a collection definition; zero HNSW parameters mean defaults (the router resolves a
+    replication_factor of 0 before)."""
     return CollectionConfig(
         name=name(name_, f"{field}.name"),
         dim=bounded_int(dim, f"{field}.dim", 1, limits.DIM_MAX),
         metric=metric(metric_, f"{field}.metric"),
-        shards=bounded_int(shards or 1, f"{field}.shards", 1, limits.SHARDS_PER_COLLECTION_MAX),
+        shards=bounded_int(shards, f"{field}.shards", 1, limits.SHARDS_PER_COLLECTION_MAX),
         replication_factor=bounded_int(
-            replication_factor or 1, f"{field}.replication_factor", 1, limits.REPLICATION_FACTOR_MAX
+            replication_factor, f"{field}.replication_factor", 1, limits.REPLICATION_FACTOR_MAX
         ),
         **hnsw_params(m, ef_construction, ef, f"{field}.hnsw"),
     )

@@ -11,7 +11,8 @@ import grpc
 import numpy as np
 import orjson
 
-from quartz_cluster import errors
+from quartz_cluster import errors, limits
+from quartz_cluster.errors import echo
 from quartz_cluster.proto.quartz.v1 import node_pb2, quartz_pb2
 from quartz_cluster.rpc.status import error_from_rpc
 
@@ -56,6 +57,63 @@ class CollectionInfo:
     shard_map: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class ShardFailure:
+    shard: int
+    code: str  # gRPC status name, e.g. UNAVAILABLE
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ShardsAnswered:
+    """How many of the collection's shards a read heard from; `failed` names the others (reads
+    with allow_partial=True)."""
+
+    total: int
+    answered: int
+    failed: tuple[ShardFailure, ...] = ()
+
+    @property
+    def partial(self) -> bool:
+        return self.answered < self.total
+
+
+class Results(list):
+    """A read's answer (a list, as before) that also says which shards answered: `.shards`
+    (ShardsAnswered) and `.partial` (True when some shard is missing from it)."""
+
+    shards: ShardsAnswered
+
+    def __init__(self, items, shards: ShardsAnswered) -> None:
+        super().__init__(items)
+        self.shards = shards
+
+    @property
+    def partial(self) -> bool:
+        return self.shards.partial
+
+
+class Count(int):
+    """count()'s answer: an int that also says which shards answered (`.shards`, `.partial`)."""
+
+    shards: ShardsAnswered
+
+    def __new__(cls, value: int, shards: ShardsAnswered) -> Count:
+        out = super().__new__(cls, value)
+        out.shards = shards
+        return out
+
+    @property
+    def partial(self) -> bool:
+        return self.shards.partial
+
+
+def shards_answered(msg: quartz_pb2.ShardsAnswered) -> ShardsAnswered:
+    return ShardsAnswered(
+        msg.total, msg.answered, tuple(ShardFailure(f.shard, f.code, f.message) for f in msg.failed)
+    )
+
+
 class PartialWriteError(errors.Unavailable):
     """Some points of a batch were not written (their shards refused or were unreachable); the
     rest were. `failed` maps each failed id to (status code, message). Retrying is safe."""
@@ -66,12 +124,32 @@ class PartialWriteError(errors.Unavailable):
         super().__init__(f"{len(failed)} point(s) not written, e.g. {first[0]!r}: {first[1][1]}")
 
 
-def to_error(exc: grpc.RpcError) -> errors.QuartzError:
+def unreachable(exc: grpc.RpcError) -> bool:
+    """The channel could not connect (nothing listens, a bad host name), as opposed to a router
+    that answered UNAVAILABLE (a shard failing over)."""
+    if exc.code() != grpc.StatusCode.UNAVAILABLE:
+        return False
+    text = (exc.details() or "").lower()
+    return any(
+        s in text for s in ("failed to connect", "connection refused", "dns resolution", "name resolution")
+    )
+
+
+def to_error(exc: grpc.RpcError, address: str, ever_connected: bool = True) -> errors.QuartzError:
+    """The domain error for a failed call; the router's address is named when the call failed
+    on the way (no answer from the router), never only "Deadline Exceeded"."""
+    if unreachable(exc):
+        again = "" if ever_connected else " (is it running? `quartz up`, or --router / QUARTZ_ROUTER)"
+        return errors.Unavailable(f"cannot reach the QuartzDB router at {address}{again}: {exc.details()}")
+    if exc.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN):
+        return error_from_rpc(exc, f"router {address}: ")
     return error_from_rpc(exc)
 
 
-def retryable(exc: grpc.RpcError) -> bool:
-    return exc.code() == grpc.StatusCode.UNAVAILABLE
+def retryable(exc: grpc.RpcError, ever_connected: bool = True) -> bool:
+    """UNAVAILABLE is retried (a shard failing over, the router restarting), except that a router
+    never reached fails fast: nothing listens there."""
+    return exc.code() == grpc.StatusCode.UNAVAILABLE and (ever_connected or not unreachable(exc))
 
 
 def metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
@@ -84,55 +162,102 @@ def _choice(value: str, table: dict, field_: str) -> int:
     return table[value]
 
 
-def pack(vectors: Any, count: int | None = None) -> tuple[node_pb2.Vectors, bool]:
+def uint(value: Any, field_: str, low: int, high: int) -> int:
+    """An integer argument that goes into a uint32 field: checked here, so that k=-1 or k=2**40
+    raise InvalidArgument naming it, not protobuf's bare ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or not low <= value <= high:
+        raise errors.InvalidArgument(f"must be an integer in [{low}, {high}], got {echo(value)}", field_)
+    return int(value)
+
+
+def text(value: Any, field_: str) -> str:
+    if not isinstance(value, str):
+        raise errors.InvalidArgument(f"must be a string, got {type(value).__name__}", field_)
+    return value
+
+
+def pack(vectors: Any, count: int | None = None, field_: str = "vectors") -> tuple[node_pb2.Vectors, bool]:
     """float32 rows as packed bytes; returns (message, was_single_vector)."""
-    arr = np.asarray(vectors, dtype="<f4")
+    try:
+        arr = np.asarray(vectors, dtype="<f4")
+    except (TypeError, ValueError) as exc:
+        raise errors.InvalidArgument(f"must be numbers in a 1-D or 2-D array ({exc})", field_) from None
     single = arr.ndim == 1
     if single:
         arr = arr[None, :]
     if arr.ndim != 2:
-        raise errors.InvalidArgument(f"must be a 1-D or 2-D array, got {arr.ndim}-D", "vectors")
+        raise errors.InvalidArgument(f"must be a 1-D or 2-D array, got {arr.ndim}-D", field_)
     arr = np.ascontiguousarray(arr)
     return node_pb2.Vectors(data=arr.tobytes(), count=arr.shape[0], dim=arr.shape[1]), single
 
 
-def str_ids(ids: Sequence[str | int]) -> list[str]:
+def str_ids(ids: Sequence[str | int], field_: str = "ids") -> list[str]:
     """Integer ids are accepted and stored (and returned) as their decimal strings."""
-    return [str(i) if isinstance(i, int | np.integer) and not isinstance(i, bool) else i for i in ids]
+    if isinstance(ids, str | bytes | dict) or not hasattr(ids, "__iter__"):
+        raise errors.InvalidArgument(f"must be a list of ids, got {type(ids).__name__}", field_)
+    out = []
+    for n, i in enumerate(ids):
+        if isinstance(i, int | np.integer) and not isinstance(i, bool):
+            out.append(str(i))
+        elif isinstance(i, str):
+            out.append(i)
+        else:
+            raise errors.InvalidArgument(
+                f"must be a string or an integer, got {type(i).__name__}", f"{field_}[{n}]"
+            )
+    return out
 
 
-def payload_blob(p: Any) -> bytes:
+def payload_blob(p: Any, field_: str = "payloads") -> bytes:
     if p is None:
         return b""
-    return orjson.dumps(p, option=orjson.OPT_SERIALIZE_NUMPY)
+    try:
+        return orjson.dumps(p, option=orjson.OPT_SERIALIZE_NUMPY)
+    except orjson.JSONEncodeError as exc:
+        raise errors.InvalidArgument(f"not JSON-serializable ({exc})", field_) from None
 
 
 def filter_json(flt: dict | str | None) -> str:
     if flt is None:
         return ""
-    return flt if isinstance(flt, str) else orjson.dumps(flt).decode()
+    if isinstance(flt, str):
+        return flt
+    try:
+        return orjson.dumps(flt).decode()
+    except orjson.JSONEncodeError as exc:
+        raise errors.InvalidArgument(f"not JSON-serializable ({exc})", "filter") from None
 
 
 def create_collection_request(name, dim, metric, shards, replication_factor, m, ef_construction, ef, wait):
+    """replication_factor None: the cluster's default (3, or every live node if fewer)."""
+    u32 = 2**32 - 1
     return quartz_pb2.CreateCollectionRequest(
         config=quartz_pb2.CollectionConfig(
-            name=name,
-            dim=dim,
+            name=text(name, "name"),
+            dim=uint(dim, "dim", 1, u32),
             metric=_choice(metric, METRICS, "metric"),
-            shards=shards,
-            replication_factor=replication_factor,
-            hnsw=node_pb2.HnswParams(m=m or 0, ef_construction=ef_construction or 0, ef=ef or 0),
+            shards=uint(shards, "shards", 1, u32),
+            replication_factor=0
+            if replication_factor is None
+            else uint(replication_factor, "replication_factor", 1, u32),
+            hnsw=node_pb2.HnswParams(
+                m=uint(m or 0, "m", 0, u32),
+                ef_construction=uint(ef_construction or 0, "ef_construction", 0, u32),
+                ef=uint(ef or 0, "ef", 0, u32),
+            ),
         ),
-        wait=wait,
+        wait=bool(wait),
     )
 
 
 def upsert_request(collection, ids, vectors, payloads, write_consistency):
     ids = str_ids(ids)
     vecs, _ = pack(vectors)
-    blobs = [payload_blob(p) for p in payloads] if payloads is not None else []
+    blobs = (
+        [payload_blob(p, f"payloads[{i}]") for i, p in enumerate(payloads)] if payloads is not None else []
+    )
     return quartz_pb2.UpsertRequest(
-        collection=collection,
+        collection=text(collection, "collection"),
         points=node_pb2.PointBatch(ids=ids, vectors=vecs, payloads=blobs),
         write_consistency=_choice(write_consistency, WRITE_CONSISTENCY, "write_consistency"),
     )
@@ -141,34 +266,45 @@ def upsert_request(collection, ids, vectors, payloads, write_consistency):
 def delete_request(collection, ids, write_consistency):
     ids = str_ids(ids)
     return quartz_pb2.DeleteRequest(
-        collection=collection,
+        collection=text(collection, "collection"),
         ids=ids,
         write_consistency=_choice(write_consistency, WRITE_CONSISTENCY, "write_consistency"),
     )
 
 
 def search_request(collection, query, k, filter, ef, consistency, with_payload, allow_partial):
-    queries, single = pack(query)
+    queries, single = pack(query, field_="query")
     return quartz_pb2.SearchPointsRequest(
-        collection=collection,
+        collection=text(collection, "collection"),
         queries=queries,
-        k=k,
-        ef=ef or 0,
+        k=uint(k, "k", 1, limits.K_MAX),
+        ef=uint(ef or 0, "ef", 0, limits.EF_MAX),
         filter=filter_json(filter),
-        with_payload=with_payload,
+        with_payload=bool(with_payload),
         consistency=_choice(consistency, READ_CONSISTENCY, "consistency"),
-        allow_partial=allow_partial,
+        allow_partial=bool(allow_partial),
     ), single
 
 
-def get_request(collection, ids, with_vectors, with_payload, consistency):
+def get_request(collection, ids, with_vectors, with_payload, consistency, allow_partial=False):
     return quartz_pb2.GetPointsRequest(
-        collection=collection,
+        collection=text(collection, "collection"),
         ids=str_ids(ids),
-        with_vectors=with_vectors,
-        with_payload=with_payload,
+        with_vectors=bool(with_vectors),
+        with_payload=bool(with_payload),
         consistency=_choice(consistency, READ_CONSISTENCY, "consistency"),
+        allow_partial=bool(allow_partial),
     )
+
+
+def count_request(collection, allow_partial=False):
+    return quartz_pb2.CountRequest(
+        collection=text(collection, "collection"), allow_partial=bool(allow_partial)
+    )
+
+
+def parse_count(resp: quartz_pb2.CountResponse) -> Count:
+    return Count(resp.count, shards_answered(resp.shards))
 
 
 class Session:
@@ -230,7 +366,8 @@ def check_write(result: quartz_pb2.WriteResult, ids: list[str]) -> None:
         raise PartialWriteError({ids[e.index]: (e.code, e.message) for e in result.errors})
 
 
-def parse_hits(resp: quartz_pb2.SearchPointsResponse, single: bool, with_payload: bool):
+def parse_hits(resp: quartz_pb2.SearchPointsResponse, single: bool, with_payload: bool) -> Results:
+    """One query: Results of Hits; several: Results of lists of Hits (per query, best first)."""
     out = [
         [
             Hit(pid, score, (orjson.loads(r.payloads[i]) if r.payloads[i] else {}) if with_payload else None)
@@ -238,18 +375,21 @@ def parse_hits(resp: quartz_pb2.SearchPointsResponse, single: bool, with_payload
         ]
         for r in resp.results
     ]
-    return out[0] if single else out
+    return Results(out[0] if single else out, shards_answered(resp.shards))
 
 
-def parse_points(resp: quartz_pb2.GetPointsResponse, with_vectors: bool, with_payload: bool) -> list[Point]:
-    return [
-        Point(
-            p.id,
-            np.frombuffer(p.vector, dtype="<f4").copy() if with_vectors else None,
-            (orjson.loads(p.payload) if p.payload else {}) if with_payload else None,
-        )
-        for p in resp.points
-    ]
+def parse_points(resp: quartz_pb2.GetPointsResponse, with_vectors: bool, with_payload: bool) -> Results:
+    return Results(
+        [
+            Point(
+                p.id,
+                np.frombuffer(p.vector, dtype="<f4").copy() if with_vectors else None,
+                (orjson.loads(p.payload) if p.payload else {}) if with_payload else None,
+            )
+            for p in resp.points
+        ],
+        shards_answered(resp.shards),
+    )
 
 
 def parse_collection(info: quartz_pb2.CollectionInfo) -> CollectionInfo:

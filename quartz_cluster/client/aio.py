@@ -22,6 +22,7 @@ class AsyncQuartzClient:
         self.session = c.Session()
         self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
         self._stub = quartz_pb2_grpc.QuartzStub(self._channel)
+        self._connected = False  # a call reached the router once: UNAVAILABLE is worth retrying
 
     async def close(self) -> None:
         await self._channel.close()
@@ -39,12 +40,15 @@ class AsyncQuartzClient:
         while True:
             remaining = deadline - loop.time()
             try:
-                return await getattr(self._stub, method)(
-                    request, timeout=max(remaining, 0.001), metadata=self._metadata, wait_for_ready=True
+                reply = await getattr(self._stub, method)(
+                    request, timeout=max(remaining, 0.001), metadata=self._metadata
                 )
+                self._connected = True
+                return reply
             except grpc.RpcError as exc:
-                if not c.retryable(exc) or deadline - loop.time() <= backoff:
-                    raise c.to_error(exc) from None
+                self._connected = self._connected or not c.unreachable(exc)
+                if not c.retryable(exc, self._connected) or deadline - loop.time() <= backoff:
+                    raise c.to_error(exc, self.address, self._connected) from None
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, c.RETRY_BACKOFF_S_MAX)
 
@@ -71,7 +75,7 @@ class AsyncQuartzClient:
         dim: int,
         metric: str = "cosine",
         shards: int = 1,
-        replication_factor: int = 1,
+        replication_factor: int | None = None,
         m: int | None = None,
         ef_construction: int | None = None,
         ef: int | None = None,
@@ -120,8 +124,12 @@ class AsyncQuartzClient:
         with_vectors: bool = True,
         with_payload: bool = True,
         consistency: str = "eventual",
-    ) -> list[c.Point]:
-        req = c.get_request(collection, ids, with_vectors, with_payload, consistency)
+        allow_partial: bool = False,
+    ) -> c.Results:
+        """The points found, in request order (a list; `.shards` says which shards answered).
+        allow_partial: answer without the shards that are down (`.shards.failed` names them)
+        instead of raising Unavailable."""
+        req = c.get_request(collection, ids, with_vectors, with_payload, consistency, allow_partial)
         self.session.attach(collection, req, consistency)
         return c.parse_points(await self._call("Get", req), with_vectors, with_payload)
 
@@ -143,5 +151,7 @@ class AsyncQuartzClient:
         self.session.attach(collection, req, consistency)
         return c.parse_hits(await self._call("Search", req, timeout), single, with_payload)
 
-    async def count(self, collection: str) -> int:
-        return (await self._call("Count", quartz_pb2.CountRequest(collection=collection))).count
+    async def count(self, collection: str, allow_partial: bool = False) -> c.Count:
+        """The number of points (an int; `.shards` says which shards answered). allow_partial:
+        count the shards that answer (`.shards.failed` names the others) instead of raising."""
+        return c.parse_count(await self._call("Count", c.count_request(collection, allow_partial)))

@@ -31,6 +31,7 @@ class QuartzClient:
         self.session = c.Session()
         self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
         self._stub = quartz_pb2_grpc.QuartzStub(self._channel)
+        self._connected = False  # a call reached the router once: UNAVAILABLE is worth retrying
 
     def close(self) -> None:
         self._channel.close()
@@ -47,12 +48,15 @@ class QuartzClient:
         while True:
             remaining = deadline - time.monotonic()
             try:
-                return getattr(self._stub, method)(
-                    request, timeout=max(remaining, 0.001), metadata=self._metadata, wait_for_ready=True
+                reply = getattr(self._stub, method)(
+                    request, timeout=max(remaining, 0.001), metadata=self._metadata
                 )
+                self._connected = True
+                return reply
             except grpc.RpcError as exc:
-                if not c.retryable(exc) or deadline - time.monotonic() <= backoff:
-                    raise c.to_error(exc) from None
+                self._connected = self._connected or not c.unreachable(exc)
+                if not c.retryable(exc, self._connected) or deadline - time.monotonic() <= backoff:
+                    raise c.to_error(exc, self.address, self._connected) from None
                 time.sleep(backoff)
                 backoff = min(backoff * 2, c.RETRY_BACKOFF_S_MAX)
 
@@ -79,7 +83,7 @@ class QuartzClient:
         dim: int,
         metric: str = "cosine",
         shards: int = 1,
-        replication_factor: int = 1,
+        replication_factor: int | None = None,
         m: int | None = None,
         ef_construction: int | None = None,
         ef: int | None = None,
@@ -128,8 +132,12 @@ class QuartzClient:
         with_vectors: bool = True,
         with_payload: bool = True,
         consistency: str = "eventual",
-    ) -> list[c.Point]:
-        req = c.get_request(collection, ids, with_vectors, with_payload, consistency)
+        allow_partial: bool = False,
+    ) -> c.Results:
+        """The points found, in request order (a list; `.shards` says which shards answered).
+        allow_partial: answer without the shards that are down (`.shards.failed` names them)
+        instead of raising Unavailable."""
+        req = c.get_request(collection, ids, with_vectors, with_payload, consistency, allow_partial)
         self.session.attach(collection, req, consistency)
         return c.parse_points(self._call("Get", req), with_vectors, with_payload)
 
@@ -145,15 +153,19 @@ class QuartzClient:
         allow_partial: bool = False,
         timeout: float | None = None,
     ):
-        """One query (1-D) -> list[Hit]; several (2-D) -> list[list[Hit]]. Best first."""
+        """One query (1-D) -> list of Hit; several (2-D) -> a list of lists of Hit. Best first.
+        The list also says which shards answered: `.shards` (total, answered, failed) and
+        `.partial`; with allow_partial=True a search answers without the shards that are down."""
         req, single = c.search_request(
             collection, query, k, filter, ef, consistency, with_payload, allow_partial
         )
         self.session.attach(collection, req, consistency)
         return c.parse_hits(self._call("Search", req, timeout), single, with_payload)
 
-    def count(self, collection: str) -> int:
-        return self._call("Count", quartz_pb2.CountRequest(collection=collection)).count
+    def count(self, collection: str, allow_partial: bool = False) -> c.Count:
+        """The number of points (an int; `.shards` says which shards answered). allow_partial:
+        count the shards that answer (`.shards.failed` names the others) instead of raising."""
+        return c.parse_count(self._call("Count", c.count_request(collection, allow_partial)))
 
 
 __all__ = ["QuartzClient", "errors"]

@@ -20,6 +20,7 @@ from quartz_cluster.errors import (
     NotFound,
     QuartzError,
     Unavailable,
+    echo,
 )
 from quartz_cluster.meta import schema
 from quartz_cluster.meta.schema import CollectionRecord
@@ -147,17 +148,17 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
         c = request.config
         if c.metric not in METRIC_NAMES:
             raise InvalidArgument("must be COSINE, L2 or IP", "config.metric")
+        live = len(self.shardmap.view.nodes)
         cfg = validation.collection_config(
             c.name,
             c.dim,
             METRIC_NAMES[c.metric],
             c.shards,
-            c.replication_factor,
+            c.replication_factor or max(1, min(limits.DEFAULT_REPLICATION_FACTOR, live)),
             c.hnsw.m,
             c.hnsw.ef_construction,
             c.hnsw.ef,
         )
-        live = len(self.shardmap.view.nodes)
         if cfg.replication_factor > live:
             raise FailedPrecondition(
                 f"{cfg.replication_factor} replicas need as many live nodes; {live} are live",
@@ -171,7 +172,7 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
             compare=[t.create(key) == 0], success=[t.put(key, record.to_json())]
         )
         if not ok:
-            raise AlreadyExists(f"collection {cfg.name!r} already exists", "config.name")
+            raise AlreadyExists(f"collection {echo(cfg.name)} already exists", "config.name")
         deadline = asyncio.get_running_loop().time() + min(_timeout(context), limits.CREATE_WAIT_S_MAX)
         while True:
             coll = self.shardmap.view.collections.get(cfg.name)
@@ -189,7 +190,7 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
         validation.name(request.name, "name")
         kv = await self.store.get(schema.collection_key(request.name))
         if kv is None:
-            raise NotFound(f"collection {request.name!r} does not exist", "name")
+            raise NotFound(f"collection {echo(request.name)} does not exist", "name")
         coll = CollectionRecord.from_json(kv.value)
         t = self.store.txn
         ok, _ = await self.store.transaction(
@@ -200,7 +201,7 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
             ],
         )
         if not ok:
-            raise FailedPrecondition(f"collection {request.name!r} changed concurrently; retry", "name")
+            raise FailedPrecondition(f"collection {echo(request.name)} changed concurrently; retry", "name")
         await self.shardmap.wait_revision(await self.store.revision(), _timeout(context))
         return quartz_pb2.DropCollectionResponse(dropped=True)
 
@@ -380,12 +381,12 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
             )
             return (await self._read(coll, shard, request.consistency, "Get", req, timeout_s, session)).points
 
-        found = {
-            p.id: p for pts in await asyncio.gather(*(one(s, i) for s, i in groups.items())) for p in pts
-        }
+        shards = list(groups)
+        replies = await asyncio.gather(*(one(s, groups[s]) for s in shards), return_exceptions=True)
+        answered = _answered(list(zip(shards, replies, strict=True)), request.allow_partial)
+        found = {p.id: p for r in replies if not isinstance(r, BaseException) for p in r}
         return quartz_pb2.GetPointsResponse(
-            points=[found[pid] for pid in ids if pid in found],
-            shards=quartz_pb2.ShardsAnswered(total=len(groups), answered=len(groups)),
+            points=[found[pid] for pid in ids if pid in found], shards=answered
         )
 
     @rpc
@@ -403,27 +404,24 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
         if request.consistency in EVENTUAL:
             # coalesced with concurrent searches of the same shape: one node call per node for all
             loop = asyncio.get_running_loop()
-            merged, plans, answered, failures = await self.searches.submit(
+            merged, plans, _, failures = await self.searches.submit(
                 shape.key,
                 (q.data, q.count, loop.time() + timeout_s),
                 q.count,
                 lambda items: self._search_eventual(shape, items),
             )
         else:
-            merged, plans, answered, failures = await self._search_per_shard(
+            merged, plans, _, failures = await self._search_per_shard(
                 shape, q, request.consistency, {p.shard: p.lsn for p in request.session}, timeout_s
             )
-        for f in failures:
-            if f.code != "UNAVAILABLE" or not request.allow_partial:
-                raise f  # a bad filter etc. fails the same on every shard: report it as is
+        shards = _answered(failures, request.allow_partial, coll.shards)
         return quartz_pb2.SearchPointsResponse(
-            results=search_results(merged, plans, request.with_payload),
-            shards=quartz_pb2.ShardsAnswered(total=coll.shards, answered=answered),
+            results=search_results(merged, plans, request.with_payload), shards=shards
         )
 
     async def _search_per_shard(
         self, shape: SearchShape, q: node_pb2.Vectors, consistency: int, session: dict, timeout_s: float
-    ) -> tuple[list, list[str], int, list[QuartzError]]:
+    ) -> tuple[list, list[str], int, list[tuple[int, QuartzError]]]:
         """Strong and session searches: one call per shard (each shard's primary, or a replica
         that has applied the session's LSN there)."""
 
@@ -434,8 +432,8 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
 
         replies = await asyncio.gather(*(one(s) for s in range(shape.coll.shards)), return_exceptions=True)
         ok = [r for r in replies if not isinstance(r, BaseException)]
-        failures = [r for r in replies if isinstance(r, BaseException)]
-        for f in failures:
+        failures = [(s, r) for s, r in enumerate(replies) if isinstance(r, BaseException)]
+        for _, f in failures:
             if not isinstance(f, QuartzError):
                 raise f
         merged, plans = shape.merge([rep.results for rep in ok], q.count)
@@ -454,11 +452,11 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
         queries = node_pb2.Vectors(data=b"".join(i[0] for i in items), count=count, dim=shape.dim)
         groups, missing = self.shardmap.read_plan(shape.coll)
         outcomes = await asyncio.gather(*(self._search_group(shape, g, queries, deadline) for g in groups))
-        answered, results, failures = 0, [], list(missing.values())
+        answered, results, failures = 0, [], sorted(missing.items())
         # merged in shard order, so that equal scores rank the same whichever replicas answered
         for shards, outcome in sorted((o for group in outcomes for o in group), key=lambda o: o[0][0]):
             if isinstance(outcome, QuartzError):
-                failures.append(outcome)
+                failures.extend((s, outcome) for s in shards)
             else:
                 answered += len(shards)
                 results.append(outcome.results)
@@ -547,10 +545,38 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
             req = node_pb2.StatsRequest(ref=node_pb2.ShardRef(collection_id=coll.id, shard=shard))
             return (await self._read(coll, shard, quartz_pb2.STRONG, "Stats", req, timeout_s)).count
 
-        counts = await asyncio.gather(*(one(s) for s in range(coll.shards)))
+        counts = await asyncio.gather(*(one(s) for s in range(coll.shards)), return_exceptions=True)
+        answered = _answered(list(enumerate(counts)), request.allow_partial)
         return quartz_pb2.CountResponse(
-            count=sum(counts), shards=quartz_pb2.ShardsAnswered(total=coll.shards, answered=coll.shards)
+            count=sum(n for n in counts if not isinstance(n, BaseException)), shards=answered
         )
+
+
+def _answered(
+    outcomes: list[tuple[int, object]], allow_partial: bool, total: int | None = None
+) -> quartz_pb2.ShardsAnswered:
+    """The fan-out accounting of a read from (shard, reply or exception) pairs (`total` given:
+    the pairs are the failures only). A failure other than UNAVAILABLE (a bad filter, a missing
+    collection: the same on every shard) is raised as is; UNAVAILABLE shards are listed when the
+    read allows a partial answer, and otherwise raised as one error naming every one of them."""
+    failed = sorted((s, e) for s, e in outcomes if isinstance(e, BaseException))
+    for _, exc in failed:
+        if not isinstance(exc, QuartzError):
+            raise exc
+        if exc.code != "UNAVAILABLE":
+            raise exc
+    if failed and not allow_partial:
+        if len(failed) == 1:
+            raise failed[0][1]
+        names = ", ".join(str(s) for s, _ in failed)
+        first = failed[0][1]
+        raise Unavailable(f"shards {names} did not answer (allow_partial answers without them): {first}")
+    total = len(outcomes) if total is None else total
+    return quartz_pb2.ShardsAnswered(
+        total=total,
+        answered=total - len(failed),
+        failed=[quartz_pb2.ShardFailure(shard=s, code=e.code, message=str(e)) for s, e in failed],
+    )
 
 
 def _check_answers(reply: node_pb2.SearchResponse, queries: int, source: str) -> None:

@@ -78,8 +78,8 @@ def test_a_hung_node_costs_the_deadline_once_then_its_shards_fail_as_unavailable
     svc = service([ReadGroup("A", [0, 1], False)], {0: ["A"], 1: ["B", "A"]}, behave)
     _merged, answered, failures = asyncio.run(one_round(svc, 0.2))
     assert svc.calls == [("A", [0, 1])]  # nothing started after the deadline
-    assert answered == 0 and [f.code for f in failures] == ["UNAVAILABLE", "UNAVAILABLE"]
-    assert "shard 0" in str(failures[0]) and "shard 1" in str(failures[1])
+    assert answered == 0 and [(s, f.code) for s, f in failures] == [(0, "UNAVAILABLE"), (1, "UNAVAILABLE")]
+    assert "shard 0" in str(failures[0][1]) and "shard 1" in str(failures[1][1])
 
 
 def test_a_failed_node_is_replaced_shard_by_shard_by_the_other_replicas():

@@ -128,8 +128,8 @@ def test_vectors_are_decoded_as_little_endian_float32_rows():
     got = validation.vectors(values.tobytes(), 2, 3, 3)
     assert got.dtype == np.dtype("<f4") and got.shape == (2, 3)
     assert got.tolist() == values.tolist()
-    # the extreme finite values pass
-    big = np.array([[np.finfo("<f4").max, np.finfo("<f4").min, np.finfo("<f4").tiny]], dtype="<f4")
+    # the extreme values whose squared norm fits pass (float32's max does not: see below)
+    big = np.array([[1e18, -1e18, np.finfo("<f4").tiny]], dtype="<f4")
     assert validation.vectors(big.tobytes(), 1, 3, 3).tolist() == big.tolist()
     # the first bad row is the one named
     bad = np.ones((4, 2), dtype="<f4")
@@ -223,8 +223,8 @@ def test_write_batch_names_each_refusal():
         validation.write_batch(["a"], vecs, 1, 2, [b"", b""], [], 2)
 
 
-def test_collection_config_zeros_mean_defaults():
-    c = validation.collection_config("docs", 8, "l2", 0, 0, 0, 0, 0)
+def test_collection_config_zero_hnsw_parameters_mean_defaults():
+    c = validation.collection_config("docs", 8, "l2", 1, 1, 0, 0, 0)
     assert c == validation.CollectionConfig(
         name="docs",
         dim=8,
@@ -264,7 +264,7 @@ def test_collection_config_bounds_are_inclusive_and_named(arg, low, high, field)
     for ok in (low, high):
         assert getattr(validation.collection_config(**{**good, arg: ok}), arg) == ok
     for bad in (low - 1, high + 1):
-        if bad == 0 and arg != "dim":
+        if bad == 0 and arg in ("m", "ef_construction", "ef"):
             continue  # zero means the default
         with pytest.raises(InvalidArgument) as err:
             validation.collection_config(**{**good, arg: bad})
@@ -291,3 +291,39 @@ def test_hnsw_params_default_field_and_defaults():
         validation.hnsw_params(0, 0, limits.EF_MAX + 1)
     with pytest.raises(InvalidArgument, match=r"^hnsw\.ef_construction: "):
         validation.hnsw_params(0, limits.EF_CONSTRUCTION_MAX + 1, 0)
+
+
+@pytest.mark.parametrize("arg", ["shards", "replication_factor"])
+def test_collection_config_refuses_zero_shards_and_replicas(arg):
+    # shards=0 once silently became 1; the router resolves an unset replication_factor itself
+    with pytest.raises(InvalidArgument, match=rf"^config\.{arg}: must be an integer in \[1, "):
+        validation.collection_config(
+            **{
+                "name_": "c",
+                "dim": 4,
+                "metric_": "l2",
+                "shards": 1,
+                "replication_factor": 1,
+                "m": 0,
+                "ef_construction": 0,
+                "ef": 0,
+                arg: 0,
+            }
+        )
+
+
+def test_vectors_whose_squared_norm_overflows_float32_are_refused():
+    # l2 vectors near 1e38 once scored inf; at the limit a vector is accepted and scores finitely
+    big = np.full((2, 4), 1e19, dtype="<f4")  # squared norm 4e38 > float32 max
+    with pytest.raises(InvalidArgument, match=r"^vectors\[0\]: squared norm 4e\+38 exceeds"):
+        validation.vectors(big.tobytes(), 2, 4, 4)
+    rows = np.zeros((3, 4), dtype="<f4")
+    rows[2, 0] = np.sqrt(np.float32(limits.VECTOR_SQUARED_NORM_MAX)) * np.float32(1.0001)
+    with pytest.raises(InvalidArgument, match=r"^q\[2\]: squared norm"):
+        validation.vectors(rows.tobytes(), 3, 4, 4, "q")
+    edge = np.zeros((2, 4), dtype="<f4")
+    edge[0, 0] = np.sqrt(np.float32(limits.VECTOR_SQUARED_NORM_MAX)) * np.float32(0.9999)
+    edge[1, 0] = -edge[0, 0]
+    arr = validation.vectors(edge.tobytes(), 2, 4, 4)
+    d = arr[0] - arr[1]
+    assert np.isfinite(np.float32(d @ d))  # the worst l2 distance between two accepted vectors

@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from quartz_cluster.proto.quartz.v1 import node_pb2 as quartz_dot_v1_dot_node__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16quartz/v1/quartz.proto\x12\tquartz.v1\x1a\x14quartz/v1/node.proto\"\xa1\x01\n\x10\x43ollectionConfig\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12!\n\x06metric\x18\x03 \x01(\x0e\x32\x11.quartz.v1.Metric\x12\x0e\n\x06shards\x18\x04 \x01(\r\x12\x1a\n\x12replication_factor\x18\x05 \x01(\r\x12#\n\x04hnsw\x18\x06 \x01(\x0b\x32\x15.quartz.v1.HnswParams\"2\n\rInSyncReplica\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\t\"w\n\tShardInfo\x12\r\n\x05shard\x18\x01 \x01(\r\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x0f\n\x07primary\x18\x03 \x01(\t\x12\x10\n\x08replicas\x18\x04 \x03(\t\x12)\n\x07in_sync\x18\x05 \x03(\x0b\x32\x18.quartz.v1.InSyncReplica\"~\n\x0e\x43ollectionInfo\x12+\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1b.quartz.v1.CollectionConfig\x12\n\n\x02id\x18\x02 \x01(\t\x12\r\n\x05ready\x18\x03 \x01(\x08\x12$\n\x06shards\x18\x04 \x03(\x0b\x32\x14.quartz.v1.ShardInfo\"T\n\x17\x43reateCollectionRequest\x12+\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1b.quartz.v1.CollectionConfig\x12\x0c\n\x04wait\x18\x02 \x01(\x08\"%\n\x15\x44ropCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\")\n\x16\x44ropCollectionResponse\x12\x0f\n\x07\x64ropped\x18\x01 \x01(\x08\"\x18\n\x16ListCollectionsRequest\"I\n\x17ListCollectionsResponse\x12.\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32\x19.quartz.v1.CollectionInfo\")\n\x19\x44\x65scribeCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"1\n\x0eShardsAnswered\x12\r\n\x05total\x18\x01 \x01(\r\x12\x10\n\x08\x61nswered\x18\x02 \x01(\r\":\n\rShardPosition\x12\r\n\x05shard\x18\x01 \x01(\r\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x0b\n\x03lsn\x18\x03 \x01(\x04\":\n\nPointError\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x8c\x01\n\x0bWriteResult\x12%\n\x06\x65rrors\x18\x01 \x03(\x0b\x32\x15.quartz.v1.PointError\x12)\n\x06shards\x18\x02 \x01(\x0b\x32\x19.quartz.v1.ShardsAnswered\x12+\n\tpositions\x18\x03 \x03(\x0b\x32\x18.quartz.v1.ShardPosition\"\x82\x01\n\rUpsertRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12%\n\x06points\x18\x02 \x01(\x0b\x32\x15.quartz.v1.PointBatch\x12\x36\n\x11write_consistency\x18\x03 \x01(\x0e\x32\x1b.quartz.v1.WriteConsistency\"h\n\rDeleteRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\t\x12\x36\n\x11write_consistency\x18\x03 \x01(\x0e\x32\x1b.quartz.v1.WriteConsistency\"\xbb\x01\n\x10GetPointsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\t\x12\x14\n\x0cwith_vectors\x18\x03 \x01(\x08\x12\x14\n\x0cwith_payload\x18\x04 \x01(\x08\x12/\n\x0b\x63onsistency\x18\x05 \x01(\x0e\x32\x1a.quartz.v1.ReadConsistency\x12)\n\x07session\x18\x06 \x03(\x0b\x32\x18.quartz.v1.ShardPosition\"`\n\x11GetPointsResponse\x12 \n\x06points\x18\x01 \x03(\x0b\x32\x10.quartz.v1.Point\x12)\n\x06shards\x18\x02 \x01(\x0b\x32\x19.quartz.v1.ShardsAnswered\"\xfe\x01\n\x13SearchPointsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12#\n\x07queries\x18\x02 \x01(\x0b\x32\x12.quartz.v1.Vectors\x12\t\n\x01k\x18\x03 \x01(\r\x12\n\n\x02\x65\x66\x18\x04 \x01(\r\x12\x0e\n\x06\x66ilter\x18\x05 \x01(\t\x12\x14\n\x0cwith_payload\x18\x06 \x01(\x08\x12/\n\x0b\x63onsistency\x18\x07 \x01(\x0e\x32\x1a.quartz.v1.ReadConsistency\x12\x15\n\rallow_partial\x18\x08 \x01(\x08\x12)\n\x07session\x18\t \x03(\x0b\x32\x18.quartz.v1.ShardPosition\"k\n\x14SearchPointsResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.quartz.v1.SearchResult\x12)\n\x06shards\x18\x02 \x01(\x0b\x32\x19.quartz.v1.ShardsAnswered\"\"\n\x0c\x43ountRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\"I\n\rCountResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\x12)\n\x06shards\x18\x02 \x01(\x0b\x32\x19.quartz.v1.ShardsAnswered*U\n\x10WriteConsistency\x12!\n\x1dWRITE_CONSISTENCY_UNSPECIFIED\x10\x00\x12\x07\n\x03ONE\x10\x01\x12\x0c\n\x08MAJORITY\x10\x02\x12\x07\n\x03\x41LL\x10\x03*Z\n\x0fReadConsistency\x12 \n\x1cREAD_CONSISTENCY_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x45VENTUAL\x10\x01\x12\x0b\n\x07SESSION\x10\x02\x12\n\n\x06STRONG\x10\x03\x32\xa4\x05\n\x06Quartz\x12Q\n\x10\x43reateCollection\x12\".quartz.v1.CreateCollectionRequest\x1a\x19.quartz.v1.CollectionInfo\x12U\n\x0e\x44ropCollection\x12 .quartz.v1.DropCollectionRequest\x1a!.quartz.v1.DropCollectionResponse\x12X\n\x0fListCollections\x12!.quartz.v1.ListCollectionsRequest\x1a\".quartz.v1.ListCollectionsResponse\x12U\n\x12\x44\x65scribeCollection\x12$.quartz.v1.DescribeCollectionRequest\x1a\x19.quartz.v1.CollectionInfo\x12:\n\x06Upsert\x12\x18.quartz.v1.UpsertRequest\x1a\x16.quartz.v1.WriteResult\x12:\n\x06\x44\x65lete\x12\x18.quartz.v1.DeleteRequest\x1a\x16.quartz.v1.WriteResult\x12@\n\x03Get\x12\x1b.quartz.v1.GetPointsRequest\x1a\x1c.quartz.v1.GetPointsResponse\x12I\n\x06Search\x12\x1e.quartz.v1.SearchPointsRequest\x1a\x1f.quartz.v1.SearchPointsResponse\x12:\n\x05\x43ount\x12\x17.quartz.v1.CountRequest\x1a\x18.quartz.v1.CountResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16quartz/v1/quartz.proto\x12\tquartz.v1\x1a\x14quartz/v1/node.proto\"\xa1\x01\n\x10\x43ollectionConfig\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12!\n\x06metric\x18\x03 \x01(\x0e\x32\x11.quartz.v1.Metric\x12\x0e\n\x06shards\x18\x04 \x01(\r\x12\x1a\n\x12replication_factor\x18\x05 \x01(\r\x12#\n\x04hnsw\x18\x06 \x01(\x0b\x32\x15.quartz.v1.HnswParams\"2\n\rInSyncReplica\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\t\"w\n\tShardInfo\x12\r\n\x05shard\x18\x01 \x01(\r\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x0f\n\x07primary\x18\x03 \x01(\t\x12\x10\n\x08replicas\x18\x04 \x03(\t\x12)\n\x07in_sync\x18\x05 \x03(\x0b\x32\x18.quartz.v1.InSyncReplica\"~\n\x0e\x43ollectionInfo\x12+\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1b.quartz.v1.CollectionConfig\x12\n\n\x02id\x18\x02 \x01(\t\x12\r\n\x05ready\x18\x03 \x01(\x08\x12$\n\x06shards\x18\x04 \x03(\x0b\x32\x14.quartz.v1.ShardInfo\"T\n\x17\x43reateCollectionRequest\x12+\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1b.quartz.v1.CollectionConfig\x12\x0c\n\x04wait\x18\x02 \x01(\x08\"%\n\x15\x44ropCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\")\n\x16\x44ropCollectionResponse\x12\x0f\n\x07\x64ropped\x18\x01 \x01(\x08\"\x18\n\x16ListCollectionsRequest\"I\n\x17ListCollectionsResponse\x12.\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32\x19.quartz.v1.CollectionInfo\")\n\x19\x44\x65scribeCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"<\n\x0cShardFailure\x12\r\n\x05shard\x18\x01 \x01(\r\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"Z\n\x0eShardsAnswered\x12\r\n\x05total\x18\x01 \x01(\r\x12\x10\n\x08\x61nswered\x18\x02 \x01(\r\x12\'\n\x06\x66\x61iled\x18\x03 \x03(\x0b\x32\x17.quartz.v1.ShardFailure\":\n\rShardPosition\x12\r\n\x05shard\x18\x01 \x01(\r\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\x0b\n\x03lsn\x18\x03 \x01(\x04\":\n\nPointError\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x8c\x01\n\x0bWriteResult\x12%\n\x06\x65rrors\x18\x01 \x03(\x0b\x32\x15.quartz.v1.PointError\x12)\n\x06shards\x18\x02 \x01(\x0b\x32\x19.quartz.v1.ShardsAnswered\x12+\n\tpositions\x18\x03 \x03(\x0b\x32\x18.quartz.v1.ShardPosition\"\x82\x01\n\rUpsertRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12%\n\x06points\x18\x02 \x01(\x0b\x32\x15.quartz.v1.PointBatch\x12\x36\n\x11write_consistency\x18\x03 \x01(\x0e\x32\x1b.quartz.v1.WriteConsistency\"h\n\rDeleteRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\t\x12\x36\n\x11write_consistency\x18\x03 \x01(\x0e\x32\x1b.quartz.v1.WriteConsistency\"\xd2\x01\n\x10GetPointsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\t\x12\x14\n\x0cwith_vectors\x18\x03 \x01(\x08\x12\x14\n\x0cwith_payload\x18\x04 \x01(\x08\x12/\n\x0b\x63onsistency\x18\x05 \x01(\x0e\x32\x1a.quartz.v1.ReadConsistency\x12)\n\x07session\x18\x06 \x03(\x0b\x32\x18.quartz.v1.ShardPosition\x12\x15\n\rallow_partial\x18\x07 \x01(\x08\"`\n\x11GetPointsResponse\x12 \n\x06points\x18\x01 \x03(\x0b\x32\x10.quartz.v1.Point\x12)\n\x06shards\x18\x02 \x01(\x0b\x32\x19.quartz.v1.ShardsAnswered\"\xfe\x01\n\x13SearchPointsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12#\n\x07queries\x18\x02 \x01(\x0b\x32\x12.quartz.v1.Vectors\x12\t\n\x01k\x18\x03 \x01(\r\x12\n\n\x02\x65\x66\x18\x04 \x01(\r\x12\x0e\n\x06\x66ilter\x18\x05 \x01(\t\x12\x14\n\x0cwith_payload\x18\x06 \x01(\x08\x12/\n\x0b\x63onsistency\x18\x07 \x01(\x0e\x32\x1a.quartz.v1.ReadConsistency\x12\x15\n\rallow_partial\x18\x08 \x01(\x08\x12)\n\x07session\x18\t \x03(\x0b\x32\x18.quartz.v1.ShardPosition\"k\n\x14SearchPointsResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.quartz.v1.SearchResult\x12)\n\x06shards\x18\x02 \x01(\x0b\x32\x19.quartz.v1.ShardsAnswered\"9\n\x0c\x43ountRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x15\n\rallow_partial\x18\x02 \x01(\x08\"I\n\rCountResponse\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\x12)\n\x06shards\x18\x02 \x01(\x0b\x32\x19.quartz.v1.ShardsAnswered*U\n\x10WriteConsistency\x12!\n\x1dWRITE_CONSISTENCY_UNSPECIFIED\x10\x00\x12\x07\n\x03ONE\x10\x01\x12\x0c\n\x08MAJORITY\x10\x02\x12\x07\n\x03\x41LL\x10\x03*Z\n\x0fReadConsistency\x12 \n\x1cREAD_CONSISTENCY_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x45VENTUAL\x10\x01\x12\x0b\n\x07SESSION\x10\x02\x12\n\n\x06STRONG\x10\x03\x32\xa4\x05\n\x06Quartz\x12Q\n\x10\x43reateCollection\x12\".quartz.v1.CreateCollectionRequest\x1a\x19.quartz.v1.CollectionInfo\x12U\n\x0e\x44ropCollection\x12 .quartz.v1.DropCollectionRequest\x1a!.quartz.v1.DropCollectionResponse\x12X\n\x0fListCollections\x12!.quartz.v1.ListCollectionsRequest\x1a\".quartz.v1.ListCollectionsResponse\x12U\n\x12\x44\x65scribeCollection\x12$.quartz.v1.DescribeCollectionRequest\x1a\x19.quartz.v1.CollectionInfo\x12:\n\x06Upsert\x12\x18.quartz.v1.UpsertRequest\x1a\x16.quartz.v1.WriteResult\x12:\n\x06\x44\x65lete\x12\x18.quartz.v1.DeleteRequest\x1a\x16.quartz.v1.WriteResult\x12@\n\x03Get\x12\x1b.quartz.v1.GetPointsRequest\x1a\x1c.quartz.v1.GetPointsResponse\x12I\n\x06Search\x12\x1e.quartz.v1.SearchPointsRequest\x1a\x1f.quartz.v1.SearchPointsResponse\x12:\n\x05\x43ount\x12\x17.quartz.v1.CountRequest\x1a\x18.quartz.v1.CountResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'quartz.v1.quartz_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_WRITECONSISTENCY']._serialized_start=2154
-  _globals['_WRITECONSISTENCY']._serialized_end=2239
-  _globals['_READCONSISTENCY']._serialized_start=2241
-  _globals['_READCONSISTENCY']._serialized_end=2331
+  _globals['_WRITECONSISTENCY']._serialized_start=2303
+  _globals['_WRITECONSISTENCY']._serialized_end=2388
+  _globals['_READCONSISTENCY']._serialized_start=2390
+  _globals['_READCONSISTENCY']._serialized_end=2480
   _globals['_COLLECTIONCONFIG']._serialized_start=60
   _globals['_COLLECTIONCONFIG']._serialized_end=221
   _globals['_INSYNCREPLICA']._serialized_start=223
@@ -56,30 +56,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTCOLLECTIONSRESPONSE']._serialized_end=791
   _globals['_DESCRIBECOLLECTIONREQUEST']._serialized_start=793
   _globals['_DESCRIBECOLLECTIONREQUEST']._serialized_end=834
-  _globals['_SHARDSANSWERED']._serialized_start=836
-  _globals['_SHARDSANSWERED']._serialized_end=885
-  _globals['_SHARDPOSITION']._serialized_start=887
-  _globals['_SHARDPOSITION']._serialized_end=945
-  _globals['_POINTERROR']._serialized_start=947
-  _globals['_POINTERROR']._serialized_end=1005
-  _globals['_WRITERESULT']._serialized_start=1008
-  _globals['_WRITERESULT']._serialized_end=1148
-  _globals['_UPSERTREQUEST']._serialized_start=1151
-  _globals['_UPSERTREQUEST']._serialized_end=1281
-  _globals['_DELETEREQUEST']._serialized_start=1283
-  _globals['_DELETEREQUEST']._serialized_end=1387
-  _globals['_GETPOINTSREQUEST']._serialized_start=1390
-  _globals['_GETPOINTSREQUEST']._serialized_end=1577
-  _globals['_GETPOINTSRESPONSE']._serialized_start=1579
-  _globals['_GETPOINTSRESPONSE']._serialized_end=1675
-  _globals['_SEARCHPOINTSREQUEST']._serialized_start=1678
-  _globals['_SEARCHPOINTSREQUEST']._serialized_end=1932
-  _globals['_SEARCHPOINTSRESPONSE']._serialized_start=1934
-  _globals['_SEARCHPOINTSRESPONSE']._serialized_end=2041
-  _globals['_COUNTREQUEST']._serialized_start=2043
-  _globals['_COUNTREQUEST']._serialized_end=2077
-  _globals['_COUNTRESPONSE']._serialized_start=2079
-  _globals['_COUNTRESPONSE']._serialized_end=2152
-  _globals['_QUARTZ']._serialized_start=2334
-  _globals['_QUARTZ']._serialized_end=3010
+  _globals['_SHARDFAILURE']._serialized_start=836
+  _globals['_SHARDFAILURE']._serialized_end=896
+  _globals['_SHARDSANSWERED']._serialized_start=898
+  _globals['_SHARDSANSWERED']._serialized_end=988
+  _globals['_SHARDPOSITION']._serialized_start=990
+  _globals['_SHARDPOSITION']._serialized_end=1048
+  _globals['_POINTERROR']._serialized_start=1050
+  _globals['_POINTERROR']._serialized_end=1108
+  _globals['_WRITERESULT']._serialized_start=1111
+  _globals['_WRITERESULT']._serialized_end=1251
+  _globals['_UPSERTREQUEST']._serialized_start=1254
+  _globals['_UPSERTREQUEST']._serialized_end=1384
+  _globals['_DELETEREQUEST']._serialized_start=1386
+  _globals['_DELETEREQUEST']._serialized_end=1490
+  _globals['_GETPOINTSREQUEST']._serialized_start=1493
+  _globals['_GETPOINTSREQUEST']._serialized_end=1703
+  _globals['_GETPOINTSRESPONSE']._serialized_start=1705
+  _globals['_GETPOINTSRESPONSE']._serialized_end=1801
+  _globals['_SEARCHPOINTSREQUEST']._serialized_start=1804
+  _globals['_SEARCHPOINTSREQUEST']._serialized_end=2058
+  _globals['_SEARCHPOINTSRESPONSE']._serialized_start=2060
+  _globals['_SEARCHPOINTSRESPONSE']._serialized_end=2167
+  _globals['_COUNTREQUEST']._serialized_start=2169
+  _globals['_COUNTREQUEST']._serialized_end=2226
+  _globals['_COUNTRESPONSE']._serialized_start=2228
+  _globals['_COUNTRESPONSE']._serialized_end=2301
+  _globals['_QUARTZ']._serialized_start=2483
+  _globals['_QUARTZ']._serialized_end=3159
 # @@protoc_insertion_point(module_scope)

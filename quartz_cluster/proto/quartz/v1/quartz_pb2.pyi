@@ -116,13 +116,25 @@ class DescribeCollectionRequest(_message.Message):
     name: str
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
+class ShardFailure(_message.Message):
+    __slots__ = ("shard", "code", "message")
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    shard: int
+    code: str
+    message: str
+    def __init__(self, shard: _Optional[int] = ..., code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
 class ShardsAnswered(_message.Message):
-    __slots__ = ("total", "answered")
+    __slots__ = ("total", "answered", "failed")
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     ANSWERED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
     total: int
     answered: int
-    def __init__(self, total: _Optional[int] = ..., answered: _Optional[int] = ...) -> None: ...
+    failed: _containers.RepeatedCompositeFieldContainer[ShardFailure]
+    def __init__(self, total: _Optional[int] = ..., answered: _Optional[int] = ..., failed: _Optional[_Iterable[_Union[ShardFailure, _Mapping]]] = ...) -> None: ...
 
 class ShardPosition(_message.Message):
     __slots__ = ("shard", "epoch", "lsn")
@@ -175,20 +187,22 @@ class DeleteRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ..., write_consistency: _Optional[_Union[WriteConsistency, str]] = ...) -> None: ...
 
 class GetPointsRequest(_message.Message):
-    __slots__ = ("collection", "ids", "with_vectors", "with_payload", "consistency", "session")
+    __slots__ = ("collection", "ids", "with_vectors", "with_payload", "consistency", "session", "allow_partial")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     WITH_VECTORS_FIELD_NUMBER: _ClassVar[int]
     WITH_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_PARTIAL_FIELD_NUMBER: _ClassVar[int]
     collection: str
     ids: _containers.RepeatedScalarFieldContainer[str]
     with_vectors: bool
     with_payload: bool
     consistency: ReadConsistency
     session: _containers.RepeatedCompositeFieldContainer[ShardPosition]
-    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ..., with_vectors: _Optional[bool] = ..., with_payload: _Optional[bool] = ..., consistency: _Optional[_Union[ReadConsistency, str]] = ..., session: _Optional[_Iterable[_Union[ShardPosition, _Mapping]]] = ...) -> None: ...
+    allow_partial: bool
+    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ..., with_vectors: _Optional[bool] = ..., with_payload: _Optional[bool] = ..., consistency: _Optional[_Union[ReadConsistency, str]] = ..., session: _Optional[_Iterable[_Union[ShardPosition, _Mapping]]] = ..., allow_partial: _Optional[bool] = ...) -> None: ...
 
 class GetPointsResponse(_message.Message):
     __slots__ = ("points", "shards")
@@ -229,10 +243,12 @@ class SearchPointsResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[_node_pb2.SearchResult, _Mapping]]] = ..., shards: _Optional[_Union[ShardsAnswered, _Mapping]] = ...) -> None: ...
 
 class CountRequest(_message.Message):
-    __slots__ = ("collection",)
+    __slots__ = ("collection", "allow_partial")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_PARTIAL_FIELD_NUMBER: _ClassVar[int]
     collection: str
-    def __init__(self, collection: _Optional[str] = ...) -> None: ...
+    allow_partial: bool
+    def __init__(self, collection: _Optional[str] = ..., allow_partial: _Optional[bool] = ...) -> None: ...
 
 class CountResponse(_message.Message):
     __slots__ = ("count", "shards")
