@@ -1,7 +1,8 @@
 """`quartz`: the one console script.
 
-Commands find the cluster from --router / --etcd, else from DATA_DIR/cluster.json (written by
-`quartz up`) with DATA_DIR from --data-dir or $QUARTZ_DATA_DIR (default .quartz/cluster).
+Commands find the cluster from --router / --etcd, else $QUARTZ_ROUTER / $QUARTZ_ETCD, else from
+DATA_DIR/cluster.json (written by `quartz up`) with DATA_DIR from --data-dir or $QUARTZ_DATA_DIR
+(default .quartz/cluster). An operation that fails prints one line, "error: ...", and exits 1.
 """
 
 from __future__ import annotations
@@ -15,24 +16,31 @@ import sys
 DEFAULT_DATA_DIR = ".quartz/cluster"
 
 
+class CliError(Exception):
+    """A failure to report as one line on stderr (exit status 1), never a traceback."""
+
+
 def _data_dir(args: argparse.Namespace) -> str:
     return args.data_dir or os.environ.get("QUARTZ_DATA_DIR") or DEFAULT_DATA_DIR
 
 
-def _router(args: argparse.Namespace) -> str:
-    if getattr(args, "router", None):
-        return args.router
+def _cluster_file(args: argparse.Namespace) -> dict:
     from quartz_cluster.cluster import read_cluster_file
 
-    return read_cluster_file(_data_dir(args))["router"]
+    try:
+        return read_cluster_file(_data_dir(args))
+    except FileNotFoundError as exc:
+        raise CliError(f"{exc} (or give --router / --etcd, or set QUARTZ_ROUTER / QUARTZ_ETCD)") from None
+
+
+def _router(args: argparse.Namespace) -> str:
+    return getattr(args, "router", None) or os.environ.get("QUARTZ_ROUTER") or _cluster_file(args)["router"]
 
 
 def _etcd(args: argparse.Namespace) -> str:
-    if getattr(args, "etcd", None):
-        return args.etcd
-    from quartz_cluster.cluster import read_cluster_file
-
-    return ",".join(read_cluster_file(_data_dir(args))["etcd"])
+    return (
+        getattr(args, "etcd", None) or os.environ.get("QUARTZ_ETCD") or ",".join(_cluster_file(args)["etcd"])
+    )
 
 
 # --------------------------------------------------------------------------- processes
@@ -128,9 +136,17 @@ def _drain(args: argparse.Namespace) -> int:
         store = EtcdStore(_etcd(args))
         try:
             if args.cancel:
+                if await store.get(schema.drain_key(args.node)) is None:
+                    raise CliError(f"node {args.node!r} is not draining")
                 await store.delete(schema.drain_key(args.node))
                 console.print(f"drain of {args.node} cancelled")
                 return 0
+            rev, kvs = await store.list(schema.ROOT)
+            view = ClusterView.from_kvs(rev, kvs)
+            holds = any(args.node in rec.replicas for by in view.shards.values() for rec, _ in by.values())
+            if args.node not in view.nodes and not holds:
+                known = ", ".join(sorted(view.nodes)) or "none"
+                raise CliError(f"no node {args.node!r} in the cluster (nodes: {known}); nothing drained")
             await store.put(schema.drain_key(args.node), b"{}")
             deadline = time.monotonic() + args.timeout
             with console.status(f"draining {args.node}") as status:
@@ -174,14 +190,13 @@ def _status(args: argparse.Namespace) -> int:
         finally:
             await store.close()
 
-    view = asyncio.run(snapshot())
+    try:
+        view = asyncio.run(snapshot())
+    except (OSError, aetcd_errors().ClientError) as exc:
+        raise CliError(f"cannot read the cluster from etcd at {_etcd(args)}: {exc}") from None
     known = set(view.nodes) | {
         n for by in view.shards.values() for rec, _ in by.values() for n in rec.replicas
     }
-    nodes = [
-        {"id": n, "address": view.nodes[n].address if n in view.nodes else None, "alive": n in view.nodes}
-        for n in sorted(known)
-    ]
     names = {c.id: c.name for c in view.collections.values()}
     shards = [
         {
@@ -197,25 +212,43 @@ def _status(args: argparse.Namespace) -> int:
         for s, (rec, _) in sorted(by.items())
         if cid not in view.tombstones
     ]
+    nodes = [
+        {
+            "id": n,
+            "address": view.nodes[n].address if n in view.nodes else None,
+            "alive": n in view.nodes,
+            "replicas": sum(n in s["replicas"] for s in shards),
+            "primaries": sum(n == s["primary"] for s in shards),
+        }
+        for n in sorted(known)
+    ]
+    coordinators = [
+        {"id": c.id, "address": c.address, "leader": c.id == view.leader} for c in view.coordinators
+    ]
     if args.json:
-        print(orjson.dumps({"nodes": nodes, "shards": shards}, option=orjson.OPT_INDENT_2).decode())
+        out = {"coordinators": coordinators, "nodes": nodes, "shards": shards}
+        print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
         return 0
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
+    t = Table(title="coordinators", title_justify="left")
+    for col in ("id", "address", "leader"):
+        t.add_column(col)
+    for c in coordinators:
+        t.add_row(c["id"], c["address"] or "-", "[green]yes[/]" if c["leader"] else "")
+    console.print(t if coordinators else "[red]no coordinator is running[/]")
     t = Table(title="nodes", title_justify="left")
     for col in ("id", "address", "alive", "replicas", "primaries"):
         t.add_column(col)
     for n in nodes:
-        reps = sum(n["id"] in s["replicas"] for s in shards)
-        prim = sum(n["id"] == s["primary"] for s in shards)
         t.add_row(
             n["id"],
             n["address"] or "-",
             "[green]yes[/]" if n["alive"] else "[red]no[/]",
-            str(reps),
-            str(prim),
+            str(n["replicas"]),
+            str(n["primaries"]),
         )
     console.print(t)
     t = Table(title="shards", title_justify="left")
@@ -243,7 +276,10 @@ def _collections(args: argparse.Namespace) -> int:
     try:
         with QuartzClient(_router(args), timeout=args.timeout) as c:
             if args.action == "list":
-                for info in c.list_collections():
+                infos = c.list_collections()
+                if not infos:
+                    print("no collections", file=sys.stderr)
+                for info in infos:
                     print(
                         f"{info.name}\tdim={info.dim}\tmetric={info.metric}\tshards={info.shards}\t"
                         f"rf={info.replication_factor}\tready={info.ready}"
@@ -273,8 +309,7 @@ def _collections(args: argparse.Namespace) -> int:
                 c.drop_collection(args.name)
                 print(f"dropped {args.name}")
     except QuartzError as exc:
-        print(f"error: {exc.code}: {exc}", file=sys.stderr)
-        return 1
+        raise CliError(f"{exc.code}: {exc}") from None
     return 0
 
 
@@ -323,7 +358,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from quartz_cluster import __version__
+
     parser = argparse.ArgumentParser(prog="quartz", description="QuartzDB distributed vector database")
+    parser.add_argument("--version", action="version", version=f"quartz {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def find_opts(p: argparse.ArgumentParser, router: bool = False, etcd: bool = False) -> None:
@@ -409,7 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     drain = sub.add_parser("drain", help="move every replica off a node (no write lost, no search failed)")
     find_opts(drain, etcd=True)
-    drain.add_argument("node")
+    drain.add_argument("node", type=_node_id)
     drain.add_argument("--timeout", type=float, default=3600.0)
     drain.add_argument("--cancel", action="store_true", help="stop draining (replicas already moved stay)")
     drain.set_defaults(func=_drain)
@@ -431,7 +469,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--dim", type=int, required=True)
             p.add_argument("--metric", default="cosine", choices=["cosine", "l2", "ip"])
             p.add_argument("--shards", type=int, default=1)
-            p.add_argument("--rf", type=int, default=1, help="replication factor")
+            p.add_argument(
+                "--rf",
+                type=int,
+                default=None,
+                help="replication factor (default: 3, or every live node if fewer)",
+            )
             p.add_argument("--m", type=int, default=None)
             p.add_argument("--ef-construction", type=int, default=None)
             p.add_argument("--ef", type=int, default=None)
@@ -442,12 +485,19 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("file", help=".npy file of float vectors (n, dim)")
     load.add_argument("--collection", required=True)
     load.add_argument("--payloads", default=None, help=".jsonl file, one JSON object per vector")
-    load.add_argument("--id-key", default="id", help="payload key holding the point id (default: row number)")
+    load.add_argument(
+        "--id-key",
+        default="id",
+        help="payload key holding the point id (default: id); a row whose payload lacks it, or a load "
+        "without --payloads, gets its row number",
+    )
     load.add_argument("--batch", type=int, default=1000)
     load.add_argument("--limit", type=int, default=None, help="load only the first LIMIT rows")
     load.add_argument("--no-create", action="store_true", help="fail if the collection does not exist")
     load.add_argument("--shards", type=int, default=4, help="when creating")
-    load.add_argument("--rf", type=int, default=1, help="when creating")
+    load.add_argument(
+        "--rf", type=int, default=None, help="when creating (default: 3, or every live node if fewer)"
+    )
     load.add_argument("--metric", default="cosine", choices=["cosine", "l2", "ip"], help="when creating")
     load.set_defaults(func=_load)
 
@@ -461,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     crun.add_argument("--seed", type=int, default=1, help="the fault schedule; a failing run prints it")
     crun.add_argument("--nodes", type=int, default=3)
     crun.add_argument("--shards", type=int, default=4)
-    crun.add_argument("--rf", type=int, default=2)
+    crun.add_argument("--rf", type=int, default=3)
     crun.add_argument("--out", default=None, help="history, report and timeline go here")
     crun.set_defaults(func=_chaos)
 
@@ -507,9 +557,26 @@ def _bench(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def aetcd_errors():
+    import aetcd.exceptions
+
+    return aetcd.exceptions
+
+
 def main(argv: list[str] | None = None) -> int:
+    from quartz_cluster.errors import QuartzError
+    from quartz_cluster.loader import LoadError
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (CliError, LoadError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    except QuartzError as exc:
+        print(f"error: {exc.code}: {exc}", file=sys.stderr)
+    except (OSError, aetcd_errors().ClientError) as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -31,7 +31,9 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry, default=str).decode()
+        # OPT_NON_STR_KEYS: a dict keyed by shard numbers in `extra` once made every such record
+        # "Logging error: TypeError: Dict key must be str" (and the record was lost)
+        return orjson.dumps(entry, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def configure(level: str = "info", **static: object) -> None:

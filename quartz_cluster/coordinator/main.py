@@ -171,7 +171,7 @@ class Coordinator:
             ops = [t.put(schema.shard_key(r.collection_id, r.shard), r.to_json()) for r in action.records]
             detail = {
                 "collection_id": action.collection_id,
-                "placement": {r.shard: list(r.replicas) for r in action.records},
+                "placement": {str(r.shard): list(r.replicas) for r in action.records},
             }
         elif isinstance(action, UpdateShard):
             key = schema.shard_key(action.record.collection_id, action.record.shard)

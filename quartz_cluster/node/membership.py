@@ -46,6 +46,15 @@ class ClusterMember:
         self._task: asyncio.Task | None = None
         self.channels = NodeChannels()
         self._tombstoned_at: dict[tuple[str, int], float] = {}
+        self.view: ClusterView | None = None  # the shard map as last seen
+
+    def placed(self, collection_id: str, shard: int) -> bool:
+        """The shard map names this node as a replica of the shard of a live collection."""
+        view = self.view
+        if view is None or collection_id in view.tombstones:
+            return False
+        entry = view.shards.get(collection_id, {}).get(shard)
+        return entry is not None and self.node_id in entry[0].replicas
 
     async def start(self) -> None:
         self.keeper.start()
@@ -66,6 +75,7 @@ class ClusterMember:
 
     async def _on_state(self, revision: int, kvs) -> None:
         view = ClusterView.from_kvs(revision, kvs)
+        self.view = view
         now = asyncio.get_running_loop().time()
         for cid, shard in list(self.registry.shards):
             if cid in view.tombstones:

@@ -4,11 +4,12 @@ Errors are mapped by `rpc.status.rpc`; nothing here knows about storage internal
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import psutil
 
 from quartz_cluster import filters, limits, validation
-from quartz_cluster.errors import InvalidArgument, NotFound
+from quartz_cluster.errors import FailedPrecondition, InvalidArgument, NotFound
 from quartz_cluster.node.registry import ShardRegistry
 from quartz_cluster.node.shard import ShardReplica, ShardSpec
 from quartz_cluster.proto.quartz.v1 import node_pb2, node_pb2_grpc
@@ -58,13 +59,24 @@ class NodeService(node_pb2_grpc.NodeServicer):
     def __init__(self, registry: ShardRegistry) -> None:
         self.registry = registry
         self.process = psutil.Process()
+        # in a cluster: (collection_id, shard) -> whether the shard map places a replica here
+        self.placed: Callable[[str, int], bool] | None = None
 
     def _shard(self, ref: node_pb2.ShardRef) -> ShardReplica:
         return self.registry.get(ref.collection_id, ref.shard)
 
     @rpc
     async def CreateShard(self, request, context):
-        created = await self.registry.create(spec_from_proto(request.spec))
+        spec = spec_from_proto(request.spec)
+        if self.placed is not None and not self.placed(spec.collection_id, spec.shard):
+            # in a cluster, replicas follow the shard map: one made by hand would belong to no
+            # collection, be read by no router and never be dropped
+            raise FailedPrecondition(
+                f"the shard map places no replica of {spec.collection_id}/{spec.shard} on this node "
+                "(in a cluster, shards are created by creating a collection)",
+                "spec.ref",
+            )
+        created = await self.registry.create(spec)
         return node_pb2.CreateShardResponse(created=created)
 
     @rpc

@@ -186,3 +186,68 @@ def test_sdk_raises_typed_errors(router):
             c.upsert("badin", ["z"], np.full((1, DIM), np.nan))
         with pytest.raises(InvalidArgument, match=r"^write_consistency"):
             c.upsert("badin", ["z"], np.ones((1, DIM)), write_consistency="some")
+
+
+def raw_call(address: str, method: str, data: bytes):
+    """Send hand-made wire bytes, as a client with a broken or hostile encoder would."""
+    with grpc.insecure_channel(address) as channel:
+        return channel.unary_unary(f"/quartz.v1.Quartz/{method}")(data, timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("method", "message", "field"),
+    [
+        ("Delete", quartz_pb2.DeleteRequest(collection="badin", ids=["k1", "QQ"]), "ids[1]"),
+        ("Get", quartz_pb2.GetPointsRequest(collection="badin", ids=["QQ"]), "ids[0]"),
+        ("Search", search(filter="QQ"), "filter"),
+        ("Upsert", upsert(["new0", "QQ"], GOOD[:2]), "points.ids[1]"),
+    ],
+)
+def test_invalid_utf8_is_invalid_argument_naming_the_field(router, method, message, field):
+    # it was UNKNOWN "DecodeError": protobuf refuses the request before any handler runs
+    _, address = router
+    before = state(address)
+    data = message.SerializeToString()
+    assert data.count(b"QQ") == 1
+    with pytest.raises(grpc.RpcError) as err:
+        raw_call(address, method, data.replace(b"QQ", b"\xff\xfe"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details() == f"{field}: not valid UTF-8"
+    assert state(address) == before
+
+
+def test_a_10kb_name_is_refused_as_invalid_argument_with_the_name_cut(router):
+    # the whole name echoed in the status overflowed gRPC metadata: RESOURCE_EXHAUSTED
+    stub, _ = router
+    for call in (
+        lambda: stub.CreateCollection(config(name="n" * 10_000), timeout=10),
+        lambda: stub.Search(search(collection="n" * 10_000), timeout=10),
+        lambda: stub.DropCollection(quartz_pb2.DropCollectionRequest(name="é" * 10_000), timeout=10),
+    ):
+        with pytest.raises(grpc.RpcError) as err:
+            call()
+        assert err.value.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
+        assert len(err.value.details()) < 300 and "chars)" in err.value.details()
+
+
+def test_zero_shards_is_refused_not_turned_into_one(router):
+    stub, _ = router
+    with pytest.raises(grpc.RpcError) as err:
+        stub.CreateCollection(config(shards=0), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith("config.shards: must be an integer in [1, ")
+
+
+def test_vectors_whose_distances_would_overflow_are_refused(router):
+    # l2 vectors near 1e38 were accepted and scored inf
+    stub, address = router
+    huge = np.full((3, DIM), 1e19, np.float32)
+    before = state(address)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Upsert(upsert(["new0", "new1", "new2"], huge), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith("upserts.vectors[0]: squared norm")
+    assert state(address) == before
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Search(search(queries=pack(huge[:1])[0]), timeout=10)
+    assert err.value.details().startswith("queries[0]: squared norm")
