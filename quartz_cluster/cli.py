@@ -12,8 +12,10 @@ import asyncio
 import os
 import signal
 import sys
+import time
 
 DEFAULT_DATA_DIR = ".quartz/cluster"
+SUPERVISE_INTERVAL_S = 0.5  # how often `quartz up` checks its children
 
 
 class CliError(Exception):
@@ -75,9 +77,10 @@ def _router_cmd(args: argparse.Namespace) -> int:
 def _coordinator(args: argparse.Namespace) -> int:
     from quartz_cluster.coordinator.main import CoordinatorSettings, new_id, run
 
-    return run(
-        CoordinatorSettings(args.id or new_id(), args.etcd, args.lease_ttl, args.repair_grace), args.log_level
+    settings = CoordinatorSettings(
+        args.id or new_id(), args.etcd, args.lease_ttl, args.repair_grace, args.listen, args.info_file
     )
+    return run(settings, args.log_level)
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -95,20 +98,27 @@ def _up(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    with console.status(
-        f"starting etcd, {args.coordinators} coordinator(s), {args.nodes} nodes and a router"
-    ):
-        cluster.start()
+    from quartz_cluster.cluster import AlreadyRunning
+
+    try:
+        with console.status(
+            f"starting etcd, {args.coordinators} coordinator(s), {args.nodes} nodes and a router"
+        ):
+            cluster.start()
+    except AlreadyRunning as exc:
+        raise CliError(str(exc)) from None
     console.print(f"[bold green]QuartzDB cluster up[/] (data dir {cluster.data_dir})")
     console.print(f"  router (gRPC, quartz.v1.Quartz): [bold]{cluster.router_address}[/]")
     console.print(f"  etcd: {cluster.etcd.endpoint}")
     for n in cluster.nodes:
         console.print(f"  node {n.name}: {n.address} (pid {n.pid})")
     console.print(f"  cluster file: {cluster.data_dir / 'cluster.json'}; logs in {cluster.logs}")
-    console.print("Ctrl-C stops everything.")
+    console.print("A child that dies is restarted (backoff 1 s doubling to 60 s). Ctrl-C stops everything.")
     try:
         while not stop["now"]:
-            signal.pause()
+            for event in cluster.supervise():
+                console.print(f"  {event}")
+            time.sleep(SUPERVISE_INTERVAL_S)
     finally:
         console.print("stopping ...")
         cluster.stop()
@@ -182,16 +192,16 @@ def _status(args: argparse.Namespace) -> int:
     from quartz_cluster.meta import schema
     from quartz_cluster.meta.store import EtcdStore
 
-    async def snapshot() -> ClusterView:
+    async def snapshot() -> tuple[ClusterView, list[dict]]:
         store = EtcdStore(_etcd(args))
         try:
             rev, kvs = await store.list(schema.ROOT)
-            return ClusterView.from_kvs(rev, kvs)
+            return ClusterView.from_kvs(rev, kvs), coordinators_of(kvs)
         finally:
             await store.close()
 
     try:
-        view = asyncio.run(snapshot())
+        view, coordinators = asyncio.run(snapshot())
     except (OSError, aetcd_errors().ClientError) as exc:
         raise CliError(f"cannot read the cluster from etcd at {_etcd(args)}: {exc}") from None
     known = set(view.nodes) | {
@@ -221,9 +231,6 @@ def _status(args: argparse.Namespace) -> int:
             "primaries": sum(n == s["primary"] for s in shards),
         }
         for n in sorted(known)
-    ]
-    coordinators = [
-        {"id": c.id, "address": c.address, "leader": c.id == view.leader} for c in view.coordinators
     ]
     if args.json:
         out = {"coordinators": coordinators, "nodes": nodes, "shards": shards}
@@ -265,6 +272,21 @@ def _status(args: argparse.Namespace) -> int:
         )
     console.print(t)
     return 0
+
+
+def coordinators_of(kvs) -> list[dict]:
+    """The registered coordinators and which one leads, from an etcd listing of the root."""
+    from quartz_cluster.meta import schema
+
+    leader, out = None, []
+    for kv in kvs:
+        if kv.key == schema.LEADER:
+            leader = schema.LeaderRecord.from_json(kv.value).id
+    for kv in kvs:
+        if kv.key.startswith(schema.COORDINATORS):
+            rec = schema.LeaderRecord.from_json(kv.value)
+            out.append({"id": rec.id, "address": rec.address or None, "leader": rec.id == leader})
+    return sorted(out, key=lambda c: c["id"])
 
 
 def _collections(args: argparse.Namespace) -> int:
@@ -435,6 +457,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="a node gone this long has its replicas re-created on other nodes",
     )
+    coord.add_argument(
+        "--listen", default="127.0.0.1:0", help="host:port for gRPC health probes (port 0 picks a free one)"
+    )
+    coord.add_argument("--info-file", default=None, help="write {address, pid} here once serving")
     coord.add_argument("--log-level", default="info")
     coord.set_defaults(func=_coordinator)
 

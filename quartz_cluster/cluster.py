@@ -5,8 +5,11 @@ the same data back (etcd's data, each node's shards, the router's port)."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -21,6 +24,22 @@ from quartz_cluster.procs import (
 )
 
 CLUSTER_FILE = "cluster.json"
+LOCK_FILE = "cluster.lock"  # held (flock) by the process that runs the cluster; holds its pid
+RESTART_BACKOFF_S_FIRST = 1.0  # a child that died is restarted after this, doubling ...
+RESTART_BACKOFF_S_MAX = 60.0  # ... up to this while it keeps dying
+RESTART_STABLE_S = 60.0  # a child up this long has its backoff reset
+
+
+class AlreadyRunning(RuntimeError):
+    """Another process runs a cluster from this data dir."""
+
+
+@dataclass(slots=True)
+class _Restarts:
+    backoff_s: float = RESTART_BACKOFF_S_FIRST
+    next_at: float = 0.0
+    started_at: float = 0.0
+    count: int = 0
 
 
 class LocalCluster:
@@ -50,6 +69,65 @@ class LocalCluster:
         self.nodes: list[NodeProcess] = []
         self.routers: list[RouterProcess] = []
         self.network = None  # the chaos runner's fault-injecting network, when it put one in front
+        self._lock_fd: int | None = None
+        self._restarts: dict[str, _Restarts] = {}
+
+    def _lock(self) -> None:
+        """Refuse early when another process runs a cluster from this data dir (it once got as far
+        as RocksDB's "LOCK: Resource temporarily unavailable", after writing into the running
+        cluster's etcd log)."""
+        path = self.data_dir / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise AlreadyRunning(
+                f"a cluster is already running from {self.data_dir} (pid {pid}); stop it first, "
+                "or use another --data-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
+
+    def supervise(self, now: float | None = None) -> list[str]:
+        """Restart every child that died, with a backoff per child (doubling from
+        RESTART_BACKOFF_S_FIRST to RESTART_BACKOFF_S_MAX while it keeps dying); returns what it
+        did, one line per event, for `quartz up` to print. A killed node comes back on its data."""
+        now = time.monotonic() if now is None else now
+        events = []
+        for child in self.processes():
+            state = self._restarts.setdefault(child.name, _Restarts(started_at=now))
+            if child.alive():
+                if now - state.started_at >= RESTART_STABLE_S:
+                    state.backoff_s = RESTART_BACKOFF_S_FIRST
+                continue
+            if state.next_at == 0.0:
+                code = child.proc.returncode if child.proc is not None else None
+                state.next_at = now + state.backoff_s
+                events.append(
+                    f"{child.role} {child.name} exited (code {code}); restart in {state.backoff_s:.0f} s"
+                )
+                continue
+            if now < state.next_at:
+                continue
+            try:
+                child.start()
+            except Exception as exc:
+                events.append(f"{child.role} {child.name} did not restart: {str(exc).splitlines()[0]}")
+            else:
+                state.count += 1
+                events.append(f"{child.role} {child.name} restarted (pid {child.pid}, restart {state.count})")
+                self.write_info()
+            state.started_at, state.next_at = time.monotonic(), 0.0
+            state.backoff_s = min(state.backoff_s * 2, RESTART_BACKOFF_S_MAX)
+        return events
 
     @property
     def logs(self) -> Path:
@@ -70,6 +148,7 @@ class LocalCluster:
 
     def start(self) -> LocalCluster:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock()
         try:
             if self.etcd_members > 1:
                 self.etcd = EtcdCluster(self.data_dir / "etcd", self.logs, self.etcd_members).start()
@@ -149,11 +228,13 @@ class LocalCluster:
                     p.stop()
                 except Exception:
                     p.kill()
+        self._unlock()
 
     def kill(self) -> None:
         for p in self.processes():
             with contextlib.suppress(Exception):
                 p.kill()
+        self._unlock()
 
     def __enter__(self) -> LocalCluster:
         return self.start()

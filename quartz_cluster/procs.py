@@ -224,6 +224,7 @@ class CoordinatorProcess(Child):
     ) -> None:
         super().__init__(name, log_path)
         self.etcd, self.lease_ttl_s, self.extra_args = etcd, lease_ttl_s, extra_args or []
+        self.info_file = Path(log_path).with_suffix(".json")
 
     def command(self) -> list[str]:
         return quartz_cmd(
@@ -234,8 +235,18 @@ class CoordinatorProcess(Child):
             self.etcd,
             "--lease-ttl",
             str(self.lease_ttl_s),
+            "--info-file",
+            str(self.info_file),
             *self.extra_args,
         )
+
+    def _spawn(self) -> None:
+        self.info_file.unlink(missing_ok=True)
+        super()._spawn()
+
+    def _wait_ready(self, deadline: float) -> None:
+        self.address = self._wait_info_file(self.info_file, deadline)["address"]
+        wait_serving(self.address, max(1.0, deadline - time.monotonic()))
 
 
 class EtcdProcess(Child):

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import time
 import uuid
 from dataclasses import dataclass
 
 import grpc
+import orjson
 
 from quartz_cluster import limits, logs
 from quartz_cluster.coordinator.reconcile import (
@@ -33,6 +35,7 @@ from quartz_cluster.meta.lease import DEFAULT_TTL_S, LeaseKeeper
 from quartz_cluster.meta.store import EtcdStore
 from quartz_cluster.proto.quartz.v1 import node_pb2
 from quartz_cluster.rpc.channels import NodeChannels
+from quartz_cluster.rpc.server import build_server, set_serving
 
 log = logging.getLogger("quartz.coordinator")
 CAMPAIGN_POLL_S = 0.5
@@ -46,16 +49,18 @@ class CoordinatorSettings:
     etcd: str
     lease_ttl_s: int = DEFAULT_TTL_S
     repair_grace_s: float = 300.0  # a node gone this long has its replicas re-created elsewhere
+    listen: str = "127.0.0.1:0"  # gRPC health (and reflection) for probes; port 0 picks a free one
+    info_file: str | None = None  # where to write {"address", "pid"} once serving
 
 
 class Coordinator:
-    def __init__(self, settings: CoordinatorSettings) -> None:
-        self.settings = settings
+    def __init__(self, settings: CoordinatorSettings, address: str = "") -> None:
+        self.settings, self.address = settings, address
         self.store = EtcdStore(settings.etcd)
         self.keeper = LeaseKeeper(
             settings.etcd,
-            schema.ROOT + b"coordinators/" + settings.coordinator_id.encode(),
-            lambda: schema.LeaderRecord(settings.coordinator_id).to_json(),
+            schema.coordinator_key(settings.coordinator_id),
+            lambda: schema.LeaderRecord(settings.coordinator_id, address).to_json(),
             settings.lease_ttl_s,
             name="coordinator-lease",
         )
@@ -85,7 +90,7 @@ class Coordinator:
         lease_id = self.keeper.lease_id
         if lease_id is None:
             return False
-        me = schema.LeaderRecord(self.settings.coordinator_id).to_json()
+        me = schema.LeaderRecord(self.settings.coordinator_id, self.address).to_json()
         try:
             await self.store.client()
             t = self.store.txn
@@ -218,7 +223,29 @@ def run(settings: CoordinatorSettings, log_level: str = "info") -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await Coordinator(settings).run(stop)
+        # A port for probes (grpc.health.v1: SERVING while registered in etcd); it serves no API.
+        server, port, health = build_server(settings.listen, lambda s: None, [])
+        await set_serving(health, [], False)
+        await server.start()
+        address = f"{settings.listen.rsplit(':', 1)[0]}:{port}"
+        coordinator = Coordinator(settings, address)
+        run_task = asyncio.create_task(coordinator.run(stop))
+        granted = asyncio.create_task(asyncio.to_thread(coordinator.keeper.granted.wait, GRANT_TIMEOUT_S))
+        await asyncio.wait([run_task, granted], return_when=asyncio.FIRST_COMPLETED)
+        if not run_task.done():
+            await set_serving(health, [], True)
+            if settings.info_file:
+                tmp = settings.info_file + ".tmp"
+                with open(tmp, "wb") as f:
+                    f.write(orjson.dumps({"address": address, "pid": os.getpid()}))
+                os.replace(tmp, settings.info_file)
+            log.info("coordinator ready", extra={"address": address})
+        try:
+            await run_task
+        finally:
+            granted.cancel()
+            await set_serving(health, [], False)
+            await server.stop(1.0)
 
     asyncio.run(main())
     return 0

@@ -40,6 +40,13 @@ DRAINING = ROOT + b"drain/"  # <node>: move every replica off it
 LEADER = ROOT + b"coordinator/leader"
 
 
+COORDINATORS = ROOT + b"coordinators/"  # <id> -> LeaderRecord, under the coordinator's lease
+
+
+def coordinator_key(coordinator_id: str) -> bytes:
+    return COORDINATORS + coordinator_id.encode()
+
+
 def node_key(node: str) -> bytes:
     return NODES + node.encode()
 
@@ -279,3 +286,4 @@ class Tombstone(Record):
 @dataclass(frozen=True, slots=True)
 class LeaderRecord(Record):
     id: str
+    address: str = ""  # where the coordinator serves gRPC health ("" before issue 12)

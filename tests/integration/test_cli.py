@@ -54,7 +54,8 @@ def up(tmp_path):
     yield proc, data, info
     if proc.poll() is None:
         proc.kill()
-    for p in info["processes"]:  # never leak a child, whatever happened
+    latest = orjson.loads((data / "cluster.json").read_bytes())  # children restarted since
+    for p in info["processes"] + latest["processes"]:  # never leak a child, whatever happened
         subprocess.run(["kill", "-9", str(p["pid"])], capture_output=True)
 
 
@@ -102,3 +103,92 @@ def test_up_status_collections_load_and_ctrl_c(up, tmp_path):
     for p in info["processes"]:
         gone = subprocess.run(["kill", "-0", str(p["pid"])], capture_output=True).returncode != 0
         assert gone, f"{p['role']} {p['id']} still running"
+
+
+def wait_for(predicate, what: str, timeout_s: float = 60.0):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = predicate()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_up_operations_a_newcomer_hits(up, tmp_path):
+    """Issue 12 items 4, 8, 9, 10 against a real `quartz up`: the coordinator has a health port
+    and status shows it as leader; a second `up` on the same data dir is refused at once; a
+    killed node is restarted by `up`; drain of an unknown node is refused and writes nothing;
+    an empty list says so; the environment variables find the cluster."""
+    proc, data, info = up
+    d = ["--data-dir", str(data)]
+    (coord,) = [p for p in info["processes"] if p["role"] == "coordinator"]
+    assert coord["address"]  # it was null: nothing to health-check
+    status = json.loads(quartz("status", "--json", *d).stdout)
+    assert status["coordinators"] == [{"id": coord["id"], "address": coord["address"], "leader": True}]
+    assert all({"replicas", "primaries"} <= set(n) for n in status["nodes"])
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(coord["address"]) as ch:
+        reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    second = quartz("up", "--data-dir", str(data), "--port", "0", check=False)
+    assert second.returncode == 1
+    assert "already running" in second.stderr and f"pid {proc.pid}" in second.stderr
+
+    empty = quartz("collections", "list", *d)
+    assert empty.stdout == "" and "no collections" in empty.stderr
+
+    for bad in ("nosuchnode", "has/slash"):
+        out = quartz("drain", bad, *d, check=False)
+        assert out.returncode != 0 and "drained" not in out.stdout, out
+    import asyncio
+
+    from quartz_cluster.meta import schema
+    from quartz_cluster.meta.store import EtcdStore
+
+    async def drain_keys():
+        store = EtcdStore(info["etcd"])
+        try:
+            return (await store.list(schema.DRAINING))[1]
+        finally:
+            await store.close()
+
+    assert asyncio.run(drain_keys()) == []  # no drain key was left behind
+
+    import os
+
+    env = {**os.environ, "QUARTZ_ROUTER": info["router"], "QUARTZ_ETCD": info["etcd"][0]}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    by_env = subprocess.run(
+        [sys.executable, "-m", "quartz_cluster", "status", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=elsewhere,
+        env={**env, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert by_env.returncode == 0 and json.loads(by_env.stdout)["coordinators"]
+
+    (n1,) = [p for p in info["processes"] if p["id"] == "n1"]
+    os.kill(n1["pid"], signal.SIGKILL)
+
+    def restarted():
+        now = orjson.loads((data / "cluster.json").read_bytes())
+        (p,) = [p for p in now["processes"] if p["id"] == "n1"]
+        return p["pid"] != n1["pid"] and p
+
+    again = wait_for(restarted, "quartz up to restart the killed node")
+    wait_for(
+        lambda: (
+            {"n1": True}.items()
+            <= {
+                n["id"]: n["alive"] for n in json.loads(quartz("status", "--json", *d).stdout)["nodes"]
+            }.items()
+        ),
+        "n1 alive again",
+    )
+    assert subprocess.run(["kill", "-0", str(again["pid"])]).returncode == 0
