@@ -10,6 +10,12 @@ VECTOR_SQUARED_NORM_MAX = float(3.4028234663852886e38 / 4)
 K_MAX = 1024
 EF_MAX = 8192
 QUERIES_PER_REQUEST_MAX = 1024
+# One search's budget, checked before any work (issue 12: 1,024 queries x k 1,024 x ef 8,192 with
+# 1 KB payloads took every node 4-6 GiB and ~20 CPU-s, built a 1 GB reply, and expired leases):
+SEARCH_HITS_MAX = 16_384  # queries x k (Milvus limits nq x topk to 16,384 too)
+SEARCH_WORK_MAX = 262_144  # queries x max(ef, k): graph candidates kept per request, per shard
+SEARCH_REPLY_BYTES_MAX = 32 * 1024 * 1024  # payload bytes in one search reply (node or router)
+PAYLOAD_FETCH_IDS = 1024  # payloads read from RocksDB at a time while a reply is budgeted
 GET_IDS_MAX = 10_000
 SHARD_NUMBER_MAX = 1023
 NAME_PATTERN = r"[A-Za-z0-9_-]{1,64}"  # collection names and ids

@@ -11,7 +11,7 @@ import numpy as np
 import orjson
 
 from quartz_cluster import limits
-from quartz_cluster.errors import InvalidArgument, echo
+from quartz_cluster.errors import InvalidArgument, ResourceExhausted, echo
 
 METRICS = ("cosine", "l2", "ip")
 _NAME_RE = re.compile(limits.NAME_PATTERN)
@@ -194,3 +194,45 @@ def hnsw_params(m: int, ef_construction: int, ef: int, field: str = "hnsw") -> d
         ),
         "ef": bounded_int(ef or limits.DEFAULT_EF, f"{field}.ef", 1, limits.EF_MAX),
     }
+
+
+def search_budget(queries: int, k: int, ef: int) -> None:
+    """Refuse, before any work, a search whose reply or graph work would exceed its budget. `ef`:
+    the request's, or the collection's when the request leaves it 0 (the larger of ef and k is
+    what a graph search keeps per query)."""
+    hits = queries * k
+    if hits > limits.SEARCH_HITS_MAX:
+        raise InvalidArgument(
+            f"{queries} queries x k {k} = {hits} hits exceeds the reply budget SEARCH_HITS_MAX = "
+            f"{limits.SEARCH_HITS_MAX}: send fewer queries per request or a smaller k",
+            "k",
+        )
+    work = queries * max(ef, k)
+    if work > limits.SEARCH_WORK_MAX:
+        raise InvalidArgument(
+            f"{queries} queries x ef {max(ef, k)} = {work} exceeds the work budget "
+            f"SEARCH_WORK_MAX = {limits.SEARCH_WORK_MAX}: send fewer queries per request or a smaller ef",
+            "ef",
+        )
+
+
+class ReplyBudget:
+    """Payload bytes a search reply may still carry (SEARCH_REPLY_BYTES_MAX); `take` refuses the
+    search with RESOURCE_EXHAUSTED once they would be exceeded, before the reply is built."""
+
+    def __init__(self, bytes_max: int | None = None) -> None:
+        self.bytes_max = limits.SEARCH_REPLY_BYTES_MAX if bytes_max is None else bytes_max
+        self.used = 0
+
+    def take(self, nbytes: int) -> None:
+        self.check(nbytes)
+        self.used += nbytes
+
+    def check(self, nbytes: int) -> None:
+        """Refuse unless `nbytes` more would still fit (nothing is taken)."""
+        if self.used + nbytes > self.bytes_max:
+            raise ResourceExhausted(
+                f"the reply's payloads exceed SEARCH_REPLY_BYTES_MAX = {self.bytes_max} bytes: ask for "
+                "fewer queries, a smaller k, or with_payload=false",
+                "with_payload",
+            )

@@ -126,14 +126,16 @@ class NodeService(node_pb2_grpc.NodeServicer):
         queries = validation.vectors(q.data, q.count, q.dim, shard.spec.dim, "queries")
         k = validation.bounded_int(request.k, "k", 1, limits.K_MAX)
         ef = validation.bounded_int(request.ef, "ef", 0, limits.EF_MAX)
+        validation.search_budget(q.count, k, ef or shard.spec.ef)
         flt = filters.parse(request.filter)
         shards = [shard, *self._also_shards(request)]
+        budget = validation.ReplyBudget() if request.with_payload else None
         if request.min_lsn:
             await shard.wait_applied(request.min_lsn, _session_wait(context))
         if request.strong:
             shard.check_strong_read(request.epoch)
         per_shard = await asyncio.to_thread(
-            lambda: [s.search(queries, k, ef, flt, request.with_payload) for s in shards]
+            lambda: [s.search(queries, k, ef, flt, request.with_payload, budget) for s in shards]
         )
         if request.strong:  # the lease may have lapsed while the search waited or ran
             shard.check_strong_read(request.epoch)

@@ -398,6 +398,7 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
         validation.vectors(q.data, q.count, q.dim, coll.dim, "queries")
         k = validation.bounded_int(request.k, "k", 1, limits.K_MAX)
         validation.bounded_int(request.ef, "ef", 0, limits.EF_MAX)
+        validation.search_budget(q.count, k, request.ef or coll.ef)
         filters.parse(request.filter)
         timeout_s = _timeout(context)
         shape = SearchShape(coll, k, request.ef, request.filter, request.with_payload, q.dim)
@@ -415,6 +416,8 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
                 shape, q, request.consistency, {p.shard: p.lsn for p in request.session}, timeout_s
             )
         shards = _answered(failures, request.allow_partial, coll.shards)
+        if request.with_payload:  # each node kept to the budget; their merged top-k must too
+            validation.ReplyBudget().take(sum(len(b) for _, _, payloads in merged for b in payloads))
         return quartz_pb2.SearchPointsResponse(
             results=search_results(merged, plans, request.with_payload), shards=shards
         )

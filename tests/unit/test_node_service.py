@@ -593,3 +593,43 @@ def test_search_results_carry_payloads_only_when_asked():
     assert service_mod.search_results(merged, ["exact"], False)[0].payloads == []
     res = service_mod.search_results(merged, ["exact"], True)[0]
     assert list(res.payloads) == [b"{}"] and list(res.ids) == ["a"] and res.plan == "exact"
+
+
+# ------------------------------------------------------------------ search budgets (issue 12)
+
+
+def test_a_search_over_the_hits_or_work_budget_is_refused_before_any_work(tmp_path, monkeypatch):
+    async def go(svc, registry):
+        await write(svc, 0, ["a"], [one_hot(0)])
+
+        def no_work(*args, **kw):
+            raise AssertionError("searched although the request was over budget")
+
+        monkeypatch.setattr(registry.get("c", 0), "search", no_work)
+        many = [one_hot(0)] * 32
+        # 32 x 1024 = 32,768 hits > SEARCH_HITS_MAX (the probe used 1,024 x 1,024)
+        err = await refused(svc.Search, search_request(k=1024, queries=many))
+        assert err.code == Code.INVALID_ARGUMENT and err.details.startswith("k: 32 queries x k 1024 = 32768")
+        assert "SEARCH_HITS_MAX" in err.details
+        # 32 x ef 8,192 = 262,144 is exactly the work budget; 33 queries are over it
+        err = await refused(svc.Search, search_request(k=1, ef=8192, queries=[one_hot(0)] * 33))
+        assert err.code == Code.INVALID_ARGUMENT and err.details.startswith("ef: 33 queries x ef 8192")
+
+    run(go, tmp_path, shards=(0,))
+
+
+def test_a_reply_whose_payloads_exceed_the_budget_is_refused(tmp_path, monkeypatch):
+    async def go(svc, registry):
+        blob = orjson.dumps({"text": "x" * 1000})
+        await write(svc, 0, ["a", "b", "c"], [one_hot(0), one_hot(1), one_hot(2)], [blob] * 3)
+        monkeypatch.setattr(limits, "SEARCH_REPLY_BYTES_MAX", 3 * len(blob))
+        ok = await svc.Search(search_request(k=3, with_payload=True), Context())
+        assert len(ok.results[0].payloads) == 3  # exactly at the budget: answered
+        two = search_request(k=3, with_payload=True, queries=[one_hot(0), one_hot(1)])
+        err = await refused(svc.Search, two)  # the same 3 payloads twice: 6 > 3
+        assert err.code == Code.RESOURCE_EXHAUSTED and err.details.startswith("with_payload: ")
+        assert "SEARCH_REPLY_BYTES_MAX" in err.details
+        without = await svc.Search(search_request(k=3, queries=[one_hot(0), one_hot(1)]), Context())
+        assert [len(r.ids) for r in without.results] == [3, 3]  # ids only: no payload budget
+
+    run(go, tmp_path, shards=(0,))

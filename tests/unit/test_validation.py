@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from quartz_cluster import limits, validation
-from quartz_cluster.errors import InvalidArgument
+from quartz_cluster.errors import InvalidArgument, ResourceExhausted
 
 
 def _batch(ids, vecs, payloads=(), deletes=(), dim=4):
@@ -327,3 +327,28 @@ def test_vectors_whose_squared_norm_overflows_float32_are_refused():
     arr = validation.vectors(edge.tobytes(), 2, 4, 4)
     d = arr[0] - arr[1]
     assert np.isfinite(np.float32(d @ d))  # the worst l2 distance between two accepted vectors
+
+
+def test_search_budget_bounds_are_exact():
+    validation.search_budget(1, limits.K_MAX, limits.K_MAX)
+    validation.search_budget(limits.SEARCH_HITS_MAX // 16, 16, 64)  # exactly SEARCH_HITS_MAX hits
+    with pytest.raises(InvalidArgument, match=r"^k: 1025 queries x k 16 = 16400 hits exceeds"):
+        validation.search_budget(1025, 16, 64)
+    validation.search_budget(32, 1, 8192)  # exactly SEARCH_WORK_MAX
+    with pytest.raises(InvalidArgument, match=r"^ef: 33 queries x ef 8192 = 270336 exceeds"):
+        validation.search_budget(33, 1, 8192)
+    # k above ef counts as the work: a graph search keeps max(ef, k) candidates
+    with pytest.raises(InvalidArgument, match=r"^ef: 1024 queries x ef 512 = 524288"):
+        validation.search_budget(1024, 512 // 32, 512)
+    validation.search_budget(1024, 16, 256)
+
+
+def test_reply_budget_takes_up_to_the_maximum_and_check_takes_nothing():
+    budget = validation.ReplyBudget(10)
+    budget.take(4)
+    budget.check(6)
+    assert budget.used == 4
+    budget.take(6)
+    with pytest.raises(ResourceExhausted, match=r"^with_payload: .*SEARCH_REPLY_BYTES_MAX = 10 bytes"):
+        budget.take(1)
+    assert validation.ReplyBudget().bytes_max == limits.SEARCH_REPLY_BYTES_MAX

@@ -13,6 +13,7 @@ from quartz_cluster.node.filter_plan import EXACT, filter_plan
 from quartz_cluster.node.hnsw_index import best_first, exact_scores, scores_from_distances
 from quartz_cluster.node.shard.state import IndexState
 from quartz_cluster.node.shard.storage import ShardStore
+from quartz_cluster.validation import ReplyBudget
 
 
 @dataclass(slots=True)
@@ -31,8 +32,10 @@ def search(
     ef: int,
     flt: filters.Filter | None,
     with_payload: bool,
+    budget: ReplyBudget | None = None,
 ) -> list[SearchHits]:
-    """Top-k per query, best first."""
+    """Top-k per query, best first. `budget`: the payload bytes the reply may carry (shared by
+    the shards of one node call); the search is refused once they would be exceeded."""
     ef = max(ef or state.spec.ef, k)
     with state.lock.shared(ef):
         labels, scores, plan = _search_labels(state, queries, k, flt)
@@ -41,7 +44,15 @@ def search(
     if not need_payloads:  # nothing to re-check: hnswlib never returns a deleted label
         return [SearchHits(row, sc, [], plan) for row, sc in zip(ids, scores.tolist(), strict=True)]
     unique = list({pid for row in ids for pid in row})
-    blobs = dict(zip(unique, store.payloads(unique), strict=True)) if unique else {}
+    blobs: dict[str, bytes | None] = {}
+    distinct_bytes = 0  # a lower bound of the reply's payload bytes: stop reading once over budget
+    for at in range(0, len(unique), limits.PAYLOAD_FETCH_IDS):
+        chunk = unique[at : at + limits.PAYLOAD_FETCH_IDS]
+        got = store.payloads(chunk)
+        if with_payload and budget is not None:
+            distinct_bytes += sum(len(b) for b in got if b)
+            budget.check(distinct_bytes)
+        blobs.update(zip(chunk, got, strict=True))
     out = []
     for row_ids, row_scores in zip(ids, scores, strict=True):
         hits = SearchHits([], [], [], plan)
@@ -55,6 +66,8 @@ def search(
             hits.scores.append(score)
             if with_payload:
                 hits.payloads.append(blob)
+        if budget is not None:
+            budget.take(sum(len(b) for b in hits.payloads))
         out.append(hits)
     return out
 
