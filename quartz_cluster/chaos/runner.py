@@ -33,7 +33,7 @@ class ChaosConfig:
     seed: int = 1
     nodes: int = 3
     shards: int = 4
-    rf: int = 2
+    rf: int = 3  # with majority writes (2 of 3), any single node may be lost for good
     out_dir: str = ".quartz/chaos"
     dim: int = 16
     fault_every_s: float = 8.0  # a fault starts this often
