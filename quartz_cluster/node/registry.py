@@ -8,12 +8,14 @@ into DATA_DIR/trash/ first, so a crash mid-delete never leaves a half-replica th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
 import uuid
 
 from quartz_cluster.errors import AlreadyExists, NotFound
+from quartz_cluster.node import memory
 from quartz_cluster.node.hnsw_index import fsync_path
 from quartz_cluster.node.shard import ShardOptions, ShardReplica, ShardSpec
 
@@ -115,8 +117,13 @@ class ShardRegistry:
             os.makedirs(self.trash, exist_ok=True)
             doomed = os.path.join(self.trash, uuid.uuid4().hex)
             os.replace(replica.path, doomed)
+            with contextlib.suppress(OSError):  # the collection's directory, once its last shard goes
+                os.rmdir(os.path.dirname(replica.path))
             await asyncio.to_thread(shutil.rmtree, doomed, True)
-            log.info("shard dropped", extra={"shard": replica.spec.name})
+            name = replica.spec.name
+            del replica
+            rss = await asyncio.to_thread(memory.release)
+            log.info("shard dropped", extra={"shard": name, "rss_bytes": rss})
             return True
 
     async def close(self) -> None:

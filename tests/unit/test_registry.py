@@ -133,3 +133,32 @@ def test_create_replaces_a_directory_left_by_a_crash(tmp_path):
         await reg.close()
 
     asyncio.run(go())
+
+
+def test_dropping_the_last_shard_of_a_collection_removes_its_directory_and_frees_it(tmp_path):
+    """Issue 12: empty collection directories stayed on nodes after a drop, and the dropped
+    replicas' memory stayed resident (objects in reference cycles, glibc's heap)."""
+    import gc
+    import weakref
+
+    async def go():
+        reg = registry(tmp_path)
+        await reg.open_all()
+        await reg.create(SPEC)
+        await reg.create(ShardSpec("c", 1, DIM, "l2"))
+        await reg.get("c", 0).write(batch(["a", "b"]))
+        gone = weakref.ref(reg.get("c", 0))
+        collection_dir = os.path.dirname(shard_dir(tmp_path))
+        assert await reg.drop("c", 0) is True
+        assert os.path.isdir(collection_dir)  # shard 1 is still there
+        assert gone() is None  # collected by the drop itself, not some later GC
+        assert await reg.drop("c", 1) is True
+        assert not os.path.exists(collection_dir)
+        assert os.listdir(os.path.join(str(tmp_path), "shards")) == []
+        await reg.close()
+
+    gc.disable()  # only the drop's own collection may free the replica
+    try:
+        asyncio.run(go())
+    finally:
+        gc.enable()
