@@ -63,6 +63,7 @@ def _node(args: argparse.Namespace) -> int:
             etcd=args.etcd,
             lease_ttl_s=args.lease_ttl,
             log_retention_entries=args.log_retention,
+            memory_bytes_max=args.memory_max,
         ),
         args.log_level,
     )
@@ -436,6 +437,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ENTRIES",
         help="log entries kept behind the newest checkpoint (for follower catch-up)",
     )
+    node.add_argument(
+        "--memory-max",
+        type=_size,
+        default=None,
+        metavar="BYTES",
+        help="memory budget (e.g. 4G, 512M): new replicas and writes are refused (RESOURCE_EXHAUSTED) "
+        "beyond it; default 80%% of the machine's (or cgroup's) memory",
+    )
     node.add_argument("--log-level", default="info")
     node.set_defaults(func=_node)
 
@@ -567,6 +576,21 @@ def _node_id(text: str) -> str:
     if not re.fullmatch(NAME_PATTERN, text):
         raise argparse.ArgumentTypeError(f"a node id must match {NAME_PATTERN}, got {text!r}")
     return text
+
+
+def _size(text: str) -> int:
+    """argparse type for a byte size: 1073741824, 1G, 512M, 64K (binary units)."""
+    units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    scale = units.get(t[-1:], 1)
+    number = t[:-1] if t[-1:] in units else t
+    try:
+        value = int(float(number) * scale)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size like 4G, 512M or bytes, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    return value
 
 
 def _host_port(text: str) -> str:

@@ -193,9 +193,20 @@ class LocalCluster:
             self.data_dir / "nodes" / node_id,
             self.logs / f"{node_id}.log",
             etcd=self.etcd.endpoint,
-            extra_args=["--lease-ttl", str(self.lease_ttl_s), *self.node_args],
+            extra_args=["--lease-ttl", str(self.lease_ttl_s), *self._memory_args(), *self.node_args],
             advertise=self.node_advertise(node_id) if self.node_advertise else None,
         )
+
+    def _memory_args(self) -> list[str]:
+        """The nodes share this machine: each gets its share of the memory budget, so that together
+        they stay within it (admission control refuses what would go beyond)."""
+        if any(a.startswith("--memory-max") for a in self.node_args):
+            return []
+        from quartz_cluster import limits
+        from quartz_cluster.node.memory import available_bytes
+
+        share = int(available_bytes() * limits.NODE_MEMORY_FRACTION / max(1, self.n_nodes))
+        return ["--memory-max", str(share)]
 
     def etcd_processes(self) -> list[EtcdProcess]:
         if isinstance(self.etcd, EtcdCluster):

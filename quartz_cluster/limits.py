@@ -44,6 +44,15 @@ DEFAULT_EF_CONSTRUCTION = 200
 DEFAULT_EF = 64
 INITIAL_CAPACITY = 1024
 
+# Admission control (issue 12: 41 accepted creates of 64 shards x RF 3 got a node OOM-killed).
+# Until tenants exist (issue 13) the whole cluster is one tenant.
+COLLECTIONS_PER_TENANT_MAX = 1000
+REPLICAS_PER_NODE_MAX = 1024  # shard replicas on one node (each holds RocksDB files: ~6 fds)
+FDS_PER_REPLICA = 8  # file descriptors a replica may hold open (RocksDB files, index, log)
+NODE_MEMORY_FRACTION = 0.8  # a node's default memory budget: this share of what it may use ...
+# ... divided by the nodes that share the machine (`quartz up` passes --memory-max to each)
+REPLICA_BASE_BYTES = 4 * 1024 * 1024  # an empty replica besides its index (measured ~2.8 MiB)
+
 SHARDS_PER_COLLECTION_MAX = 64  # placement writes them in one etcd transaction (etcd allows 128 ops)
 ETCD_TXN_OPS_MAX = 100  # below etcd's default --max-txn-ops of 128
 REPLICATION_FACTOR_MAX = 5

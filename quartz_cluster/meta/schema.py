@@ -200,6 +200,7 @@ class NodeRecord(Record):
     address: str
     incarnation: str  # a uuid per process start
     shards: int = 0
+    memory_bytes_max: int = 0  # the node's memory budget (admission control); 0: not reported
 
     def _check(self, where: str) -> None:
         _name(self.id, f"{where}.id")

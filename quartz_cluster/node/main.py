@@ -21,6 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from quartz_cluster import logs, validation
 from quartz_cluster.node.membership import ClusterMember
+from quartz_cluster.node.memory import NodeBudget, raise_fd_limit
 from quartz_cluster.node.registry import ShardRegistry
 from quartz_cluster.node.service import NodeService
 from quartz_cluster.node.shard import ShardOptions
@@ -45,6 +46,7 @@ class NodeSettings:
     etcd: str | None = None  # host:port[,host:port...]; None: standalone (no cluster)
     lease_ttl_s: int = 3
     log_retention_entries: int = 10_000
+    memory_bytes_max: int | None = None  # admission control; None: a share of the machine's memory
 
     def __post_init__(self) -> None:
         # the id is a segment of etcd keys (/quartz/replicas/<cid>/<shard>/<node>): no "/"
@@ -72,7 +74,10 @@ async def serve(settings: NodeSettings) -> None:
             log_retention_entries=settings.log_retention_entries,
         ),
     )
+    budget = NodeBudget(settings.node_id, settings.memory_bytes_max, raise_fd_limit())
+    registry.budget = budget
     service = NodeService(registry)
+    service.budget = budget
     server, port, health = build_server(
         settings.listen,
         lambda s: decode.register(s, node_pb2_grpc.add_NodeServicer_to_server, service),

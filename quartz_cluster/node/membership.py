@@ -10,6 +10,7 @@ import logging
 from dataclasses import replace
 
 from quartz_cluster.coordinator.reconcile import ClusterView
+from quartz_cluster.errors import ResourceExhausted
 from quartz_cluster.meta import schema
 from quartz_cluster.meta.lease import DEFAULT_TTL_S, LeaseKeeper
 from quartz_cluster.meta.store import EtcdStore
@@ -38,7 +39,13 @@ class ClusterMember:
         self.keeper = LeaseKeeper(
             etcd,
             schema.node_key(node_id),
-            lambda: schema.NodeRecord(node_id, address, incarnation, len(registry.shards)).to_json(),
+            lambda: schema.NodeRecord(
+                node_id,
+                address,
+                incarnation,
+                len(registry.shards),
+                registry.budget.memory_bytes_max if registry.budget else 0,
+            ).to_json(),
             ttl_s,
             name="node-lease",
         )
@@ -47,6 +54,7 @@ class ClusterMember:
         self.channels = NodeChannels()
         self._tombstoned_at: dict[tuple[str, int], float] = {}
         self.view: ClusterView | None = None  # the shard map as last seen
+        self._refused: dict[tuple[str, int], str] = {}  # replicas the node's budget refused (logged once)
 
     def placed(self, collection_id: str, shard: int) -> bool:
         """The shard map names this node as a replica of the shard of a live collection."""
@@ -103,9 +111,17 @@ class ClusterMember:
                 ):
                     continue  # re-assigned here after a move: the old copy goes first, then a fresh one
                 if (cid, shard) not in self.registry.shards:
-                    await self.registry.create(
-                        ShardSpec(cid, shard, rec.dim, rec.metric, rec.m, rec.ef_construction, rec.ef)
-                    )
+                    try:
+                        await self.registry.create(
+                            ShardSpec(cid, shard, rec.dim, rec.metric, rec.m, rec.ef_construction, rec.ef)
+                        )
+                    except ResourceExhausted as exc:  # over this node's budget: not created here
+                        if self._refused.get((cid, shard)) != str(exc):
+                            self._refused[(cid, shard)] = str(exc)
+                            log.error(
+                                "replica not created", extra={"shard": f"{cid}/{shard}", "error": str(exc)}
+                            )
+                        continue
                 replica = self.registry.shards[(cid, shard)]
                 reported = view.replicas.get((cid, shard, self.node_id))
                 if reported is None or reported.incarnation != replica.incarnation:

@@ -45,6 +45,7 @@ class ShardRegistry:
         self.trash = os.path.join(data_dir, "trash")
         self.shards: dict[tuple[str, int], ShardReplica] = {}
         self._lock = asyncio.Lock()
+        self.budget: memory.NodeBudget | None = None  # admission control, when the node sets one
 
     def _dir(self, collection_id: str, shard: int) -> str:
         return os.path.join(self.root, collection_id, str(shard))
@@ -90,6 +91,8 @@ class ShardRegistry:
                 if existing.spec != spec:
                     raise AlreadyExists(f"shard {spec.name} exists with a different spec", "spec")
                 return False
+            if self.budget is not None:
+                self.budget.check_replica(len(self.shards), spec.dim, spec.m)
             path = self._dir(spec.collection_id, spec.shard)
             shutil.rmtree(path, ignore_errors=True)
             os.makedirs(path)

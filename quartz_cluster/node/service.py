@@ -10,6 +10,7 @@ import psutil
 
 from quartz_cluster import filters, limits, validation
 from quartz_cluster.errors import FailedPrecondition, InvalidArgument, NotFound
+from quartz_cluster.node.memory import NodeBudget
 from quartz_cluster.node.registry import ShardRegistry
 from quartz_cluster.node.shard import ShardReplica, ShardSpec
 from quartz_cluster.proto.quartz.v1 import node_pb2, node_pb2_grpc
@@ -61,6 +62,7 @@ class NodeService(node_pb2_grpc.NodeServicer):
         self.process = psutil.Process()
         # in a cluster: (collection_id, shard) -> whether the shard map places a replica here
         self.placed: Callable[[str, int], bool] | None = None
+        self.budget: NodeBudget | None = None  # admission control (memory, replicas)
 
     def _shard(self, ref: node_pb2.ShardRef) -> ShardReplica:
         return self.registry.get(ref.collection_id, ref.shard)
@@ -97,6 +99,10 @@ class NodeService(node_pb2_grpc.NodeServicer):
             request.delete_ids,
             shard.spec.dim,
         )
+        if self.budget is not None and batch.ids:
+            # the rows twice (index and RocksDB) and the payloads: refused before the node runs out
+            extra = 2 * batch.vectors.nbytes + sum(len(b) for b in batch.payload_blobs)
+            self.budget.check_memory(extra, "this write", "upserts")
         lsn = await shard.write(batch, request.epoch, max(1, request.min_in_sync))
         return node_pb2.WriteResponse(lsn=lsn, epoch=shard.epoch)
 

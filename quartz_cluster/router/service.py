@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
-from quartz_cluster import filters, limits, validation
+from quartz_cluster import capacity, filters, limits, validation
 from quartz_cluster.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -164,6 +164,11 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
                 f"{cfg.replication_factor} replicas need as many live nodes; {live} are live",
                 "config.replication_factor",
             )
+        view = self.shardmap.view
+        existing = view.collections.get(cfg.name)
+        if existing is not None and existing.id not in view.tombstones:
+            raise AlreadyExists(f"collection {echo(cfg.name)} already exists", "config.name")
+        capacity.check_create(view, cfg.shards, cfg.replication_factor, cfg.dim, cfg.m)
         record = CollectionRecord(id=uuid.uuid4().hex, **vars_of(cfg))
         key = schema.collection_key(cfg.name)
         await self.store.client()

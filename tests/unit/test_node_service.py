@@ -633,3 +633,27 @@ def test_a_reply_whose_payloads_exceed_the_budget_is_refused(tmp_path, monkeypat
         assert [len(r.ids) for r in without.results] == [3, 3]  # ids only: no payload budget
 
     run(go, tmp_path, shards=(0,))
+
+
+def test_a_write_beyond_the_nodes_memory_budget_is_refused_and_changes_nothing(tmp_path):
+    from quartz_cluster.node.memory import NodeBudget
+
+    async def go(svc, registry):
+        await write(svc, 0, ["a"], [one_hot(0)])
+        svc.budget = NodeBudget("n1", memory_bytes_max=10**9, fds_max=10**6)
+        svc.budget.rss = lambda: 10**9 - 2 * DIM * 4 * 2  # room for exactly 2 rows, no payload
+        ok = await write(svc, 0, ["b", "c"], [one_hot(1), one_hot(2)])
+        err = await refused(
+            svc.Write,
+            node_pb2.WriteRequest(
+                ref=ref(0),
+                upserts=node_pb2.PointBatch(ids=["d", "e", "f"], vectors=vectors([one_hot(3)] * 3)),
+            ),
+        )
+        assert err.code == Code.RESOURCE_EXHAUSTED and err.details.startswith("upserts: node n1 uses")
+        assert "--memory-max" in err.details
+        assert set(registry.get("c", 0).label_of) == {"a", "b", "c"} and ok.lsn == 2
+        deleted = await svc.Write(node_pb2.WriteRequest(ref=ref(0), delete_ids=["a"]), Context())
+        assert deleted.lsn == 3  # deletes free memory: never refused
+
+    run(go, tmp_path, shards=(0,))

@@ -103,7 +103,11 @@ def test_record_json_is_a_plain_object_of_its_fields():
         "address": "a:1",
         "incarnation": "i",
         "shards": 0,
+        "memory_bytes_max": 0,
     }
+    # a record written before memory_bytes_max existed still reads, as "not reported"
+    assert NodeRecord.from_json(b'{"id": "n1", "address": "a:1", "incarnation": "i"}').memory_bytes_max == 0
+    assert LeaderRecord.from_json(b'{"id": "c1"}') == LeaderRecord("c1", "")
     assert orjson.loads(SHARD.to_json())["in_sync"] == [
         {"node": "n1", "incarnation": "i1"},
         {"node": "n2", "incarnation": "i2"},
