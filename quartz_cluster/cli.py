@@ -79,7 +79,13 @@ def _coordinator(args: argparse.Namespace) -> int:
     from quartz_cluster.coordinator.main import CoordinatorSettings, new_id, run
 
     settings = CoordinatorSettings(
-        args.id or new_id(), args.etcd, args.lease_ttl, args.repair_grace, args.listen, args.info_file
+        args.id or new_id(),
+        args.etcd,
+        lease_ttl_s=args.lease_ttl,
+        repair_grace_s=args.repair_grace,
+        rebalance_after_s=args.rebalance_after,
+        listen=args.listen,
+        info_file=args.info_file,
     )
     return run(settings, args.log_level)
 
@@ -465,6 +471,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=300.0,
         metavar="SECONDS",
         help="a node gone this long has its replicas re-created on other nodes",
+    )
+    coord.add_argument(
+        "--rebalance-after",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="a node up this long may take primaries back (each move evens out primaries per node)",
     )
     coord.add_argument(
         "--listen", default="127.0.0.1:0", help="host:port for gRPC health probes (port 0 picks a free one)"

@@ -49,6 +49,7 @@ class CoordinatorSettings:
     etcd: str
     lease_ttl_s: int = DEFAULT_TTL_S
     repair_grace_s: float = 300.0  # a node gone this long has its replicas re-created elsewhere
+    rebalance_after_s: float = 10.0  # primaries move back to a returned node once it is up this long
     listen: str = "127.0.0.1:0"  # gRPC health (and reflection) for probes; port 0 picks a free one
     info_file: str | None = None  # where to write {"address", "pid"} once serving
 
@@ -67,6 +68,7 @@ class Coordinator:
         self.leader_revision: int | None = None  # create revision of our leader key
         self.channels = NodeChannels()
         self.absent_since: dict[str, float] = {}  # node -> when this leader first saw it without a lease
+        self.present_since: dict[str, float] = {}  # node -> when this leader first saw it with one
         self.is_leader = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -141,6 +143,13 @@ class Coordinator:
             # (a new leader starts the clock afresh: repair may come later, never earlier)
             view.dead_for_s = {n: now - t for n, t in self.absent_since.items()}
             view.repair_grace_s = self.settings.repair_grace_s
+            for n in list(self.present_since):
+                if n not in view.nodes:
+                    del self.present_since[n]
+            for n in view.nodes:
+                self.present_since.setdefault(n, now)
+            view.live_for_s = {n: now - t for n, t in self.present_since.items()}
+            view.rebalance_after_s = self.settings.rebalance_after_s
             for action in reconcile(view):
                 if not await self._apply(action):
                     break  # the view is stale: re-list before deciding more

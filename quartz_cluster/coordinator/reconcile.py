@@ -37,6 +37,10 @@ class ClusterView:
     # how long a node may be gone before its replicas are re-created elsewhere
     dead_for_s: dict[str, float] = field(default_factory=dict)
     repair_grace_s: float = float("inf")
+    # filled by the leader: how long each live node has held its lease (as this leader saw it);
+    # a primary is moved to a node only once it has been live this long (None: never move)
+    live_for_s: dict[str, float] = field(default_factory=dict)
+    rebalance_after_s: float | None = None
 
     # records under /quartz/ that did not parse and were left out: key -> why
     bad_records: dict[bytes, str] = field(default_factory=dict)
@@ -169,6 +173,43 @@ def _eligible(view: ClusterView, rec: ShardRecord) -> list[str]:
 
 def _healthy(view: ClusterView, rec: ShardRecord) -> bool:
     return bool(rec.in_sync) and not _primary_gone(view, rec)
+
+
+def _rebalance(
+    view: ClusterView, rec: ShardRecord, mod_rev: int, primaries: dict[str, int]
+) -> UpdateShard | None:
+    """Move the primary of a healthy shard to one of its in-sync replicas when that evens out the
+    primaries per node (issue 12: after a node returned, all 4 primaries stayed where failover put
+    them). Only to a node live for `rebalance_after_s`, and only when the primary's node leads at
+    least two shards more than the target, so that every move narrows the spread and moves stop."""
+    if view.rebalance_after_s is None or rec.primary in view.draining:
+        return None
+    current = primaries.get(rec.primary, 0)
+    best = None
+    for member in rec.in_sync:
+        node = member.node
+        report = view.replicas.get((rec.collection_id, rec.shard, node))
+        if (
+            node == rec.primary
+            or node not in view.nodes
+            or node in view.draining
+            or report is None
+            or report.incarnation != member.incarnation
+            or view.live_for_s.get(node, 0.0) < view.rebalance_after_s
+        ):
+            continue
+        if current >= primaries.get(node, 0) + 2 and (
+            best is None or primaries.get(node, 0) < primaries.get(best, 0)
+        ):
+            best = node
+    if best is None:
+        return None
+    return UpdateShard(
+        replace(rec, epoch=rec.epoch + 1, primary=best, primary_incarnation=view.nodes[best].incarnation),
+        mod_rev,
+        f"rebalance: primary handed from {rec.primary} ({current} primaries) to {best} "
+        f"({primaries.get(best, 0)})",
+    )
 
 
 def _move(
@@ -340,6 +381,13 @@ def reconcile(view: ClusterView) -> list[Action]:
                     actions.append(move)
                     for n in move.record.replicas:
                         replicas_per_node[n] = replicas_per_node.get(n, 0) + 1
+                    continue
+                handover = _rebalance(view, rec, mod_rev, primaries_per_node)
+                if handover is not None:
+                    actions.append(handover)
+                    primaries_per_node[rec.primary] -= 1
+                    new_primary = handover.record.primary
+                    primaries_per_node[new_primary] = primaries_per_node.get(new_primary, 0) + 1
                 continue
             reports = [view.replicas.get((cid, shard, n)) for n in rec.replicas]
             if all(r is not None and r.state == "ready" for r in reports):

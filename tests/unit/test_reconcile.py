@@ -441,3 +441,59 @@ def test_a_bad_record_is_logged_with_its_key_and_reason(caplog):
     [record] = [r for r in caplog.records if getattr(r, "key", None) == "/quartz/nodes/n7"]
     assert record.getMessage() == "bad record left out of the cluster view"
     assert record.error == "/quartz/nodes/n7: id 'n8' does not match the key"
+
+
+# ------------------------------------------------------------------ primary rebalance (issue 12)
+
+
+def after_failover(live_for=60.0, after=10.0, primaries=("n1", "n1", "n1", "n1")):
+    """4 shards of 3 replicas: failover left every primary on n1 (as the probe saw)."""
+    v = view()
+    recs = [
+        shard(n=i, primary=p, replicas=("n1", "n2", "n3"), inc="inc-" + p) for i, p in enumerate(primaries)
+    ]
+    with_shards(v, *recs)
+    v.live_for_s = {n: live_for for n in v.nodes}
+    v.rebalance_after_s = after
+    return v
+
+
+def rebalance_moves(v: ClusterView) -> list[UpdateShard]:
+    return [a for a in reconcile(v) if isinstance(a, UpdateShard) and a.reason.startswith("rebalance")]
+
+
+def test_primaries_move_back_until_they_are_even_and_then_stop():
+    v = after_failover()
+    moves = rebalance_moves(v)
+    # n1 leads 4, the others 0: a move while the leader has >= 2 more than the target
+    assert [(m.record.shard, m.record.primary) for m in moves] == [(0, "n2"), (1, "n3")]
+    for m in moves:
+        assert m.record.epoch == 3 and m.record.primary_incarnation == "inc-" + m.record.primary
+        assert m.reason.startswith("rebalance: primary handed from n1 (")
+        assert m.mod_revision == 200 + m.record.shard
+    # applied: 2, 1, 1 is as even as 4 primaries on 3 nodes get: nothing more moves
+    for m in moves:
+        v.shards["cid1"][m.record.shard] = (m.record, 300)
+    assert rebalance_moves(v) == []
+
+
+def test_no_rebalance_to_a_node_not_up_long_enough_draining_or_not_in_sync():
+    assert rebalance_moves(after_failover(live_for=9.9)) == []
+    assert len(rebalance_moves(after_failover(live_for=10.0))) == 2  # exactly the delay: moves
+    assert rebalance_moves(after_failover(after=None)) == []  # not the leader's view: never
+    v = after_failover()
+    v.draining.add("n2")
+    assert [m.record.primary for m in rebalance_moves(v)] == ["n3", "n3"]  # 4-0 -> 3-1 -> 2-2
+    v = after_failover()
+    for i in range(4):  # n3's replica was re-created: its incarnation no longer matches
+        v.replicas[("cid1", i, "n3")] = ReplicaRecord("n3", "new")
+    assert [m.record.primary for m in rebalance_moves(v)] == ["n2", "n2"]
+    v = after_failover()
+    v.draining.add("n1")  # a draining primary is handed over by the drain, not here
+    assert rebalance_moves(v) == []
+
+
+def test_a_spread_of_one_is_left_alone_and_two_is_narrowed():
+    assert rebalance_moves(after_failover(primaries=("n1", "n1", "n2", "n3"))) == []
+    (move,) = rebalance_moves(after_failover(primaries=("n1", "n1", "n2", "n2")))  # 2-2-0
+    assert (move.record.shard, move.record.primary) == (0, "n3")
