@@ -28,6 +28,7 @@ from quartz_cluster.node.shard import ShardOptions
 from quartz_cluster.proto.quartz.v1 import node_pb2, node_pb2_grpc
 from quartz_cluster.rpc import decode
 from quartz_cluster.rpc.server import build_server, set_serving
+from quartz_cluster.stallwatch import StallWatch
 
 log = logging.getLogger("quartz.node")
 SERVICE = node_pb2.DESCRIPTOR.services_by_name["Node"].full_name
@@ -85,6 +86,7 @@ async def serve(settings: NodeSettings) -> None:
     )
     await set_serving(health, [SERVICE], False)
     await server.start()
+    StallWatch().start()  # logs any stall that could cost a lease
     await registry.open_all()
     host = settings.listen.rsplit(":", 1)[0]
     listen = f"{host}:{port}"

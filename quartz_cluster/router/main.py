@@ -19,6 +19,7 @@ from quartz_cluster.router.service import NodePool, QuartzService
 from quartz_cluster.router.shardmap import ShardMap
 from quartz_cluster.rpc import decode
 from quartz_cluster.rpc.server import build_server, set_serving
+from quartz_cluster.stallwatch import StallWatch
 
 log = logging.getLogger("quartz.router")
 SERVICE = quartz_pb2.DESCRIPTOR.services_by_name["Quartz"].full_name
@@ -45,6 +46,7 @@ async def serve(settings: RouterSettings) -> None:
     )
     await set_serving(health, [SERVICE], False)
     await server.start()
+    StallWatch().start()  # logs any stall that could cost a lease
     stop = asyncio.Event()
     follower = asyncio.create_task(watch_store.follow(schema.ROOT, shardmap.update, stop))
     await asyncio.wait_for(shardmap.loaded.wait(), MAP_LOAD_TIMEOUT_S)
