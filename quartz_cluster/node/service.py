@@ -13,6 +13,7 @@ from quartz_cluster.errors import FailedPrecondition, InvalidArgument, NotFound
 from quartz_cluster.node.memory import NodeBudget
 from quartz_cluster.node.registry import ShardRegistry
 from quartz_cluster.node.shard import ShardReplica, ShardSpec
+from quartz_cluster.node.shard.search import attach_payloads
 from quartz_cluster.proto.quartz.v1 import node_pb2, node_pb2_grpc
 from quartz_cluster.rpc.status import rpc
 from quartz_cluster.topk import merge_hits
@@ -135,17 +136,20 @@ class NodeService(node_pb2_grpc.NodeServicer):
         validation.search_budget(q.count, k, ef or shard.spec.ef)
         flt = filters.parse(request.filter)
         shards = [shard, *self._also_shards(request)]
-        budget = validation.ReplyBudget() if request.with_payload else None
         if request.min_lsn:
             await shard.wait_applied(request.min_lsn, _session_wait(context))
         if request.strong:
             shard.check_strong_read(request.epoch)
-        per_shard = await asyncio.to_thread(
-            lambda: [s.search(queries, k, ef, flt, request.with_payload, budget) for s in shards]
-        )
+        # payloads are read after the merge, for the winners only, within the reply budget
+        per_shard = await asyncio.to_thread(lambda: [s.search(queries, k, ef, flt, False) for s in shards])
+        merged, plans = merge_hits(shard.spec.metric, k, per_shard, len(queries))
+        if request.with_payload:
+            stores = [s.store for s in shards]
+            merged = await asyncio.to_thread(
+                attach_payloads, stores, per_shard, merged, validation.ReplyBudget()
+            )
         if request.strong:  # the lease may have lapsed while the search waited or ran
             shard.check_strong_read(request.epoch)
-        merged, plans = merge_hits(shard.spec.metric, k, per_shard, len(queries))
         return node_pb2.SearchResponse(
             results=search_results(merged, plans, request.with_payload),
             searched_shards=[s.spec.shard for s in shards],

@@ -15,7 +15,7 @@ import numpy as np
 import orjson
 import pytest
 
-from quartz_cluster import limits
+from quartz_cluster import limits, validation
 from quartz_cluster.node import service as service_mod
 from quartz_cluster.node.registry import ShardRegistry
 from quartz_cluster.node.service import NodeService, _session_wait, spec_from_proto, spec_to_proto
@@ -657,3 +657,44 @@ def test_a_write_beyond_the_nodes_memory_budget_is_refused_and_changes_nothing(t
         assert deleted.lsn == 3  # deletes free memory: never refused
 
     run(go, tmp_path, shards=(0,))
+
+
+def test_a_search_over_several_shards_attaches_each_winners_own_payload(tmp_path, monkeypatch):
+    """Payloads are read after the merge, from the shard each winner came from; the budget
+    counts the merged reply only (3 shards x 2 hits of 1 KB fit a budget of 2 hits' worth)."""
+
+    async def go(svc, registry):
+        for s in (0, 1, 2):
+            ids = [f"s{s}a", f"s{s}b"]
+            blobs = [orjson.dumps({"id": pid, "pad": "x" * 1000}) for pid in ids]
+            await write(svc, s, ids, [one_hot(s), one_hot(s + 3)], blobs)
+        size = len(orjson.dumps({"id": "s0a", "pad": "x" * 1000}))
+        monkeypatch.setattr(limits, "SEARCH_REPLY_BYTES_MAX", 2 * size)
+        req = search_request(k=2, also=(1, 2), queries=[one_hot(1)], with_payload=True)
+        reply = await svc.Search(req, Context())
+        (result,) = reply.results
+        assert len(result.ids) == 2 and result.ids[0] == "s1a"
+        for pid, blob in zip(result.ids, result.payloads, strict=True):
+            assert orjson.loads(blob)["id"] == pid
+        three = search_request(k=3, also=(1, 2), queries=[one_hot(1)], with_payload=True)
+        err = await refused(svc.Search, three)
+        assert err.code == Code.RESOURCE_EXHAUSTED
+
+    run(go, tmp_path)
+
+
+def test_attach_payloads_drops_a_hit_deleted_since_the_graph_search(tmp_path):
+    from quartz_cluster.node.shard.search import SearchHits, attach_payloads
+
+    class Store:
+        def __init__(self, blobs):
+            self.blobs = blobs
+
+        def payloads(self, ids):
+            return [self.blobs.get(i) for i in ids]
+
+    per_shard = [[SearchHits(["a", "b"], [0.1, 0.2], [], "hnsw")], [SearchHits(["c"], [0.15], [], "hnsw")]]
+    merged = [(["a", "c", "b"], [0.1, 0.15, 0.2], [])]
+    stores = [Store({"a": b'{"n":1}'}), Store({"c": b'{"n":3}'})]  # "b" was deleted meanwhile
+    out = attach_payloads(stores, per_shard, merged, validation.ReplyBudget(100))
+    assert out == [(["a", "c"], [0.1, 0.15], [b'{"n":1}', b'{"n":3}'])]

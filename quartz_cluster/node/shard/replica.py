@@ -38,7 +38,7 @@ from quartz_cluster.node.shard.state import IndexState, StateLost
 from quartz_cluster.node.shard.storage import K_EPOCH, ShardStore
 from quartz_cluster.node.shard.writer import ShardWriter
 from quartz_cluster.proto.quartz.v1 import node_pb2
-from quartz_cluster.validation import ReplyBudget, WriteBatch
+from quartz_cluster.validation import WriteBatch
 
 log = logging.getLogger("quartz.shard")
 
@@ -370,12 +370,11 @@ class ShardReplica:
         ef: int,
         flt: filters.Filter | None,
         with_payload: bool,
-        budget: ReplyBudget | None = None,
     ) -> list[search.SearchHits]:
         """Top-k per query, best first. Blocking: call from a worker thread."""
         if self.broken:
             raise Unavailable(f"shard {self.spec.name} is out of service: {self.broken}")
-        return search.search(self.state, self.store, queries, k, ef, flt, with_payload, budget)
+        return search.search(self.state, self.store, queries, k, ef, flt, with_payload)
 
     def get(self, ids: list[str], with_vectors: bool, with_payload: bool) -> list[tuple[str, bytes, bytes]]:
         return self.store.get(ids, with_vectors, with_payload)

@@ -32,10 +32,9 @@ def search(
     ef: int,
     flt: filters.Filter | None,
     with_payload: bool,
-    budget: ReplyBudget | None = None,
 ) -> list[SearchHits]:
-    """Top-k per query, best first. `budget`: the payload bytes the reply may carry (shared by
-    the shards of one node call); the search is refused once they would be exceeded."""
+    """Top-k per query, best first (payloads only when asked: a node searching several shards
+    asks for none and attaches the winners' after the merge, `attach_payloads`)."""
     ef = max(ef or state.spec.ef, k)
     with state.lock.shared(ef):
         labels, scores, plan = _search_labels(state, queries, k, flt)
@@ -44,15 +43,7 @@ def search(
     if not need_payloads:  # nothing to re-check: hnswlib never returns a deleted label
         return [SearchHits(row, sc, [], plan) for row, sc in zip(ids, scores.tolist(), strict=True)]
     unique = list({pid for row in ids for pid in row})
-    blobs: dict[str, bytes | None] = {}
-    distinct_bytes = 0  # a lower bound of the reply's payload bytes: stop reading once over budget
-    for at in range(0, len(unique), limits.PAYLOAD_FETCH_IDS):
-        chunk = unique[at : at + limits.PAYLOAD_FETCH_IDS]
-        got = store.payloads(chunk)
-        if with_payload and budget is not None:
-            distinct_bytes += sum(len(b) for b in got if b)
-            budget.check(distinct_bytes)
-        blobs.update(zip(chunk, got, strict=True))
+    blobs = dict(zip(unique, store.payloads(unique), strict=True)) if unique else {}
     out = []
     for row_ids, row_scores in zip(ids, scores, strict=True):
         hits = SearchHits([], [], [], plan)
@@ -66,9 +57,39 @@ def search(
             hits.scores.append(score)
             if with_payload:
                 hits.payloads.append(blob)
-        if budget is not None:
-            budget.take(sum(len(b) for b in hits.payloads))
         out.append(hits)
+    return out
+
+
+def attach_payloads(
+    stores: list[ShardStore], per_shard: list[list[SearchHits]], merged: list, budget: ReplyBudget
+) -> list[tuple[list[str], list[float], list[bytes]]]:
+    """The merged top-k of several shards (per query: ids, scores, no payloads) with the winners'
+    payloads, read from the shard each came from, PAYLOAD_FETCH_IDS at a time, within `budget`
+    (the reply is refused, RESOURCE_EXHAUSTED, before it is built beyond it). A hit whose point
+    was deleted since the graph search is dropped, as `search` drops it."""
+    owner = {pid: i for i, hits in enumerate(per_shard) for row in hits for pid in row.ids}
+    wanted: dict[int, list[str]] = {}
+    for ids, _, _ in merged:
+        for pid in ids:
+            wanted.setdefault(owner[pid], []).append(pid)
+    blobs: dict[str, bytes | None] = {}
+    distinct_bytes = 0  # a lower bound of the reply's bytes: stop reading once it is over
+    for i, ids in wanted.items():
+        unique = list(dict.fromkeys(ids))
+        for at in range(0, len(unique), limits.PAYLOAD_FETCH_IDS):
+            chunk = unique[at : at + limits.PAYLOAD_FETCH_IDS]
+            got = stores[i].payloads(chunk)
+            distinct_bytes += sum(len(b) for b in got if b)
+            budget.check(distinct_bytes)
+            blobs.update(zip(chunk, got, strict=True))
+    out = []
+    for ids, scores, _ in merged:
+        keep = [
+            (pid, score, blobs[pid]) for pid, score in zip(ids, scores, strict=True) if blobs[pid] is not None
+        ]
+        budget.take(sum(len(b) for _, _, b in keep))
+        out.append(([p for p, _, _ in keep], [s for _, s, _ in keep], [b for _, _, b in keep]))
     return out
 
 
