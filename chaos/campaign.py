@@ -29,14 +29,18 @@ def table(rows: list[dict]) -> str:
     out = [
         "| scenario | runs | passed | lost | unexpected | duplicated | stale strong reads "
         "| acknowledged writes | failed calls (write / read) | write recovery after a fault, median (max) "
-        "| longest write outage, median (max) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| longest write outage, median (max) | failovers + handovers "
+        "| replication factor restored, median (max) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for scenario in sorted({r["scenario"] for r in rows}):
         rs = [r for r in rows if r["scenario"] == scenario]
         rec = [x for r in rs for x in r["recovery_s"]]
         gaps = [x for r in rs for x in r.get("write_outage_s", [])]
         stale = [r["stale"] for r in rs if "stale" in r]
+        counted = [r["epoch_bumps"] for r in rs if r.get("epoch_bumps") is not None]
+        bumps = sum(counted) if counted else "-"
+        restored = [r["replication_restored_after_s"] for r in rs if r.get("replication_restored_after_s")]
 
         def spread(xs: list[float]) -> str:
             return f"{statistics.median(xs):.2f} s ({max(xs):.2f} s)" if xs else "-"
@@ -46,7 +50,7 @@ def table(rows: list[dict]) -> str:
             f"{sum(r['unexpected'] for r in rs)} | {sum(r['duplicated'] for r in rs)} | "
             f"{sum(stale) if stale else 'not checked'} | {sum(r['acknowledged'] for r in rs):,} | "
             f"{sum(r['failed_write_calls'] for r in rs)} / {sum(r['failed_read_calls'] for r in rs)} | "
-            f"{spread(rec)} | {spread(gaps)} |"
+            f"{spread(rec)} | {spread(gaps)} | {bumps} | {spread(restored)} |"
         )
     return "\n".join(out)
 
@@ -99,6 +103,9 @@ def main() -> int:
                     "write_outage_s": [f["write_outage_s"] for f in r["recovery"]],
                     "converged_after_s": r["converged_after_s"],
                     "recall_at_10_after": r["recall_at_10_after"],
+                    "epoch_bumps": r.get("epoch_bumps"),
+                    "replication_restored_after_s": r.get("replication_restored_after_s"),
+                    "heavy_load": r.get("heavy_load", []),
                 }
             )
             print(f"{scenario} seed {seed}: {'PASS' if r['passed'] else 'FAIL'}", flush=True)

@@ -468,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     coord.add_argument(
         "--repair-grace",
         type=float,
-        default=300.0,
+        default=60.0,
         metavar="SECONDS",
         help="a node gone this long has its replicas re-created on other nodes",
     )

@@ -4,9 +4,13 @@
 from __future__ import annotations
 
 import random
+import shutil
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import numpy as np
 
 from quartz_cluster.chaos.netproxy import Network, partition_rules
 from quartz_cluster.client import QuartzClient
@@ -25,6 +29,7 @@ class Injected:
     target: str
     heal: Callable[[], None]
     heal_after_s: float | None = None  # None: the run's heal_after_s
+    skipped: bool = False  # nothing was injected (not recorded)
 
 
 def _primary(cluster: LocalCluster, collection: str, rng: random.Random):
@@ -148,6 +153,109 @@ def drain(cluster: LocalCluster, collection: str, rng: random.Random) -> Injecte
     return Injected("drain", node.name, lambda: asyncio.run(put(None)))
 
 
+HEAVY_COLLECTION = "heavy"
+HEAVY_DIM = 384
+HEAVY_PAYLOAD_BYTES = 1000
+HEAVY_HOLD_S = 6.0
+
+
+class HeavyLoad:
+    """The heaviest requests the API accepts, from two threads until stopped: writes of
+    BATCH_POINTS_MAX points with 1 KB payloads, and searches at the edge of every search budget
+    (32 queries x k 512 = SEARCH_HITS_MAX hits, x ef 8,192 = SEARCH_WORK_MAX, with payloads).
+    Into its own collection, so the workload's checker is not disturbed; counts what succeeded and
+    what was refused (a refusal with RESOURCE_EXHAUSTED is the node protecting itself: fine)."""
+
+    def __init__(self, router: str, seed: int, first_id: int = 0) -> None:
+        from quartz_cluster import limits
+
+        self.router, self.rng = router, np.random.default_rng(seed)
+        self.stop = threading.Event()
+        self.done = {"writes": 0, "searches": 0}
+        self.refused: dict[str, int] = {}
+        self.queries = limits.SEARCH_WORK_MAX // limits.EF_MAX  # 32
+        self.k = limits.SEARCH_HITS_MAX // self.queries  # 512
+        self.batch = limits.BATCH_POINTS_MAX
+        self.threads = [threading.Thread(target=f, daemon=True) for f in (self._writes, self._searches)]
+        # fresh ids across faults: replacing existing points is a different load (hnswlib updates a
+        # point in place ~17x slower than it inserts one; docs/RELIABILITY.md)
+        self.written = first_id
+
+    def start(self) -> None:
+        with QuartzClient(self.router, timeout=60) as c:
+            if HEAVY_COLLECTION not in {i.name for i in c.list_collections()}:
+                c.create_collection(HEAVY_COLLECTION, dim=HEAVY_DIM, shards=4)
+        for t in self.threads:
+            t.start()
+
+    def halt(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(120)
+
+    def _count(self, exc: Exception) -> None:
+        key = getattr(exc, "code", type(exc).__name__)
+        self.refused[key] = self.refused.get(key, 0) + 1
+
+    def _writes(self) -> None:
+        payload = {"text": "x" * (HEAVY_PAYLOAD_BYTES - 12)}
+        with QuartzClient(self.router, timeout=60) as c:
+            while not self.stop.is_set():
+                start = self.written
+                ids = [f"h{start + i}" for i in range(self.batch)]
+                rows = self.rng.normal(size=(self.batch, HEAVY_DIM)).astype(np.float32)
+                try:
+                    c.upsert(HEAVY_COLLECTION, ids, rows, [payload] * self.batch)
+                    self.done["writes"] += 1
+                except Exception as exc:
+                    self._count(exc)
+                self.written += self.batch
+
+    def _searches(self) -> None:
+        from quartz_cluster import limits
+
+        with QuartzClient(self.router, timeout=60) as c:
+            while not self.stop.is_set():
+                q = self.rng.normal(size=(self.queries, HEAVY_DIM)).astype(np.float32)
+                try:
+                    c.search(HEAVY_COLLECTION, q, k=self.k, ef=limits.EF_MAX, with_payload=True)
+                    self.done["searches"] += 1
+                except Exception as exc:
+                    self._count(exc)
+                    time.sleep(0.2)
+
+
+def heavy_load(cluster: LocalCluster, collection: str, rng: random.Random) -> Injected:
+    """The heaviest accepted writes and searches for HEAVY_HOLD_S, alongside the workload."""
+    load = HeavyLoad(cluster.router_address, rng.randrange(2**31), getattr(cluster, "heavy_next_id", 0))
+    load.start()
+
+    def heal() -> None:
+        load.halt()
+        cluster.heavy_next_id = load.written
+        cluster.heavy_stats = [*getattr(cluster, "heavy_stats", []), {**load.done, "refused": load.refused}]
+
+    return Injected(
+        "heavy-load",
+        f"{load.queries} queries x k {load.k} x ef 8192 + {load.batch}-point writes",
+        heal,
+        HEAVY_HOLD_S,
+    )
+
+
+def lose_node(cluster: LocalCluster, collection: str, rng: random.Random) -> Injected:
+    """A node killed and never restarted, its data dir deleted: lost for good. The cluster must
+    fail its primaries over and re-create its replicas on the spare node, without an operator.
+    Once per run (a second loss would leave no spare node)."""
+    if getattr(cluster, "lost_nodes", None):
+        return Injected("lose-node", "skipped: a node is already lost", lambda: None, skipped=True)
+    node = rng.choice([n for n in cluster.nodes if n.alive()])
+    node.kill()
+    shutil.rmtree(node.data_dir, ignore_errors=True)
+    cluster.lost_nodes = [node.name]
+    return Injected("lose-node", node.name, lambda: None)
+
+
 FAULTS = {
     "kill-primary": kill_primary,
     "kill-random": kill_random,
@@ -158,6 +266,8 @@ FAULTS = {
     "rolling-restart": rolling_restart,
     "full-restart": full_restart,
     "drain": drain,
+    "heavy-load": heavy_load,
+    "lose-node": lose_node,
 }
 NEEDS_NETWORK = {"partition"}  # faults that need the fronts in place before the cluster starts
 SCENARIOS = {name: [name] for name in FAULTS} | {

@@ -50,6 +50,8 @@ def run(cfg: ChaosConfig, say=print) -> dict:
     if cfg.scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {cfg.scenario!r}; one of {', '.join(sorted(SCENARIOS))}")
     rng = random.Random(cfg.seed)
+    if "lose-node" in SCENARIOS[cfg.scenario]:
+        cfg.nodes = max(cfg.nodes, cfg.rf + 1)  # a spare node to restore the replication factor on
     out = Path(cfg.out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(out / "cluster", ignore_errors=True)  # a run always starts from a fresh cluster
@@ -61,7 +63,9 @@ def run(cfg: ChaosConfig, say=print) -> dict:
         nodes=cfg.nodes,
         coordinators=2,
         etcd_members=3,
-        coordinator_args=["--repair-grace", "3600"],
+        # lose-node: the default grace, after which lost replicas are re-created; otherwise no
+        # repair, so that a killed node's return is what is tested
+        coordinator_args=[] if "lose-node" in SCENARIOS[cfg.scenario] else ["--repair-grace", "3600"],
         node_advertise=(lambda node_id: net.front(node_id, _listen_address(out / "cluster", node_id)))
         if net
         else None,
@@ -86,6 +90,16 @@ def run(cfg: ChaosConfig, say=print) -> dict:
         say("healed; waiting for convergence ...")
         converge_s = _converge(cluster, history, cfg)
         report = _check(cfg, cluster, history, converge_s)
+        report["epoch_bumps"] = _epoch_bumps(cluster)
+        done = [e["t"] for e in history.events if e["type"] == "converged"]
+        lost = [e["t"] for e in history.events if e["type"] == "fault" and e["fault"] == "lose-node"]
+        if lost:  # every shard back to its replication factor, counted from the loss
+            report["replication_restored_after_s"] = round(done[0] - lost[0], 2) if done else None
+        report["heavy_load"] = getattr(cluster, "heavy_stats", [])
+        if "heavy-load" in SCENARIOS[cfg.scenario] and cfg.scenario == "heavy-load":
+            # no fault but load: any failover is a false one (a lease lost under load)
+            report["false_failovers"] = report["epoch_bumps"]
+            report["passed"] = report["passed"] and report["epoch_bumps"] == 0
     except BaseException:
         cluster.kill()
         if net is not None:
@@ -97,6 +111,12 @@ def run(cfg: ChaosConfig, say=print) -> dict:
     _write(out, cfg, history, report)
     say(summary(report))
     return report
+
+
+def _epoch_bumps(cluster: LocalCluster) -> int:
+    """Failovers and handovers over the run: every shard starts at epoch 1, and each one bumps it."""
+    with QuartzClient(cluster.router_address, timeout=30) as c:
+        return sum(s["epoch"] - 1 for info in c.list_collections() for s in info.shard_map)
 
 
 def _listen_address(cluster_dir: Path, node_id: str):
@@ -121,6 +141,9 @@ def _schedule(cfg: ChaosConfig, cluster: LocalCluster, h: History, rng: random.R
             name = rng.choice(names)
             t = h.now()
             injected = FAULTS[name](cluster, COLLECTION, rng)
+            next_fault = h.now() + cfg.fault_every_s
+            if injected.skipped:
+                continue
             h.add({"type": "fault", "t": t, "fault": name, "target": injected.target})
             say(f"  t={t:6.1f}s  {name} ({injected.target})")
             hold_s = cfg.heal_after_s if injected.heal_after_s is None else injected.heal_after_s
@@ -172,6 +195,7 @@ def _converge(cluster: LocalCluster, h: History, cfg: ChaosConfig) -> float | No
             if all(len(s["in_sync"]) == cfg.rf for s in shard_map):
                 states = _replica_states(cluster, attempted, cfg.shards)
                 if all(all(x == v[0] for x in v) for v in states.values()):
+                    h.add({"type": "converged", "t": h.now()})
                     return round(time.monotonic() - t0, 2)
         except Exception:
             pass
@@ -252,6 +276,17 @@ def summary(r: dict) -> str:
         f"  converged after {r['converged_after_s']} s; divergent shards {r['divergent_shards'] or 'none'}; "
         f"recall@10 after convergence {r['recall_at_10_after']}",
     ]
+    if "replication_restored_after_s" in r:
+        lines.append(
+            f"  replication factor restored {r['replication_restored_after_s']} s after the node was lost"
+        )
+    if "epoch_bumps" in r:
+        lines.append(f"  failovers and handovers (epoch bumps): {r['epoch_bumps']}")
+    for h in r.get("heavy_load", []):
+        lines.append(
+            f"  heavy load: {h['writes']} batches written, {h['searches']} searches answered, "
+            f"refused {h['refused'] or 'none'}"
+        )
     for f in r["recovery"]:
         d = f["reads_during"]
         lines.append(

@@ -48,7 +48,7 @@ class CoordinatorSettings:
     coordinator_id: str
     etcd: str
     lease_ttl_s: int = DEFAULT_TTL_S
-    repair_grace_s: float = 300.0  # a node gone this long has its replicas re-created elsewhere
+    repair_grace_s: float = 60.0  # a node gone this long has its replicas re-created elsewhere
     rebalance_after_s: float = 10.0  # primaries move back to a returned node once it is up this long
     listen: str = "127.0.0.1:0"  # gRPC health (and reflection) for probes; port 0 picks a free one
     info_file: str | None = None  # where to write {"address", "pid"} once serving

@@ -31,3 +31,27 @@ def test_short_chaos_run_keeps_every_acknowledged_write(tmp_path, scenario):
             assert f["reads_during"]["eventual_ok"] > 0 and f["reads_during"]["eventual_failed"] == 0, f
     for name in ("history.jsonl", "report.json", "summary.txt", "timeline.png"):
         assert (tmp_path / scenario / name).exists()
+
+
+def test_losing_a_node_for_good_keeps_writes_going_and_restores_the_replication_factor(tmp_path):
+    """lose-node: a node killed and its data dir deleted, never restarted. With the defaults (RF
+    3, majority writes) writes come back after the failover and, after the repair grace, every
+    shard has 3 in-sync replicas again on the remaining nodes, with no operator."""
+    report = run(
+        ChaosConfig("lose-node", duration_s=20, seed=7, out_dir=str(tmp_path / "lose")), say=lambda _: None
+    )
+    assert report["passed"] and report["lost"] == [] and report["divergent_shards"] == []
+    assert report["config"]["nodes"] == 4 and report["config"]["rf"] == 3  # a spare node for the copy
+    (loss,) = [f for f in report["recovery"] if f["fault"] == "lose-node"]
+    assert loss["recovered_after_s"] is not None  # writes came back (the figure is in RELIABILITY.md)
+    assert report["replication_restored_after_s"] is not None
+    assert report["converged_after_s"] is not None
+
+
+def test_the_heaviest_accepted_requests_cause_no_false_failover(tmp_path):
+    report = run(
+        ChaosConfig("heavy-load", duration_s=20, seed=7, out_dir=str(tmp_path / "heavy")), say=lambda _: None
+    )
+    assert report["passed"] and report["lost"] == []
+    assert report["false_failovers"] == 0 and report["epoch_bumps"] == 0
+    assert sum(h["searches"] for h in report["heavy_load"]) > 0  # the heavy load did run
