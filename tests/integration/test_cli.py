@@ -141,6 +141,11 @@ def test_up_operations_a_newcomer_hits(up, tmp_path):
     empty = quartz("collections", "list", *d)
     assert empty.stdout == "" and "no collections" in empty.stderr
 
+    np.save(tmp_path / "v.npy", np.ones((5, 4), np.float32))
+    missing = quartz("load", str(tmp_path / "v.npy"), "--collection", "nope", "--no-create", *d, check=False)
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert missing.stderr.startswith("error: collection 'nope' does not exist (and --no-create was given)")
+
     for bad in ("nosuchnode", "has/slash"):
         out = quartz("drain", bad, *d, check=False)
         assert out.returncode != 0 and "drained" not in out.stdout, out
