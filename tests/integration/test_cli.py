@@ -197,3 +197,31 @@ def test_up_operations_a_newcomer_hits(up, tmp_path):
         "n1 alive again",
     )
     assert subprocess.run(["kill", "-0", str(again["pid"])]).returncode == 0
+
+
+def test_nothing_listening_fails_at_once_naming_the_address(tmp_path):
+    """A router address where nothing listens: the SDKs and the CLI fail at once (they waited
+    out the whole deadline: "Deadline Exceeded", or 30-60 s of silence in the CLI)."""
+    import asyncio
+
+    from quartz_cluster import QuartzClient
+    from quartz_cluster.client.aio import AsyncQuartzClient
+    from quartz_cluster.errors import Unavailable
+    from quartz_cluster.procs import free_port
+
+    address = f"127.0.0.1:{free_port()}"
+    with QuartzClient(address, timeout=60) as c, pytest.raises(Unavailable) as err:
+        c.list_collections()
+    assert f"cannot reach the QuartzDB router at {address}" in str(err.value)
+
+    async def aio():
+        async with AsyncQuartzClient(address, timeout=60) as c:
+            await c.count("x")
+
+    with pytest.raises(Unavailable, match=f"cannot reach the QuartzDB router at {address}"):
+        asyncio.run(aio())
+    np.save(tmp_path / "v.npy", np.ones((3, 2), np.float32))
+    for args in (("collections", "list"), ("load", str(tmp_path / "v.npy"), "--collection", "c")):
+        out = quartz(*args, "--router", address, check=False)
+        assert out.returncode == 1 and "Traceback" not in out.stderr
+        assert out.stderr.startswith("error: UNAVAILABLE: cannot reach the QuartzDB router at " + address)

@@ -94,13 +94,6 @@ def test_the_cli_prints_one_error_line_and_exits_1(tmp_path, capsys):
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
 
 
-def test_the_cli_fails_fast_on_an_unreachable_router(tmp_path, capsys):
-    vecs = npy(tmp_path, np.ones((3, 2), np.float32))
-    assert cli.main(["load", "--router", "127.0.0.1:1", vecs, "--collection", "c"]) == 1
-    err = capsys.readouterr().err
-    assert "cannot reach the QuartzDB router at 127.0.0.1:1" in err and "Traceback" not in err
-
-
 def test_version_and_help(capsys):
     with pytest.raises(SystemExit) as done:
         cli.main(["--version"])
