@@ -118,7 +118,10 @@ class LocalCluster:
             if now < state.next_at:
                 continue
             try:
-                child.start()
+                if isinstance(child, EtcdProcess) and child.initial_cluster:
+                    child.restart_member()  # a member of a multi-member etcd rejoins its cluster
+                else:
+                    child.start()
             except Exception as exc:
                 events.append(f"{child.role} {child.name} did not restart: {str(exc).splitlines()[0]}")
             else:
