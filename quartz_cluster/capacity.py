@@ -12,10 +12,15 @@ from quartz_cluster.coordinator.reconcile import ClusterView
 from quartz_cluster.errors import ResourceExhausted
 
 
+def index_row_bytes(dim: int, m: int) -> int:
+    """One element of an HNSW index's level 0: the vector, 2m links, its label and link count."""
+    return dim * 4 + 2 * m * 4 + 16
+
+
 def replica_bytes(dim: int, m: int) -> int:
-    """What an empty replica costs a node: its HNSW index at the initial capacity (a level-0 row
-    per element: the vector, 2m links, label and count) plus the rest (RocksDB, payload index)."""
-    return limits.REPLICA_BASE_BYTES + limits.INITIAL_CAPACITY * (dim * 4 + 2 * m * 4 + 16)
+    """What an empty replica costs a node: its HNSW index at the initial capacity plus the rest
+    (RocksDB, payload index)."""
+    return limits.REPLICA_BASE_BYTES + limits.INITIAL_CAPACITY * index_row_bytes(dim, m)
 
 
 def check_create(view: ClusterView, shards: int, replication_factor: int, dim: int, m: int) -> None:

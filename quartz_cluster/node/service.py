@@ -101,8 +101,9 @@ class NodeService(node_pb2_grpc.NodeServicer):
             shard.spec.dim,
         )
         if self.budget is not None and batch.ids:
-            # the rows twice (index and RocksDB) and the payloads: refused before the node runs out
+            # the rows twice (index and RocksDB), the payloads, and the index doubling if it fills up
             extra = 2 * batch.vectors.nbytes + sum(len(b) for b in batch.payload_blobs)
+            extra += shard.growth_bytes(len(batch.ids))
             self.budget.check_memory(extra, "this write", "upserts")
         lsn = await shard.write(batch, request.epoch, max(1, request.min_in_sync))
         return node_pb2.WriteResponse(lsn=lsn, epoch=shard.epoch)

@@ -698,3 +698,30 @@ def test_attach_payloads_drops_a_hit_deleted_since_the_graph_search(tmp_path):
     stores = [Store({"a": b'{"n":1}'}), Store({"c": b'{"n":3}'})]  # "b" was deleted meanwhile
     out = attach_payloads(stores, per_shard, merged, validation.ReplyBudget(100))
     assert out == [(["a", "c"], [0.1, 0.15], [b'{"n":1}', b'{"n":3}'])]
+
+
+def test_a_write_that_would_double_the_index_counts_the_doubling(tmp_path):
+    from quartz_cluster.node.memory import NodeBudget
+
+    async def go(svc, registry):
+        replica = registry.get("c", 0)
+        cap = replica.state.hnsw.capacity
+        rows = np.zeros((cap - 1, DIM), np.float32)
+        rows[np.arange(cap - 1), np.arange(cap - 1) % DIM] = 1.0
+        await write(svc, 0, [f"p{i}" for i in range(cap - 1)], rows)
+        assert replica.growth_bytes(1) == 0 and replica.growth_bytes(2) > 0
+        doubled = replica.growth_bytes(2)
+        assert doubled >= 2 * cap * DIM * 4  # at least the doubled float32 mirror
+        svc.budget = NodeBudget("n1", memory_bytes_max=10**10, fds_max=10**6)
+        svc.budget.rss = lambda: 10**10 - doubled  # room for the doubling, not for the rows too
+        await write(svc, 0, ["last"], [one_hot(0)])  # fits: no doubling
+        err = await refused(
+            svc.Write,
+            node_pb2.WriteRequest(
+                ref=ref(0), upserts=node_pb2.PointBatch(ids=["x", "y"], vectors=vectors([one_hot(1)] * 2))
+            ),
+        )
+        assert err.code == Code.RESOURCE_EXHAUSTED and "this write needs" in err.details
+        assert replica.state.hnsw.capacity == cap  # nothing was resized
+
+    run(go, tmp_path, shards=(0,))

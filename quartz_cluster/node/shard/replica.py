@@ -28,6 +28,7 @@ import time
 import numpy as np
 
 from quartz_cluster import filters, limits, logs
+from quartz_cluster.capacity import index_row_bytes as capacity_row_bytes
 from quartz_cluster.errors import Unavailable
 from quartz_cluster.node.shard import follower, search, snapshot
 from quartz_cluster.node.shard.checkpoint import Checkpoints, recover
@@ -375,6 +376,17 @@ class ShardReplica:
         if self.broken:
             raise Unavailable(f"shard {self.spec.name} is out of service: {self.broken}")
         return search.search(self.state, self.store, queries, k, ef, flt, with_payload)
+
+    def growth_bytes(self, points: int) -> int:
+        """Memory that `points` more points may add at once beyond their rows: when the index fills
+        up, it and its float32 mirror are doubled (old and new are alive while copied)."""
+        end = self.state.next_label + points
+        capacity = self.state.hnsw.capacity
+        if end <= capacity:
+            return 0
+        while capacity < end:
+            capacity *= 2
+        return capacity * (capacity_row_bytes(self.spec.dim, self.spec.m) + self.spec.dim * 4)
 
     def get(self, ids: list[str], with_vectors: bool, with_payload: bool) -> list[tuple[str, bytes, bytes]]:
         return self.store.get(ids, with_vectors, with_payload)
