@@ -67,9 +67,7 @@ def main() -> None:
             client.close()
         finally:
             node.kill()
-    print(
-        f"(cpus {os.cpu_count()}; {args.shards} shards x dim {args.dim} x {args.points} points per cycle)"
-    )
+    print(f"(cpus {os.cpu_count()}; {args.shards} shards x dim {args.dim} x {args.points} points per cycle)")
 
 
 if __name__ == "__main__":
