@@ -18,6 +18,16 @@ from quartz_cluster.node.shard.writer import ShardWriter
 TURNS = 200  # event-loop turns the writer may take to answer (it needs a handful)
 
 
+def run(coro) -> None:
+    """asyncio.run without its clean-up of pending tasks: when a test fails, the writer may
+    still be running (a mutant that swallows cancellation), and waiting for it would hang."""
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(coro)
+    finally:
+        loop.close()
+
+
 async def turns(n: int = TURNS) -> None:
     for _ in range(n):
         await asyncio.sleep(0)
@@ -100,7 +110,7 @@ def test_jobs_run_in_order_and_answer_their_callers():
         assert h.writer.idle and h.writer.stopped is None
         await answered(asyncio.ensure_future(h.writer.close()))
 
-    asyncio.run(go())
+    run(go())
 
 
 def test_the_job_queue_holds_exactly_its_bound_and_empties_as_jobs_run():
@@ -135,7 +145,7 @@ def test_the_job_queue_holds_exactly_its_bound_and_empties_as_jobs_run():
             assert await answered(t) == "held"
         await answered(asyncio.ensure_future(h.writer.close()))
 
-    asyncio.run(go())
+    run(go())
 
 
 def test_the_write_queue_holds_exactly_its_bound_and_empties_as_groups_commit():
@@ -163,7 +173,7 @@ def test_the_write_queue_holds_exactly_its_bound_and_empties_as_groups_commit():
             await answered(item.future)
         await answered(asyncio.ensure_future(h.writer.close()))
 
-    asyncio.run(go())
+    run(go())
 
 
 def test_cancelling_the_writer_answers_the_job_in_flight_and_everything_queued():
@@ -190,7 +200,7 @@ def test_cancelling_the_writer_answers_the_job_in_flight_and_everything_queued()
             h.writer.enqueue_write(Item())
         assert str(info.value) == "shard c/9 is out of service: the writer was cancelled"
 
-    asyncio.run(go())
+    run(go())
 
 
 def test_a_writer_stopped_for_good_answers_what_is_queued_and_refuses_what_comes():
@@ -221,7 +231,7 @@ def test_a_writer_stopped_for_good_answers_what_is_queued_and_refuses_what_comes
         assert str(exc) == "shard c/9 is out of service: disk gone"
         await answered(asyncio.ensure_future(h.writer.close()))
 
-    asyncio.run(go())
+    run(go())
 
 
 def test_a_job_that_gave_up_before_it_started_is_skipped():
@@ -250,7 +260,7 @@ def test_a_job_that_gave_up_before_it_started_is_skipped():
         assert ran == ["hold"] and h.writer.idle
         await answered(asyncio.ensure_future(h.writer.close()))
 
-    asyncio.run(go())
+    run(go())
 
 
 @pytest.mark.parametrize(
@@ -278,7 +288,7 @@ def test_a_job_is_slow_past_five_seconds_and_logged_to_the_millisecond(monkeypat
         monkeypatch.undo()
         await answered(asyncio.ensure_future(h.writer.close()))
 
-    asyncio.run(go())
+    run(go())
     slow = [r for r in caplog.records if r.getMessage() == "slow writer job"]
     if logged is None:
         assert slow == []
@@ -315,7 +325,7 @@ def test_a_writer_not_started_or_closing_refuses_work():
         await answered(closing)
         assert h.writer.stopped is None
 
-    asyncio.run(go())
+    run(go())
 
 
 def test_a_job_whose_internal_call_was_cancelled_fails_alone():
@@ -335,7 +345,7 @@ def test_a_job_whose_internal_call_was_cancelled_fails_alone():
         assert h.writer.stopped is None
         await answered(asyncio.ensure_future(h.writer.close()))
 
-    asyncio.run(go())
+    run(go())
 
 
 def test_a_group_counts_the_bytes_of_every_batch_it_takes():
@@ -361,7 +371,7 @@ def test_a_group_counts_the_bytes_of_every_batch_it_takes():
         assert groups == [[10, 20, 50], [30, 40]]
         await answered(asyncio.ensure_future(w.close()))
 
-    asyncio.run(go())
+    run(go())
 
 
 def test_an_idle_writer_cancelled_ends_cancelled_and_says_why():
@@ -376,7 +386,7 @@ def test_an_idle_writer_cancelled_ends_cancelled_and_says_why():
         assert task.cancelled()
         assert h.writer.stopped == "the writer was cancelled" and h.writer.idle
 
-    asyncio.run(go())
+    run(go())
 
 
 def test_closing_twice_is_harmless():
@@ -391,4 +401,71 @@ def test_closing_twice_is_harmless():
         with pytest.raises(Unavailable):
             h.writer.enqueue_write(Item())
 
-    asyncio.run(go())
+    run(go())
+
+
+def test_a_writer_with_nothing_to_do_is_idle():
+    async def go():
+        h = Harness()
+        assert h.writer.idle and h.writer.queue_empty  # not started yet
+        h.writer.start()
+        await turns(5)
+        assert h.writer.idle and h.writer.queue_empty and h.writer.stopped is None
+        await answered(asyncio.ensure_future(h.writer.close()))
+        assert h.writer.idle
+
+    run(go())
+
+
+def test_a_failing_commit_stops_the_writer_and_answers_its_group_and_the_queue():
+    async def go():
+        h = Harness()
+
+        async def broken(group):
+            await h.gate.wait()
+            raise RuntimeError("bug in commit")
+
+        h.writer._commit_group = broken
+        h.gate.clear()
+        h.writer.start()
+        group = [Item(), Item()]
+        for item in group:
+            h.writer.enqueue_write(item)
+        await turns(5)
+        queued = Item()
+        h.writer.enqueue_write(queued)
+        h.gate.set()
+        reason = "writer stopped: RuntimeError('bug in commit')"
+        for item in (*group, queued):
+            exc = await refused(item.future)
+            assert type(exc) is Unavailable and str(exc) == f"shard c/9 is out of service: {reason}"
+        assert h.writer.stopped == reason and h.writer.idle
+
+    run(go())
+
+
+def test_a_failing_after_job_step_stops_the_writer_and_answers_the_queue():
+    async def go():
+        h = Harness()
+        gate = asyncio.Event()
+
+        async def broken_after():
+            await gate.wait()
+            raise RuntimeError("bug in after_job")
+
+        async def job():
+            return "done"
+
+        h.writer._after_job = broken_after
+        h.writer.start()
+        first = asyncio.ensure_future(h.writer.run("first", job))
+        assert await answered(first) == "done"
+        queued = Item()
+        h.writer.enqueue_write(queued)
+        gate.set()
+        exc = await refused(queued.future)
+        reason = "writer stopped: RuntimeError('bug in after_job')"
+        assert type(exc) is Unavailable and str(exc) == f"shard c/9 is out of service: {reason}"
+        assert h.writer.stopped == reason
+
+    run(go())
