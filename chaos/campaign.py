@@ -10,6 +10,7 @@ Writes chaos/results/campaign-<time>.json and prints a markdown table (docs/RELI
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import time
@@ -109,6 +110,8 @@ def main() -> int:
                 }
             )
             print(f"{scenario} seed {seed}: {'PASS' if r['passed'] else 'FAIL'}", flush=True)
+            if r["passed"]:  # a passing run keeps its report, history and timeline, not its data
+                shutil.rmtree(work / f"{scenario}-{seed}" / "cluster", ignore_errors=True)
             # written after every run: a campaign stopped half-way keeps what it measured
             result = {"runs_per_scenario": args.runs, "duration_s": args.duration, **run_info(), "rows": rows}
             path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
