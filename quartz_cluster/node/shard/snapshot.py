@@ -48,13 +48,21 @@ SNAPSHOT_CHUNK_KEYS = 2000
 ROW_PREFIXES = (P_VEC, P_PAY, P_FREE)  # the only keys a snapshot may carry
 
 
+def _snapshot_get(snap, key: bytes) -> bytes | None:
+    """One key of a RocksDB snapshot, None when absent (the first item from `key` on, if it is
+    that key: a snapshot has no get, and its [] raises a bare Exception for a missing key)."""
+    found, value = next(iter(snap.items(from_key=key)), (None, None))
+    return value if found == key else None
+
+
 def snapshot_chunks(store: ShardStore) -> Iterator[tuple[int, int, int, list[tuple[bytes, bytes]]]]:
     """(lsn, lsn_epoch, next_label, rows) chunks of a replica's committed state, read from one
     RocksDB snapshot. Rows are raw v/, p/ and f/ keys."""
     snap = store.db.snapshot()
-    meta = dict(snap.items(from_key=b"m/"))
-    lsn = int.from_bytes(meta.get(K_APPLIED, b"\0" * 8), "big")
-    next_label = int.from_bytes(meta.get(K_NEXT_LABEL, b"\0" * 8), "big")
+    # the two positions by name: iterating from "m/" ran on through every p/ and v/ row (they
+    # sort after it) and held the whole shard in memory before the first chunk went out
+    lsn = int.from_bytes(_snapshot_get(snap, K_APPLIED) or b"\0" * 8, "big")
+    next_label = int.from_bytes(_snapshot_get(snap, K_NEXT_LABEL) or b"\0" * 8, "big")
     if lsn == store.log_start:
         lsn_epoch = store.log_start_epoch
     else:
