@@ -15,6 +15,8 @@ from quartz_cluster.node.memory import NodeBudget
 from quartz_cluster.node.registry import ShardRegistry
 from quartz_cluster.node.shard import ShardOptions, ShardSpec
 
+HANG_GUARD_S = 120  # a broken writer (a mutant) must fail this test, not hang it
+
 
 def view(nodes=3, collections=(), memory=0, placed=()) -> ClusterView:
     v = ClusterView(revision=1)
@@ -109,4 +111,4 @@ def test_a_registry_over_budget_creates_nothing(tmp_path):
         await reg.get("c", 0).write(validation.write_batch(["a"], rows.tobytes(), 1, 4, [], [], 4))
         await reg.close()
 
-    asyncio.run(go())
+    asyncio.run(asyncio.wait_for(go(), HANG_GUARD_S))
