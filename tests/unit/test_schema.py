@@ -19,6 +19,8 @@ from quartz_cluster.meta.schema import (
 def test_prefixes_are_fixed():
     assert schema.ROOT == b"/quartz/"
     assert schema.NODES == b"/quartz/nodes/"
+    assert schema.COORDINATORS == b"/quartz/coordinators/"
+    assert schema.coordinator_key("c-1") == b"/quartz/coordinators/c-1"
     assert schema.COLLECTIONS == b"/quartz/collections/"
     assert schema.SHARDS == b"/quartz/shards/"
     assert schema.REPLICAS == b"/quartz/replicas/"
