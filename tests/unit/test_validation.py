@@ -352,3 +352,13 @@ def test_reply_budget_takes_up_to_the_maximum_and_check_takes_nothing():
     with pytest.raises(ResourceExhausted, match=r"^with_payload: .*SEARCH_REPLY_BYTES_MAX = 10 bytes"):
         budget.take(1)
     assert validation.ReplyBudget().bytes_max == limits.SEARCH_REPLY_BYTES_MAX
+
+
+def test_the_budget_and_norm_messages_say_what_to_do():
+    big = np.full((1, 4), 1e19, dtype="<f4")
+    with pytest.raises(InvalidArgument) as err:
+        validation.vectors(big.tobytes(), 1, 4, 4)
+    assert str(err.value).endswith("(distances would overflow float32)")
+    with pytest.raises(ResourceExhausted) as full:
+        validation.ReplyBudget(1).check(2)
+    assert str(full.value).endswith("ask for fewer queries, a smaller k, or with_payload=false")
