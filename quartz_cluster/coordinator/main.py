@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import time
 import uuid
 from dataclasses import dataclass
 
 import grpc
-import orjson
 
 from quartz_cluster import limits, logs
 from quartz_cluster.coordinator.reconcile import (
@@ -35,7 +33,7 @@ from quartz_cluster.meta.lease import DEFAULT_TTL_S, LeaseKeeper
 from quartz_cluster.meta.store import EtcdStore
 from quartz_cluster.proto.quartz.v1 import node_pb2
 from quartz_cluster.rpc.channels import NodeChannels
-from quartz_cluster.rpc.server import build_server, set_serving
+from quartz_cluster.rpc.server import build_server, set_serving, write_info_file
 
 log = logging.getLogger("quartz.coordinator")
 CAMPAIGN_POLL_S = 0.5
@@ -244,10 +242,7 @@ def run(settings: CoordinatorSettings, log_level: str = "info") -> int:
         if not run_task.done():
             await set_serving(health, [], True)
             if settings.info_file:
-                tmp = settings.info_file + ".tmp"
-                with open(tmp, "wb") as f:
-                    f.write(orjson.dumps({"address": address, "pid": os.getpid()}))
-                os.replace(tmp, settings.info_file)
+                write_info_file(settings.info_file, {"address": address})
             log.info("coordinator ready", extra={"address": address})
         try:
             await run_task

@@ -16,7 +16,6 @@ import time
 import uuid
 from dataclasses import dataclass
 
-import orjson
 from threadpoolctl import threadpool_limits
 
 from quartz_cluster import logs, validation
@@ -27,7 +26,7 @@ from quartz_cluster.node.service import NodeService
 from quartz_cluster.node.shard import ShardOptions
 from quartz_cluster.proto.quartz.v1 import node_pb2, node_pb2_grpc
 from quartz_cluster.rpc import decode
-from quartz_cluster.rpc.server import build_server, set_serving
+from quartz_cluster.rpc.server import build_server, set_serving, write_info_file
 from quartz_cluster.stallwatch import StallWatch
 
 log = logging.getLogger("quartz.node")
@@ -55,12 +54,8 @@ class NodeSettings:
 
 
 def _write_node_file(settings: NodeSettings, address: str, listen: str) -> None:
-    path = os.path.join(settings.data_dir, "node.json")
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        info = {"id": settings.node_id, "address": address, "listen": listen, "pid": os.getpid()}
-        f.write(orjson.dumps(info))
-    os.replace(tmp, path)
+    info = {"id": settings.node_id, "address": address, "listen": listen}
+    write_info_file(os.path.join(settings.data_dir, "node.json"), info)
 
 
 async def serve(settings: NodeSettings) -> None:

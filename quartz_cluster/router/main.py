@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import time
 from dataclasses import dataclass
-
-import orjson
 
 from quartz_cluster import logs
 from quartz_cluster.meta import schema
@@ -18,7 +15,7 @@ from quartz_cluster.proto.quartz.v1 import quartz_pb2, quartz_pb2_grpc
 from quartz_cluster.router.service import NodePool, QuartzService
 from quartz_cluster.router.shardmap import ShardMap
 from quartz_cluster.rpc import decode
-from quartz_cluster.rpc.server import build_server, set_serving
+from quartz_cluster.rpc.server import build_server, set_serving, write_info_file
 from quartz_cluster.stallwatch import StallWatch
 
 log = logging.getLogger("quartz.router")
@@ -52,10 +49,7 @@ async def serve(settings: RouterSettings) -> None:
     await asyncio.wait_for(shardmap.loaded.wait(), MAP_LOAD_TIMEOUT_S)
     address = f"{settings.listen.rsplit(':', 1)[0]}:{port}"
     if settings.info_file:
-        tmp = settings.info_file + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(orjson.dumps({"address": address, "pid": os.getpid()}))
-        os.replace(tmp, settings.info_file)
+        write_info_file(settings.info_file, {"address": address})
     await set_serving(health, [SERVICE], True)
     log.info("router ready", extra={"address": address, "startup_s": round(time.monotonic() - t0, 3)})
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
 import grpc
+import orjson
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -42,3 +45,12 @@ async def set_serving(health_servicer, service_names: list[str], serving: bool) 
     status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
     for name in ["", *service_names]:
         await health_servicer.set(name, status)
+
+
+def write_info_file(path: str, info: dict) -> None:
+    """Announce a serving process to whoever started it: `info` plus this pid as JSON, written
+    atomically (the parent polls for the file and checks the pid)."""
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(orjson.dumps({**info, "pid": os.getpid()}))
+    os.replace(tmp, path)

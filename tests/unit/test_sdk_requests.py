@@ -9,6 +9,7 @@ import pytest
 from quartz_cluster import errors, limits
 from quartz_cluster.client import _common as c
 from quartz_cluster.proto.quartz.v1 import node_pb2, quartz_pb2
+from tests.unit.test_rpc_status import FakeRpcError
 
 Q = np.ones(4, np.float32)
 
@@ -151,23 +152,12 @@ def test_get_and_count_results_say_which_shards_answered():
     assert c.get_request("d", ["a"], True, True, "eventual", True).allow_partial
 
 
-class Err(grpc.RpcError):
-    def __init__(self, code, details):
-        self._code, self._details = code, details
-
-    def code(self):
-        return self._code
-
-    def details(self):
-        return self._details
-
-
-REFUSED = Err(
+REFUSED = FakeRpcError(
     grpc.StatusCode.UNAVAILABLE,
     "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:7999: "
     "Failed to connect to remote host: Connection refused",
 )
-SHARD_DOWN = Err(grpc.StatusCode.UNAVAILABLE, "shard 2 of 'docs' has no live in-sync replica")
+SHARD_DOWN = FakeRpcError(grpc.StatusCode.UNAVAILABLE, "shard 2 of 'docs' has no live in-sync replica")
 
 
 def test_a_router_never_reached_fails_fast_and_names_the_address():
@@ -181,10 +171,10 @@ def test_a_router_never_reached_fails_fast_and_names_the_address():
 
 
 def test_a_deadline_names_the_router():
-    err = c.to_error(Err(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"), "10.0.0.1:7000")
+    err = c.to_error(FakeRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"), "10.0.0.1:7000")
     assert (
         isinstance(err, errors.Unavailable)
         and str(err) == "router 10.0.0.1:7000: DEADLINE_EXCEEDED: Deadline Exceeded"
     )
-    nf = c.to_error(Err(grpc.StatusCode.NOT_FOUND, "collection: 'x' does not exist"), "a:1")
+    nf = c.to_error(FakeRpcError(grpc.StatusCode.NOT_FOUND, "collection: 'x' does not exist"), "a:1")
     assert isinstance(nf, errors.NotFound) and str(nf) == "collection: 'x' does not exist"
