@@ -23,15 +23,18 @@ def replica_bytes(dim: int, m: int) -> int:
     return limits.REPLICA_BASE_BYTES + limits.INITIAL_CAPACITY * index_row_bytes(dim, m)
 
 
-def check_create(view: ClusterView, shards: int, replication_factor: int, dim: int, m: int) -> None:
+def check_create(
+    view: ClusterView, tenant: str, shards: int, replication_factor: int, dim: int, m: int
+) -> None:
     """Refuse (RESOURCE_EXHAUSTED, naming the limit) a collection the cluster cannot hold: one
-    collection too many, more replicas per live node than REPLICAS_PER_NODE_MAX, or more memory
+    collection too many for the tenant, more replicas per live node than REPLICAS_PER_NODE_MAX, or more memory
     for empty replicas than the smallest node budget (placement spreads replicas evenly)."""
     live = len(view.nodes)
     collections = [c for c in view.collections.values() if c.id not in view.tombstones]
-    if len(collections) >= limits.COLLECTIONS_PER_TENANT_MAX:
+    owned = sum(c.tenant == tenant for c in collections)
+    if owned >= limits.COLLECTIONS_PER_TENANT_MAX:
         raise ResourceExhausted(
-            f"{len(collections)} collections exist: the limit is COLLECTIONS_PER_TENANT_MAX = "
+            f"{owned} collections exist in this tenant: the limit is COLLECTIONS_PER_TENANT_MAX = "
             f"{limits.COLLECTIONS_PER_TENANT_MAX}; drop one first",
             "config.name",
         )

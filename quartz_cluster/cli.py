@@ -45,6 +45,51 @@ def _etcd(args: argparse.Namespace) -> str:
     )
 
 
+def _etcd_auth(args: argparse.Namespace):
+    """etcd's credentials from the data dir's cluster secret (None: a --no-auth cluster)."""
+    from pathlib import Path
+
+    from quartz_cluster.auth.cluster import SECRET_FILE, ClusterCredentials
+
+    d = Path(_data_dir(args))
+    return ClusterCredentials.load(d).etcd_auth if (d / SECRET_FILE).exists() else None
+
+
+def _api_key(args: argparse.Namespace) -> str | None:
+    """--api-key, else $QUARTZ_API_KEY, else the data dir's admin key (client/_common.find_api_key)."""
+    from quartz_cluster.client._common import find_api_key
+
+    return find_api_key(getattr(args, "api_key", None), _data_dir(args))
+
+
+def _client(args: argparse.Namespace, timeout: float | None = None):
+    from quartz_cluster.client import QuartzClient
+
+    return QuartzClient(
+        _router(args),
+        api_key=_api_key(args),
+        timeout=timeout or getattr(args, "timeout", None) or 60.0,
+        tls=getattr(args, "tls", False),
+        ca_cert=getattr(args, "ca_cert", None),
+    )
+
+
+def _credentials(args: argparse.Namespace, role: str):
+    from quartz_cluster.auth.cluster import load_optional
+    from quartz_cluster.errors import QuartzError
+
+    try:
+        creds = load_optional(args.cluster_dir, args.no_auth, role)
+    except QuartzError as exc:
+        raise CliError(str(exc)) from None
+    if creds is None:
+        print(
+            f"WARNING: quartz {role} runs with --no-auth: anyone who reaches its ports can do anything",
+            file=sys.stderr,
+        )
+    return creds
+
+
 # --------------------------------------------------------------------------- processes
 
 
@@ -64,6 +109,7 @@ def _node(args: argparse.Namespace) -> int:
             lease_ttl_s=args.lease_ttl,
             log_retention_entries=args.log_retention,
             memory_bytes_max=args.memory_max,
+            credentials=_credentials(args, "node"),
         ),
         args.log_level,
     )
@@ -72,7 +118,24 @@ def _node(args: argparse.Namespace) -> int:
 def _router_cmd(args: argparse.Namespace) -> int:
     from quartz_cluster.router.main import RouterSettings, run
 
-    return run(RouterSettings(etcd=args.etcd, listen=args.listen, info_file=args.info_file), args.log_level)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise CliError("--tls-cert and --tls-key go together")
+    tls = None
+    if args.tls_cert:
+        from pathlib import Path
+
+        tls = (Path(args.tls_cert).read_bytes(), Path(args.tls_key).read_bytes())
+    settings = RouterSettings(
+        etcd=args.etcd,
+        listen=args.listen,
+        info_file=args.info_file,
+        credentials=_credentials(args, "router"),
+        tls=tls,
+        tls_files=(args.tls_cert, args.tls_key) if args.tls_cert else None,
+        router_id=args.id,
+        http_listen=args.http_listen,
+    )
+    return run(settings, args.log_level)
 
 
 def _coordinator(args: argparse.Namespace) -> int:
@@ -86,6 +149,7 @@ def _coordinator(args: argparse.Namespace) -> int:
         rebalance_after_s=args.rebalance_after,
         listen=args.listen,
         info_file=args.info_file,
+        credentials=_credentials(args, "coordinator"),
     )
     return run(settings, args.log_level)
 
@@ -97,7 +161,19 @@ def _up(args: argparse.Namespace) -> int:
 
     console = Console()
     data_dir = _data_dir(args)
-    cluster = LocalCluster(data_dir, nodes=args.nodes, coordinators=args.coordinators, router_port=args.port)
+    if args.no_auth:
+        console.print(
+            "[bold red]WARNING: --no-auth: no API keys, open etcd and an open internal plane. "
+            "Anyone who reaches these ports can read, write and drop everything. For experiments only.[/]"
+        )
+    cluster = LocalCluster(
+        data_dir,
+        nodes=args.nodes,
+        coordinators=args.coordinators,
+        router_port=args.port,
+        auth=not args.no_auth,
+        http_port=args.http_port,
+    )
     stop = {"now": False}
 
     def on_signal(signum, frame):
@@ -116,6 +192,16 @@ def _up(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     console.print(f"[bold green]QuartzDB cluster up[/] (data dir {cluster.data_dir})")
     console.print(f"  router (gRPC, quartz.v1.Quartz): [bold]{cluster.router_address}[/]")
+    console.print(
+        f"  HTTP gateway: [bold]http://{cluster.http_address}[/] (docs: http://{cluster.http_address}/docs)"
+    )
+    if cluster.new_admin_key:
+        console.print(
+            f"  admin API key (shown once; also in {cluster.admin_key_file}, mode 0600):\n"
+            f"    [bold]{cluster.new_admin_key}[/]"
+        )
+    elif cluster.auth:
+        console.print(f"  admin API key: in {cluster.admin_key_file}")
     console.print(f"  etcd: {cluster.etcd.endpoint}")
     for n in cluster.nodes:
         console.print(f"  node {n.name}: {n.address} (pid {n.pid})")
@@ -150,7 +236,7 @@ def _drain(args: argparse.Namespace) -> int:
     console = Console()
 
     async def run() -> int:
-        store = EtcdStore(_etcd(args))
+        store = EtcdStore(_etcd(args), _etcd_auth(args))
         try:
             if args.cancel:
                 if await store.get(schema.drain_key(args.node)) is None:
@@ -200,7 +286,7 @@ def _status(args: argparse.Namespace) -> int:
     from quartz_cluster.meta.store import EtcdStore
 
     async def snapshot() -> tuple[ClusterView, list[dict]]:
-        store = EtcdStore(_etcd(args))
+        store = EtcdStore(_etcd(args), _etcd_auth(args))
         try:
             rev, kvs = await store.list(schema.ROOT)
             return ClusterView.from_kvs(rev, kvs), coordinators_of(kvs)
@@ -299,11 +385,10 @@ def coordinators_of(kvs) -> list[dict]:
 def _collections(args: argparse.Namespace) -> int:
     import orjson
 
-    from quartz_cluster.client import QuartzClient
     from quartz_cluster.errors import QuartzError
 
     try:
-        with QuartzClient(_router(args), timeout=args.timeout) as c:
+        with _client(args) as c:
             if args.action == "list":
                 infos = c.list_collections()
                 if not infos:
@@ -342,11 +427,61 @@ def _collections(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tenants(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        if args.action == "create":
+            t = c.create_tenant(args.name)
+            print(f"created tenant {t.name}")
+        elif args.action == "list":
+            for t in c.list_tenants():
+                print(f"{t.name}\tcreated={time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(t.created_at))}")
+        else:
+            revoked = c.delete_tenant(args.name)
+            print(f"deleted tenant {args.name} ({revoked} key(s) revoked)")
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    import orjson
+
+    def when(ts: int) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts else "never"
+
+    with _client(args) as c:
+        if args.action == "create":
+            collections = [x for x in args.collections.split(",") if x]
+            key, info = c.create_key(args.tenant, args.role, collections, args.expires_in, args.description)
+            if args.json:
+                print(orjson.dumps({"key": key, **{k: getattr(info, k) for k in info.__slots__}}).decode())
+            else:
+                print(key)
+                print(
+                    f"key id {info.id}: tenant {info.tenant}, role {info.role}, collections "
+                    f"{','.join(info.collections) or 'all'}, expires {when(info.expires_at)}. "
+                    "The key is shown only now: keep it.",
+                    file=sys.stderr,
+                )
+        elif args.action == "list":
+            infos = c.list_keys(args.tenant)
+            if args.json:
+                print(orjson.dumps([{k: getattr(i, k) for k in i.__slots__} for i in infos]).decode())
+            for i in [] if args.json else infos:
+                print(
+                    f"{i.id}\t{i.tenant}\t{i.role}\tcollections={','.join(i.collections) or '*'}\t"
+                    f"created={when(i.created_at)}\texpires={when(i.expires_at)}\t{i.description}"
+                )
+        else:
+            c.revoke_key(args.key_id)
+            print(f"revoked {args.key_id}")
+    return 0
+
+
 def _load(args: argparse.Namespace) -> int:
     from quartz_cluster.loader import load_file
 
     return load_file(
         _router(args),
+        _api_key(args),
         args.file,
         args.collection,
         args.payloads,
@@ -393,6 +528,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"quartz {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    def cluster_opts(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--cluster-dir",
+            default=None,
+            help="a `quartz up` data dir: the cluster secret (member tokens, etcd password, key hashes)",
+        )
+        p.add_argument(
+            "--no-auth", action="store_true", help="run without credentials (a --no-auth cluster only)"
+        )
+
     def find_opts(p: argparse.ArgumentParser, router: bool = False, etcd: bool = False) -> None:
         p.add_argument(
             "--data-dir",
@@ -401,6 +546,13 @@ def build_parser() -> argparse.ArgumentParser:
         )
         if router:
             p.add_argument("--router", default=None, help="router host:port (default: from the data dir)")
+            p.add_argument(
+                "--api-key",
+                default=None,
+                help="API key (default $QUARTZ_API_KEY, else the data dir's admin key)",
+            )
+            p.add_argument("--tls", action="store_true", help="connect to the router with TLS")
+            p.add_argument("--ca-cert", default=None, help="CA certificate (PEM) to trust for TLS")
         if etcd:
             p.add_argument("--etcd", default=None, help="etcd host:port[,...] (default: from the data dir)")
 
@@ -451,6 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="memory budget (e.g. 4G, 512M): new replicas and writes are refused (RESOURCE_EXHAUSTED) "
         "beyond it; default 80%% of the machine's (or cgroup's) memory",
     )
+    cluster_opts(node)
     node.add_argument("--log-level", default="info")
     node.set_defaults(func=_node)
 
@@ -458,6 +611,15 @@ def build_parser() -> argparse.ArgumentParser:
     router.add_argument("--etcd", required=True, help="etcd host:port[,...]")
     router.add_argument("--listen", default="127.0.0.1:7000", help="host:port (port 0 picks a free one)")
     router.add_argument("--info-file", default=None, help="write {address, pid} here once serving")
+    router.add_argument("--id", default="router", help="this router's name (in logs and member tokens)")
+    router.add_argument(
+        "--http-listen", default=None, help="serve the HTTP/JSON gateway here too (host:port; 0 picks a port)"
+    )
+    router.add_argument(
+        "--tls-cert", default=None, help="serve gRPC and HTTP with TLS: certificate chain (PEM)"
+    )
+    router.add_argument("--tls-key", default=None, help="... and its private key (PEM)")
+    cluster_opts(router)
     router.add_argument("--log-level", default="info")
     router.set_defaults(func=_router_cmd)
 
@@ -483,6 +645,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--listen", default="127.0.0.1:0", help="host:port for gRPC health probes (port 0 picks a free one)"
     )
     coord.add_argument("--info-file", default=None, help="write {address, pid} here once serving")
+    cluster_opts(coord)
     coord.add_argument("--log-level", default="info")
     coord.set_defaults(func=_coordinator)
 
@@ -491,6 +654,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--nodes", type=int, default=3)
     up.add_argument("--coordinators", type=int, default=1)
     up.add_argument("--port", type=int, default=7000, help="router port (0: any free port)")
+    up.add_argument("--http-port", type=int, default=8080, help="HTTP gateway port (0: any free port)")
+    up.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="NO API keys, open etcd and internal plane: for local experiments only",
+    )
     up.set_defaults(func=_up)
 
     drain = sub.add_parser("drain", help="move every replica off a node (no write lost, no search failed)")
@@ -527,6 +696,38 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--ef-construction", type=int, default=None)
             p.add_argument("--ef", type=int, default=None)
         p.set_defaults(func=_collections)
+
+    tenants = sub.add_parser("tenants", help="create | list | delete (admin key)")
+    tenants_sub = tenants.add_subparsers(dest="action", required=True)
+    for action in ("create", "list", "delete"):
+        p = tenants_sub.add_parser(action)
+        find_opts(p, router=True)
+        p.add_argument("--timeout", type=float, default=30.0)
+        if action != "list":
+            p.add_argument("name")
+        p.set_defaults(func=_tenants)
+
+    keys = sub.add_parser("keys", help="create | list | revoke API keys")
+    keys_sub = keys.add_subparsers(dest="action", required=True)
+    for action in ("create", "list", "revoke"):
+        p = keys_sub.add_parser(action)
+        find_opts(p, router=True)
+        p.add_argument("--timeout", type=float, default=30.0)
+        p.add_argument("--json", action="store_true")
+        if action in ("create", "list"):
+            p.add_argument("--tenant", default=None, help="default: the calling key's tenant")
+        if action == "create":
+            p.add_argument(
+                "--role", required=True, choices=["admin", "tenant-admin", "read-write", "read-only"]
+            )
+            p.add_argument("--collections", default="", help="limit the key to these collections (a,b,...)")
+            p.add_argument(
+                "--expires-in", type=_duration, default=0, help="e.g. 30d, 12h, 90m (default: never)"
+            )
+            p.add_argument("--description", default="")
+        if action == "revoke":
+            p.add_argument("key_id")
+        p.set_defaults(func=_keys)
 
     load = sub.add_parser("load", help="load vectors (.npy) and optional payloads (.jsonl) into a collection")
     find_opts(load, router=True)
@@ -604,6 +805,17 @@ def _size(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
     return value
+
+
+def _duration(text: str) -> int:
+    """argparse type for a duration: 30d, 12h, 90m, 45s or seconds."""
+    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    t = text.strip().lower()
+    scale = units.get(t[-1:], 1)
+    number = t[:-1] if t[-1:] in units else t
+    if not number.isdigit() or int(number) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a duration like 30d, 12h or 90m, got {text!r}")
+    return int(number) * scale
 
 
 def _host_port(text: str) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import orjson
 
+from quartz_cluster.auth.cluster import ADMIN_KEY_FILE
 from quartz_cluster.procs import (
     Child,
     CoordinatorProcess,
@@ -55,7 +56,13 @@ class LocalCluster:
         coordinator_args: list[str] | None = None,
         etcd_members: int = 1,
         node_advertise: Callable[[str], str] | None = None,
+        auth: bool = True,
+        http_port: int | None = 0,
+        router_args: list[str] | None = None,
     ) -> None:
+        """auth: secure the cluster (cluster secret, etcd auth, admin key; DESIGN §11); False is
+        `quartz up --no-auth`. http_port: the first router's HTTP gateway port (0: any free port;
+        None: no gateway)."""
         self.data_dir = Path(data_dir).resolve()
         self.n_nodes, self.n_coordinators, self.n_routers = nodes, coordinators, routers
         self.router_port, self.lease_ttl_s = router_port, lease_ttl_s
@@ -68,6 +75,8 @@ class LocalCluster:
         self.coordinators: list[CoordinatorProcess] = []
         self.nodes: list[NodeProcess] = []
         self.routers: list[RouterProcess] = []
+        self.auth, self.http_port, self.router_args = auth, http_port, router_args or []
+        self.new_admin_key: str | None = None  # set when this start created the admin key
         self.network = None  # the chaos runner's fault-injecting network, when it put one in front
         self._lock_fd: int | None = None
         self._restarts: dict[str, _Restarts] = {}
@@ -140,13 +149,45 @@ class LocalCluster:
     def router_address(self) -> str:
         return self.routers[0].address
 
-    def _previous_router_ports(self) -> list[int]:
+    @property
+    def http_address(self) -> str | None:
+        return self.routers[0].http_address if self.routers else None
+
+    @property
+    def cluster_dir(self) -> Path | None:
+        """Where the cluster's credentials are (passed to every child), or None without auth."""
+        return self.data_dir if self.auth else None
+
+    @property
+    def admin_key_file(self) -> Path | None:
+        return self.data_dir / ADMIN_KEY_FILE if self.auth else None
+
+    @property
+    def admin_key(self) -> str | None:
+        """The bootstrap admin key (None without auth): what tests, the demo and harnesses use."""
+        return self.admin_key_file.read_text().strip() if self.auth else None
+
+    def client(self, router: int = 0, **kwargs):
+        """A QuartzClient to a router of this cluster with the admin key."""
+        from quartz_cluster.client import QuartzClient
+
+        return QuartzClient(self.routers[router].address, api_key=self.admin_key, **kwargs)
+
+    def _previous_router_ports(self) -> list[tuple[int, int | None]]:
+        """(gRPC port, HTTP port) of each router of the last run from this data dir."""
         f = self.data_dir / CLUSTER_FILE
         if not f.exists():
             return []
         with contextlib.suppress(Exception):
             info = orjson.loads(f.read_bytes())
-            return [int(p["address"].rsplit(":", 1)[1]) for p in info["processes"] if p["role"] == "router"]
+            return [
+                (
+                    int(p["address"].rsplit(":", 1)[1]),
+                    int(p["http"].rsplit(":", 1)[1]) if p.get("http") else None,
+                )
+                for p in info["processes"]
+                if p["role"] == "router"
+            ]
         return []
 
     def start(self) -> LocalCluster:
@@ -158,6 +199,10 @@ class LocalCluster:
             else:
                 self.etcd = EtcdProcess("etcd", self.data_dir / "etcd", self.logs / "etcd.log").start()
             endpoint = self.etcd.endpoint
+            if self.auth:
+                from quartz_cluster.auth.bootstrap import bootstrap
+
+                self.new_admin_key = bootstrap(endpoint, self.data_dir)
             for i in range(self.n_coordinators):
                 c = CoordinatorProcess(
                     f"c{i + 1}",
@@ -165,23 +210,27 @@ class LocalCluster:
                     self.logs / f"c{i + 1}.log",
                     self.lease_ttl_s,
                     self.coordinator_args,
+                    cluster_dir=self.cluster_dir,
                 )
                 self.coordinators.append(c.start())
             for i in range(self.n_nodes):
                 self.nodes.append(self.make_node(f"n{i + 1}").start())
             previous = self._previous_router_ports()
             for i in range(self.n_routers):
-                port = (
-                    self.router_port
-                    if (i == 0 and self.router_port)
-                    else (previous[i] if i < len(previous) else 0)
-                )
+                port, http = previous[i] if i < len(previous) else (0, None)
+                if i == 0 and self.router_port:
+                    port = self.router_port
+                if i == 0 and self.http_port:
+                    http = self.http_port
                 r = RouterProcess(
                     f"r{i + 1}",
                     endpoint,
                     self.data_dir / f"router-r{i + 1}.json",
                     self.logs / f"r{i + 1}.log",
                     listen=f"127.0.0.1:{port}",
+                    cluster_dir=self.cluster_dir,
+                    http_listen=None if self.http_port is None else f"127.0.0.1:{http or 0}",
+                    extra_args=self.router_args,
                 )
                 self.routers.append(r.start())
         except BaseException:
@@ -198,6 +247,7 @@ class LocalCluster:
             etcd=self.etcd.endpoint,
             extra_args=["--lease-ttl", str(self.lease_ttl_s), *self._memory_args(), *self.node_args],
             advertise=self.node_advertise(node_id) if self.node_advertise else None,
+            cluster_dir=self.cluster_dir,
         )
 
     def _memory_args(self) -> list[str]:
@@ -222,11 +272,21 @@ class LocalCluster:
     def write_info(self) -> None:
         info = {
             "router": self.routers[0].address if self.routers else None,
+            "http": self.http_address,
             "routers": [r.address for r in self.routers],
+            "auth": self.auth,
+            "admin_key_file": str(self.admin_key_file) if self.admin_key_file else None,
             "etcd": [m.endpoint for m in self.etcd_processes()],
             "data_dir": str(self.data_dir),
             "processes": [
-                {"role": p.role, "id": p.name, "pid": p.pid, "address": p.address, "log": str(p.log_path)}
+                {
+                    "role": p.role,
+                    "id": p.name,
+                    "pid": p.pid,
+                    "address": p.address,
+                    "log": str(p.log_path),
+                    **({"http": p.http_address} if getattr(p, "http_address", None) else {}),
+                }
                 for p in self.processes()
             ],
         }

@@ -81,6 +81,7 @@ def _payloads(path: str | None) -> Iterator[dict | None]:
 
 def load_file(
     router: str,
+    api_key: str | None,
     file: str,
     collection: str,
     payloads: str | None = None,
@@ -100,7 +101,7 @@ def load_file(
     n, dim = vectors.shape
     if payloads is not None:
         check_payloads(payloads, n)
-    with QuartzClient(router, timeout=120) as client:
+    with QuartzClient(router, api_key=api_key, timeout=120) as client:
         try:
             info = client.describe_collection(collection)
         except NotFound:

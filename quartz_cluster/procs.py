@@ -20,6 +20,7 @@ import orjson
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 READY_TIMEOUT_S = 60.0
+ETCD_AUTH_TOKEN_TTL_S = 3600
 STOP_TIMEOUT_S = 30.0
 ETCD_START_ATTEMPTS = 5
 
@@ -43,6 +44,11 @@ def wait_serving(address: str, timeout_s: float) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{address} not serving after {timeout_s}s")
             time.sleep(0.05)
+
+
+def auth_args(cluster_dir: str | Path | None) -> list[str]:
+    """A child's credentials: the cluster dir holding the secret, or --no-auth without one."""
+    return ["--cluster-dir", str(cluster_dir)] if cluster_dir else ["--no-auth"]
 
 
 def free_port() -> int:
@@ -154,8 +160,10 @@ class NodeProcess(Child):
         etcd: str | None = None,
         listen: str = "127.0.0.1:0",
         advertise: str | None = None,
+        cluster_dir: str | Path | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
+        self.cluster_dir = cluster_dir
         super().__init__(node_id, log_path or self.data_dir.parent / f"{node_id}.log")
         self.node_id, self.extra_args, self.etcd, self.listen = node_id, extra_args or [], etcd, listen
         self.advertise = advertise
@@ -174,7 +182,7 @@ class NodeProcess(Child):
         )
         if self.advertise:
             cmd += ["--advertise", self.advertise]
-        return cmd + (["--etcd", self.etcd] if self.etcd else [])
+        return cmd + (["--etcd", self.etcd] if self.etcd else []) + auth_args(self.cluster_dir)
 
     def _spawn(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -191,14 +199,36 @@ class RouterProcess(Child):
     role = "router"
 
     def __init__(
-        self, name: str, etcd: str, info_file: str | Path, log_path: str | Path, listen: str = "127.0.0.1:0"
+        self,
+        name: str,
+        etcd: str,
+        info_file: str | Path,
+        log_path: str | Path,
+        listen: str = "127.0.0.1:0",
+        cluster_dir: str | Path | None = None,
+        http_listen: str | None = "127.0.0.1:0",
+        extra_args: list[str] | None = None,
     ) -> None:
         super().__init__(name, log_path)
         self.etcd, self.info_file, self.listen = etcd, Path(info_file), listen
+        self.cluster_dir, self.http_listen, self.extra_args = cluster_dir, http_listen, extra_args or []
+        self.http_address: str | None = None
 
     def command(self) -> list[str]:
+        http = ["--http-listen", self.http_listen] if self.http_listen else []
         return quartz_cmd(
-            "router", "--etcd", self.etcd, "--listen", self.listen, "--info-file", str(self.info_file)
+            "router",
+            "--id",
+            self.name,
+            "--etcd",
+            self.etcd,
+            "--listen",
+            self.listen,
+            "--info-file",
+            str(self.info_file),
+            *http,
+            *auth_args(self.cluster_dir),
+            *self.extra_args,
         )
 
     def _spawn(self) -> None:
@@ -206,8 +236,11 @@ class RouterProcess(Child):
         super()._spawn()
 
     def _wait_ready(self, deadline: float) -> None:
-        self.address = self._wait_info_file(self.info_file, deadline)["address"]
-        self.listen = self.address  # a restart comes back on the same address
+        info = self._wait_info_file(self.info_file, deadline)
+        self.address, self.http_address = info["address"], info.get("http")
+        self.listen = self.address  # a restart comes back on the same addresses
+        if self.http_address:
+            self.http_listen = self.http_address
         wait_serving(self.address, max(1.0, deadline - time.monotonic()))
 
 
@@ -221,9 +254,11 @@ class CoordinatorProcess(Child):
         log_path: str | Path,
         lease_ttl_s: int = 3,
         extra_args: list[str] | None = None,
+        cluster_dir: str | Path | None = None,
     ) -> None:
         super().__init__(name, log_path)
         self.etcd, self.lease_ttl_s, self.extra_args = etcd, lease_ttl_s, extra_args or []
+        self.cluster_dir = cluster_dir
         self.info_file = Path(log_path).with_suffix(".json")
 
     def command(self) -> list[str]:
@@ -237,6 +272,7 @@ class CoordinatorProcess(Child):
             str(self.lease_ttl_s),
             "--info-file",
             str(self.info_file),
+            *auth_args(self.cluster_dir),
             *self.extra_args,
         )
 
@@ -303,6 +339,10 @@ class EtcdProcess(Child):
             str(2 * 2**30),
             "--log-level",
             "warn",
+            # auth tokens (`quartz up` turns etcd's auth on) outlive an idle hour; clients
+            # authenticate again when etcd restarts (meta/store.py)
+            "--auth-token-ttl",
+            str(ETCD_AUTH_TOKEN_TTL_S),
         ]
 
     def start(self, timeout_s: float = READY_TIMEOUT_S) -> EtcdProcess:

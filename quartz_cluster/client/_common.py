@@ -3,8 +3,10 @@ retry policy. No I/O here."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -152,8 +154,89 @@ def retryable(exc: grpc.RpcError, ever_connected: bool = True) -> bool:
     return exc.code() == grpc.StatusCode.UNAVAILABLE and (ever_connected or not unreachable(exc))
 
 
+API_KEY_ENV = "QUARTZ_API_KEY"
+DATA_DIR_ENV = "QUARTZ_DATA_DIR"
+DEFAULT_DATA_DIR = ".quartz/cluster"
+
+
+def find_api_key(api_key: str | None = None, data_dir: str | Path | None = None) -> str | None:
+    """The API key to send: `api_key`, else $QUARTZ_API_KEY, else the key file of a `quartz up`
+    data dir (`data_dir`, else $QUARTZ_DATA_DIR, else .quartz/cluster) as its cluster.json names
+    it ("admin_key_file"); None when there is none (a --no-auth cluster needs none)."""
+    if api_key:
+        return api_key.strip()
+    if os.environ.get(API_KEY_ENV):
+        return os.environ[API_KEY_ENV].strip()
+    d = Path(data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
+    try:
+        info = orjson.loads((d / "cluster.json").read_bytes())
+        path = Path(info["admin_key_file"]) if info.get("admin_key_file") else None
+    except (OSError, ValueError, TypeError, KeyError):
+        path = None
+    for candidate in (path, d / "admin.key"):
+        if candidate is not None:
+            try:
+                return candidate.read_text().strip() or None
+            except OSError:
+                continue
+    return None
+
+
 def metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {api_key}"),) if api_key else ()
+
+
+def channel_credentials(tls: bool, ca_cert: str | bytes | None) -> grpc.ChannelCredentials | None:
+    """TLS to the router: `ca_cert` (PEM bytes or a file path) to trust, or tls=True for the
+    system's roots; None: plaintext."""
+    if ca_cert is None and not tls:
+        return None
+    if isinstance(ca_cert, str):
+        ca_cert = Path(ca_cert).read_bytes()
+    return grpc.ssl_channel_credentials(root_certificates=ca_cert)
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    name: str
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """An API key as listed (never its secret)."""
+
+    id: str
+    tenant: str
+    role: str
+    collections: tuple[str, ...]
+    created_at: int
+    expires_at: int  # 0: never
+    description: str
+
+
+def parse_key(info: quartz_pb2.ApiKeyInfo) -> KeyInfo:
+    return KeyInfo(
+        info.id,
+        info.tenant,
+        info.role,
+        tuple(info.collections),
+        info.created_at,
+        info.expires_at,
+        info.description,
+    )
+
+
+def create_key_request(
+    tenant: str | None, role: str, collections: Sequence[str], expires_in_s: int, description: str
+) -> quartz_pb2.CreateKeyRequest:
+    return quartz_pb2.CreateKeyRequest(
+        tenant=text(tenant or "", "tenant"),
+        role=text(role, "role"),
+        collections=[text(x, f"collections[{i}]") for i, x in enumerate(collections)],
+        expires_in_s=uint(expires_in_s, "expires_in_s", 0, 2**63 - 1),
+        description=text(description, "description"),
+    )
 
 
 def _choice(value: str, table: dict, field_: str) -> int:

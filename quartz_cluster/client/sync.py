@@ -24,12 +24,25 @@ class QuartzClient:
     """
 
     def __init__(
-        self, address: str = "127.0.0.1:7000", api_key: str | None = None, timeout: float = 10.0
+        self,
+        address: str = "127.0.0.1:7000",
+        api_key: str | None = None,
+        timeout: float = 10.0,
+        tls: bool = False,
+        ca_cert: str | bytes | None = None,
+        data_dir: str | None = None,
     ) -> None:
+        """api_key: else $QUARTZ_API_KEY, else the admin key of the `quartz up` data dir
+        (`data_dir`, else $QUARTZ_DATA_DIR, else .quartz/cluster). tls / ca_cert: connect with
+        TLS, trusting the system's roots or the CA certificate given (PEM bytes or a path)."""
         self.address, self.timeout = address, timeout
-        self._metadata = c.metadata(api_key)
+        self._metadata = c.metadata(c.find_api_key(api_key, data_dir))
         self.session = c.Session()
-        self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+        creds = c.channel_credentials(tls, ca_cert)
+        if creds is None:
+            self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+        else:
+            self._channel = grpc.secure_channel(address, creds, options=CHANNEL_OPTIONS)
         self._stub = quartz_pb2_grpc.QuartzStub(self._channel)
         self._connected = False  # a call reached the router once: UNAVAILABLE is worth retrying
 
@@ -166,6 +179,46 @@ class QuartzClient:
         """The number of points (an int; `.shards` says which shards answered). allow_partial:
         count the shards that answer (`.shards.failed` names the others) instead of raising."""
         return c.parse_count(self._call("Count", c.count_request(collection, allow_partial)))
+
+    # tenants and API keys (DESIGN §11): an admin key manages tenants and every key; a
+    # tenant-admin key its own tenant's keys
+    def create_tenant(self, name: str) -> c.Tenant:
+        t = self._call("CreateTenant", quartz_pb2.CreateTenantRequest(name=c.text(name, "name")))
+        return c.Tenant(t.name, t.created_at)
+
+    def list_tenants(self) -> list[c.Tenant]:
+        resp = self._call("ListTenants", quartz_pb2.ListTenantsRequest())
+        return [c.Tenant(t.name, t.created_at) for t in resp.tenants]
+
+    def delete_tenant(self, name: str) -> int:
+        """Delete a tenant that owns no collection; returns how many of its keys were revoked."""
+        req = quartz_pb2.DeleteTenantRequest(name=c.text(name, "name"))
+        return (self._call("DeleteTenant", req)).keys_revoked
+
+    def create_key(
+        self,
+        tenant: str | None = None,
+        role: str = "read-write",
+        collections: Sequence[str] = (),
+        expires_in_s: int = 0,
+        description: str = "",
+    ) -> tuple[str, c.KeyInfo]:
+        """A new API key: (the key, shown only now, and its info). tenant: default the caller's."""
+        req = c.create_key_request(tenant, role, collections, expires_in_s, description)
+        resp = self._call("CreateKey", req)
+        return resp.key, c.parse_key(resp.info)
+
+    def list_keys(self, tenant: str | None = None) -> list[c.KeyInfo]:
+        req = quartz_pb2.ListKeysRequest(tenant=c.text(tenant or "", "tenant"))
+        return [c.parse_key(k) for k in (self._call("ListKeys", req)).keys]
+
+    def revoke_key(self, key_id: str) -> bool:
+        req = quartz_pb2.RevokeKeyRequest(id=c.text(key_id, "key_id"))
+        return (self._call("RevokeKey", req)).revoked
+
+    def whoami(self) -> c.KeyInfo:
+        """The key this client sends (its id, tenant, role and scope)."""
+        return c.parse_key(self._call("WhoAmI", quartz_pb2.WhoAmIRequest()))
 
 
 __all__ = ["QuartzClient", "errors"]

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import grpc
 
 from quartz_cluster import limits, logs
+from quartz_cluster.auth.cluster import ClusterCredentials, MemberIdentity
 from quartz_cluster.coordinator.reconcile import (
     Action,
     ClusterView,
@@ -50,21 +51,24 @@ class CoordinatorSettings:
     rebalance_after_s: float = 10.0  # primaries move back to a returned node once it is up this long
     listen: str = "127.0.0.1:0"  # gRPC health (and reflection) for probes; port 0 picks a free one
     info_file: str | None = None  # where to write {"address", "pid"} once serving
+    credentials: ClusterCredentials | None = None  # None: --no-auth
 
 
 class Coordinator:
     def __init__(self, settings: CoordinatorSettings, address: str = "") -> None:
         self.settings, self.address = settings, address
-        self.store = EtcdStore(settings.etcd)
+        creds = settings.credentials
+        self.store = EtcdStore(settings.etcd, creds.etcd_auth if creds else None)
         self.keeper = LeaseKeeper(
             settings.etcd,
             schema.coordinator_key(settings.coordinator_id),
             lambda: schema.LeaderRecord(settings.coordinator_id, address).to_json(),
             settings.lease_ttl_s,
             name="coordinator-lease",
+            auth=creds.etcd_auth if creds else None,
         )
         self.leader_revision: int | None = None  # create revision of our leader key
-        self.channels = NodeChannels()
+        self.channels = NodeChannels(MemberIdentity(creds, settings.coordinator_id) if creds else None)
         self.absent_since: dict[str, float] = {}  # node -> when this leader first saw it without a lease
         self.present_since: dict[str, float] = {}  # node -> when this leader first saw it with one
         self.is_leader = asyncio.Event()

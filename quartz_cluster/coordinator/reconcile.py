@@ -22,7 +22,9 @@ class ClusterView:
 
     revision: int = 0
     nodes: dict[str, schema.NodeRecord] = field(default_factory=dict)  # live (lease held)
-    collections: dict[str, CollectionRecord] = field(default_factory=dict)  # by name
+    collections: dict[str, CollectionRecord] = field(default_factory=dict)  # by schema.qualified name
+    tenants: dict[str, schema.TenantRecord] = field(default_factory=dict)
+    keys: dict[str, schema.KeyRecord] = field(default_factory=dict)  # API keys by key id
     shards: dict[str, dict[int, tuple[ShardRecord, int]]] = field(
         default_factory=dict
     )  # cid -> shard -> (rec, mod_rev)
@@ -71,10 +73,11 @@ class ClusterView:
             _same(name, rec.id, where, "id")
             self.nodes[rec.id] = rec
         elif k.startswith(schema.COLLECTIONS):
-            name = schema.parse_name_key(k, schema.COLLECTIONS)
+            tenant, name = schema.parse_collection_key(k)
             rec = CollectionRecord.from_json(kv.value, where)
             _same(name, rec.name, where, "name")
-            self.collections[rec.name] = rec
+            _same(tenant, rec.tenant, where, "tenant")
+            self.collections[rec.qualified] = rec
         elif k.startswith(schema.SHARDS):
             rec = ShardRecord.from_json(kv.value, where)
             if k != schema.shard_key(rec.collection_id, rec.shard):
@@ -98,6 +101,16 @@ class ClusterView:
             self.draining.add(schema.parse_name_key(k, schema.DRAINING))
         elif k.startswith(schema.TOMBSTONES):
             self.tombstones.add(schema.parse_name_key(k, schema.TOMBSTONES))
+        elif k.startswith(schema.TENANTS):
+            name = schema.parse_name_key(k, schema.TENANTS)
+            tenant = schema.TenantRecord.from_json(kv.value, where)
+            _same(name, tenant.name, where, "name")
+            self.tenants[name] = tenant
+        elif k.startswith(schema.KEYS):
+            key_id = schema.parse_name_key(k, schema.KEYS)
+            key = schema.KeyRecord.from_json(kv.value, where)
+            _same(key_id, key.id, where, "id")
+            self.keys[key_id] = key
 
 
 def _same(in_key: str, in_record: str, where: str, name: str) -> None:

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from quartz_cluster.meta.store import EtcdStore
+from quartz_cluster.meta.store import EtcdAuth, EtcdStore
 
 log = logging.getLogger("quartz.lease")
 
@@ -31,9 +31,11 @@ class LeaseKeeper(threading.Thread):
         value: Callable[[], bytes],
         ttl_s: int = DEFAULT_TTL_S,
         name: str = "lease-keeper",
+        auth: EtcdAuth | None = None,
     ) -> None:
         super().__init__(name=name, daemon=True)
         self.endpoints, self.key, self.value, self.ttl_s = endpoints, key, value, ttl_s
+        self.auth = auth
         self.lease_id: int | None = None
         self.granted = threading.Event()  # set once the key is first registered
         self._acked_sent_at = 0.0
@@ -61,7 +63,7 @@ class LeaseKeeper(threading.Thread):
         self.join(timeout_s)
 
     async def _main(self) -> None:
-        store = EtcdStore(self.endpoints)
+        store = EtcdStore(self.endpoints, self.auth)
         lease = None
         period = max(self.ttl_s / 3, 0.2)
         last_value = b""

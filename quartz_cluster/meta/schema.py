@@ -1,11 +1,13 @@
 """The etcd key schema and the records stored under it. Pure: no I/O.
 
     /quartz/nodes/<node>                      NodeRecord     (bound to the node's lease)
-    /quartz/collections/<name>                CollectionRecord
+    /quartz/collections/<tenant>/<name>       CollectionRecord (a tenant's collection)
     /quartz/shards/<collection_id>/<shard>    ShardRecord    (the shard map; written by the coordinator)
     /quartz/replicas/<collection_id>/<shard>/<node>  ReplicaRecord (a node reports a replica it created)
     /quartz/tombstones/<collection_id>        Tombstone      (nodes delete replicas only on this)
     /quartz/coordinator/leader                LeaderRecord   (bound to the leader's lease)
+    /quartz/auth/tenants/<tenant>             TenantRecord
+    /quartz/auth/keys/<key id>                KeyRecord      (an API key: its keyed hash, never the secret)
 
 Collections get an immutable uuid used in every shard key and node directory, so dropping and
 re-creating a name never resurrects old replicas.
@@ -51,8 +53,26 @@ def node_key(node: str) -> bytes:
     return NODES + node.encode()
 
 
-def collection_key(name: str) -> bytes:
-    return COLLECTIONS + name.encode()
+DEFAULT_TENANT = "default"  # the bootstrap tenant (DESIGN §11)
+TENANTS = ROOT + b"auth/tenants/"
+KEYS = ROOT + b"auth/keys/"
+
+
+def collection_key(tenant: str, name: str) -> bytes:
+    return COLLECTIONS + f"{tenant}/{name}".encode()
+
+
+def qualified(tenant: str, name: str) -> str:
+    """A collection's full name, (tenant, name), as one string: the key of ClusterView.collections."""
+    return f"{tenant}/{name}"
+
+
+def tenant_key(tenant: str) -> bytes:
+    return TENANTS + tenant.encode()
+
+
+def key_record_key(key_id: str) -> bytes:
+    return KEYS + key_id.encode()
 
 
 def shard_key(collection_id: str, shard: int) -> bytes:
@@ -118,9 +138,16 @@ def key_segments(key: bytes, prefix: bytes, count: int) -> list[str]:
 
 
 def parse_name_key(key: bytes, prefix: bytes) -> str:
-    """The name in a key of one segment: NODES, COLLECTIONS, TOMBSTONES, DRAINING."""
+    """The name in a key of one segment: NODES, TOMBSTONES, DRAINING, TENANTS, KEYS."""
     [name] = key_segments(key, prefix, 1)
     return _name(name, show_key(key))
+
+
+def parse_collection_key(key: bytes) -> tuple[str, str]:
+    """(tenant, name) of a COLLECTIONS key."""
+    where = show_key(key)
+    tenant, name = key_segments(key, COLLECTIONS, 2)
+    return _name(tenant, where), _name(name, where)
 
 
 def parse_replica_key(key: bytes, prefix: bytes = REPLICAS) -> tuple[str, int, str]:
@@ -143,6 +170,8 @@ def _typed(value: object, kind: str, where: str) -> object:
         ok = isinstance(value, str)
     elif kind == "int":
         ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind == "float":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     elif kind == "tuple[str, ...]":
         ok = isinstance(value, list) and all(isinstance(x, str) for x in value)
         value = tuple(value) if ok else value  # type: ignore[arg-type]
@@ -217,10 +246,16 @@ class CollectionRecord(Record):
     m: int
     ef_construction: int
     ef: int
+    tenant: str = DEFAULT_TENANT
+
+    @property
+    def qualified(self) -> str:
+        return qualified(self.tenant, self.name)
 
     def _check(self, where: str) -> None:
         _name(self.name, f"{where}.name")
         _name(self.id, f"{where}.id")
+        _name(self.tenant, f"{where}.tenant")
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,3 +323,33 @@ class Tombstone(Record):
 class LeaderRecord(Record):
     id: str
     address: str = ""  # where the coordinator serves gRPC health ("" before issue 12)
+
+
+@dataclass(frozen=True, slots=True)
+class TenantRecord(Record):
+    name: str
+    created_at: int = 0  # unix seconds
+
+    def _check(self, where: str) -> None:
+        _name(self.name, f"{where}.name")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord(Record):
+    """An API key as stored: its id (public), tenant, role, collection scope, and the keyed hash
+    of its secret (auth/keys.py). The secret itself is never stored."""
+
+    id: str
+    tenant: str
+    role: str
+    hash: str
+    collections: tuple[str, ...] = ()  # empty: every collection of the tenant
+    created_at: int = 0  # unix seconds
+    expires_at: int = 0  # unix seconds; 0: never
+    description: str = ""
+
+    def _check(self, where: str) -> None:
+        _name(self.id, f"{where}.id")
+        _name(self.tenant, f"{where}.tenant")
+        for i, c in enumerate(self.collections):
+            _name(c, f"{where}.collections[{i}]")

@@ -7,12 +7,14 @@ The data path never waits on etcd: routers and nodes keep what they need from wa
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aetcd
+import aetcd.exceptions
 
 log = logging.getLogger("quartz.etcd")
 
@@ -41,19 +43,52 @@ def parse_endpoints(spec: str | list[str]) -> list[tuple[str, int]]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class EtcdAuth:
+    """etcd credentials (a cluster started by `quartz up` runs etcd with auth on)."""
+
+    user: str
+    password: str
+
+
+def _retry_on_stale_token(method):
+    """etcd forgets its auth tokens when it restarts (and after --auth-token-ttl idle): a call
+    refused as UNAUTHENTICATED reconnects, which authenticates again, and is retried once."""
+
+    @functools.wraps(method)
+    async def wrapper(self, *args, **kwargs):
+        try:
+            return await method(self, *args, **kwargs)
+        except aetcd.exceptions.UnauthenticatedError:
+            if self.auth is None:
+                raise
+            await self.reset()
+            return await method(self, *args, **kwargs)
+
+    return wrapper
+
+
 class EtcdStore:
     """One etcd client bound to the current event loop. Connects to the first endpoint that
     answers; on failure the caller's retry reconnects to another."""
 
-    def __init__(self, endpoints: str | list[str]) -> None:
+    def __init__(self, endpoints: str | list[str], auth: EtcdAuth | None = None) -> None:
         self.endpoints = parse_endpoints(endpoints)
+        self.auth = auth
         self._client: aetcd.Client | None = None
 
     async def client(self) -> aetcd.Client:
         if self._client is None:
             last: Exception | None = None
             for host, port in random.sample(self.endpoints, len(self.endpoints)):
-                c = aetcd.Client(host, port, timeout=CALL_TIMEOUT_S, connect_wait_timeout=CALL_TIMEOUT_S)
+                c = aetcd.Client(
+                    host,
+                    port,
+                    username=self.auth.user if self.auth else None,
+                    password=self.auth.password if self.auth else None,
+                    timeout=CALL_TIMEOUT_S,
+                    connect_wait_timeout=CALL_TIMEOUT_S,
+                )
                 try:
                     await c.connect()
                     await c.status()
@@ -82,6 +117,7 @@ class EtcdStore:
         assert self._client is not None
         return self._client.transactions
 
+    @_retry_on_stale_token
     async def list(self, prefix: bytes) -> tuple[int, list[KV]]:
         """(revision, kvs) of every key under prefix, as of one revision."""
         c = await self.client()
@@ -90,24 +126,29 @@ class EtcdStore:
             KV(kv.key, kv.value, kv.mod_revision, kv.create_revision, kv.lease) for kv in resp
         ]
 
+    @_retry_on_stale_token
     async def revision(self) -> int:
         """etcd's current revision (>= that of every write this client has seen acknowledged)."""
         c = await self.client()
         return (await c.get_prefix(ROOT_SENTINEL)).header.revision
 
+    @_retry_on_stale_token
     async def get(self, key: bytes) -> KV | None:
         c = await self.client()
         kv = await c.get(key)
         return None if kv is None else KV(kv.key, kv.value, kv.mod_revision, kv.create_revision, kv.lease)
 
+    @_retry_on_stale_token
     async def put(self, key: bytes, value: bytes, lease=None) -> None:
         c = await self.client()
         await c.put(key, value, lease=lease)
 
+    @_retry_on_stale_token
     async def delete(self, key: bytes) -> None:
         c = await self.client()
         await c.delete(key)
 
+    @_retry_on_stale_token
     async def transaction(self, compare, success, failure=()) -> tuple[bool, list]:
         c = await self.client()
         return await c.transaction(compare=compare, success=success, failure=list(failure))

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from threadpoolctl import threadpool_limits
 
 from quartz_cluster import logs, validation
+from quartz_cluster.auth.cluster import ClusterCredentials
 from quartz_cluster.node.membership import ClusterMember
 from quartz_cluster.node.memory import NodeBudget, raise_fd_limit
 from quartz_cluster.node.registry import ShardRegistry
@@ -26,6 +27,7 @@ from quartz_cluster.node.service import NodeService
 from quartz_cluster.node.shard import ShardOptions
 from quartz_cluster.proto.quartz.v1 import node_pb2, node_pb2_grpc
 from quartz_cluster.rpc import decode
+from quartz_cluster.rpc.guard import MemberGuard
 from quartz_cluster.rpc.server import build_server, set_serving, write_info_file
 from quartz_cluster.stallwatch import StallWatch
 
@@ -47,6 +49,7 @@ class NodeSettings:
     lease_ttl_s: int = 3
     log_retention_entries: int = 10_000
     memory_bytes_max: int | None = None  # admission control; None: a share of the machine's memory
+    credentials: ClusterCredentials | None = None  # None: --no-auth (the internal API is open)
 
     def __post_init__(self) -> None:
         # the id is a segment of etcd keys (/quartz/replicas/<cid>/<shard>/<node>): no "/"
@@ -78,6 +81,8 @@ async def serve(settings: NodeSettings) -> None:
         settings.listen,
         lambda s: decode.register(s, node_pb2_grpc.add_NodeServicer_to_server, service),
         [SERVICE],
+        interceptors=[MemberGuard(settings.credentials)] if settings.credentials else [],
+        reflect=False,  # the internal service is not advertised
     )
     await set_serving(health, [SERVICE], False)
     await server.start()
@@ -89,7 +94,13 @@ async def serve(settings: NodeSettings) -> None:
     member = None
     if settings.etcd:
         member = ClusterMember(
-            settings.node_id, settings.etcd, address, uuid.uuid4().hex, registry, settings.lease_ttl_s
+            settings.node_id,
+            settings.etcd,
+            address,
+            uuid.uuid4().hex,
+            registry,
+            settings.lease_ttl_s,
+            settings.credentials,
         )
         await member.start()
         service.placed = member.placed

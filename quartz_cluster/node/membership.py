@@ -9,6 +9,7 @@ import asyncio
 import logging
 from dataclasses import replace
 
+from quartz_cluster.auth.cluster import ClusterCredentials, MemberIdentity
 from quartz_cluster.coordinator.reconcile import ClusterView
 from quartz_cluster.errors import ResourceExhausted
 from quartz_cluster.meta import schema
@@ -33,9 +34,11 @@ class ClusterMember:
         incarnation: str,
         registry: ShardRegistry,
         ttl_s: int = DEFAULT_TTL_S,
+        credentials: ClusterCredentials | None = None,
     ) -> None:
         self.node_id, self.registry = node_id, registry
-        self.store = EtcdStore(etcd)
+        etcd_auth = credentials.etcd_auth if credentials else None
+        self.store = EtcdStore(etcd, etcd_auth)
         self.keeper = LeaseKeeper(
             etcd,
             schema.node_key(node_id),
@@ -48,10 +51,11 @@ class ClusterMember:
             ).to_json(),
             ttl_s,
             name="node-lease",
+            auth=etcd_auth,
         )
         self._stop = asyncio.Event()
         self._task: asyncio.Task | None = None
-        self.channels = NodeChannels()
+        self.channels = NodeChannels(MemberIdentity(credentials, node_id) if credentials else None)
         self._tombstoned_at: dict[tuple[str, int], float] = {}
         self.view: ClusterView | None = None  # the shard map as last seen
         self._refused: dict[tuple[str, int], str] = {}  # replicas the node's budget refused (logged once)

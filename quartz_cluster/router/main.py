@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 
 from quartz_cluster import logs
+from quartz_cluster.auth.cluster import ClusterCredentials, MemberIdentity
 from quartz_cluster.meta import schema
 from quartz_cluster.meta.store import EtcdStore
 from quartz_cluster.proto.quartz.v1 import quartz_pb2, quartz_pb2_grpc
@@ -29,17 +30,26 @@ class RouterSettings:
     etcd: str
     listen: str = "127.0.0.1:7000"
     info_file: str | None = None  # where to write {"address", "pid"} once serving
+    credentials: ClusterCredentials | None = None  # None: --no-auth (every caller is an admin)
+    tls: tuple[bytes, bytes] | None = None  # (certificate chain, private key) PEM for clients
+    tls_files: tuple[str, str] | None = None  # the same, as file paths (for the HTTP gateway)
+    router_id: str = "router"
+    http_listen: str | None = None  # serve the HTTP gateway here too (port 0 picks a free one)
 
 
 async def serve(settings: RouterSettings) -> None:
     t0 = time.monotonic()
     shardmap = ShardMap()
-    watch_store, store, nodes = EtcdStore(settings.etcd), EtcdStore(settings.etcd), NodePool()
-    service = QuartzService(shardmap, store, nodes)
+    creds = settings.credentials
+    etcd_auth = creds.etcd_auth if creds else None
+    watch_store, store = EtcdStore(settings.etcd, etcd_auth), EtcdStore(settings.etcd, etcd_auth)
+    nodes = NodePool(MemberIdentity(creds, settings.router_id) if creds else None)
+    service = QuartzService(shardmap, store, nodes, creds)
     server, port, health = build_server(
         settings.listen,
         lambda s: decode.register(s, quartz_pb2_grpc.add_QuartzServicer_to_server, service),
         [SERVICE],
+        tls=settings.tls,
     )
     await set_serving(health, [SERVICE], False)
     await server.start()
@@ -48,16 +58,32 @@ async def serve(settings: RouterSettings) -> None:
     follower = asyncio.create_task(watch_store.follow(schema.ROOT, shardmap.update, stop))
     await asyncio.wait_for(shardmap.loaded.wait(), MAP_LOAD_TIMEOUT_S)
     address = f"{settings.listen.rsplit(':', 1)[0]}:{port}"
+    http = None
+    if settings.http_listen:
+        from quartz_cluster.gateway.server import HttpGateway
+
+        http = HttpGateway(service, shardmap.loaded.is_set, settings.http_listen, settings.tls_files)
+        http.start()
     if settings.info_file:
-        write_info_file(settings.info_file, {"address": address})
+        write_info_file(settings.info_file, {"address": address, "http": http.address if http else None})
     await set_serving(health, [SERVICE], True)
-    log.info("router ready", extra={"address": address, "startup_s": round(time.monotonic() - t0, 3)})
+    log.info(
+        "router ready",
+        extra={
+            "address": address,
+            "http": http.address if http else None,
+            "auth": creds is not None,
+            "startup_s": round(time.monotonic() - t0, 3),
+        },
+    )
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await set_serving(health, [SERVICE], False)
+    if http is not None:
+        await http.stop()
     await server.stop(STOP_GRACE_S)
     await follower
     await nodes.close()

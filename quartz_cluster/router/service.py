@@ -5,6 +5,7 @@ fans out with a deadline and a cap on in-flight calls, and merges."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from dataclasses import dataclass
@@ -13,11 +14,16 @@ import grpc
 import numpy as np
 
 from quartz_cluster import capacity, filters, limits, validation
+from quartz_cluster.auth import access, admin
+from quartz_cluster.auth.access import Action, Principal
+from quartz_cluster.auth.authenticator import Authenticator
+from quartz_cluster.auth.cluster import ClusterCredentials
 from quartz_cluster.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     QuartzError,
     Unavailable,
     echo,
@@ -59,8 +65,8 @@ def required_in_sync(consistency: int, replication_factor: int) -> int:
 class NodePool(NodeChannels):
     """Node channels plus a cap on the calls this router has in flight to nodes."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, identity=None) -> None:
+        super().__init__(identity)
         self.inflight = asyncio.Semaphore(limits.FANOUT_INFLIGHT_MAX)
 
 
@@ -93,6 +99,31 @@ def collection_info(coll: CollectionRecord, shardmap: ShardMap) -> quartz_pb2.Co
             )
             for s, r in sorted(shards.items())
         ],
+    )
+
+
+def guarded(method):
+    """Authenticate the caller's API key (UNAUTHENTICATED if it is missing, malformed, unknown,
+    revoked or expired) and pass its Principal to the method, which authorizes the action.
+    Under `rpc`: every public method is wrapped, the HTTP gateway calls the same methods."""
+
+    @functools.wraps(method)
+    async def wrapper(self, request, context):
+        principal = self.auth.authenticate(context.invocation_metadata())
+        return await method(self, request, context, principal)
+
+    return wrapper
+
+
+def key_info(rec) -> quartz_pb2.ApiKeyInfo:
+    return quartz_pb2.ApiKeyInfo(
+        id=rec.id,
+        tenant=rec.tenant,
+        role=rec.role,
+        collections=list(rec.collections),
+        created_at=rec.created_at,
+        expires_at=rec.expires_at,
+        description=rec.description,
     )
 
 
@@ -130,12 +161,28 @@ class SearchShape:
 
 
 class QuartzService(quartz_pb2_grpc.QuartzServicer):
-    def __init__(self, shardmap: ShardMap, store: EtcdStore, nodes: NodePool) -> None:
+    def __init__(
+        self,
+        shardmap: ShardMap,
+        store: EtcdStore,
+        nodes: NodePool,
+        credentials: ClusterCredentials | None = None,
+    ) -> None:
         self.shardmap, self.store, self.nodes = shardmap, store, nodes
+        self.credentials = credentials
+        self.auth = Authenticator(credentials, lambda: self.shardmap.view)
         self.latencies = Latencies()
         self.hedges_sent = 0
         self.hedge_budget = HedgeBudget()
         self.searches = Coalescer()
+
+    def _collection(
+        self, principal: Principal, name: str, action: Action, field: str = "collection"
+    ) -> CollectionRecord:
+        """A collection of the caller's tenant, once the caller may do `action` on it. Another
+        tenant's collection is not looked at: it answers NOT_FOUND like an absent one."""
+        access.authorize(principal, action, name)
+        return self.shardmap.collection(principal.tenant, name, field)
 
     async def _call(self, address: str, method: str, request, timeout_s: float):
         async with self.nodes.inflight:
@@ -144,8 +191,11 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
     # ------------------------------------------------------------------ collections
 
     @rpc
-    async def CreateCollection(self, request, context):
+    @guarded
+    async def CreateCollection(self, request, context, principal):
         c = request.config
+        access.authorize(principal, Action.MANAGE, c.name)
+        tenant = principal.tenant
         if c.metric not in METRIC_NAMES:
             raise InvalidArgument("must be COSINE, L2 or IP", "config.metric")
         live = len(self.shardmap.view.nodes)
@@ -165,12 +215,12 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
                 "config.replication_factor",
             )
         view = self.shardmap.view
-        existing = view.collections.get(cfg.name)
+        existing = view.collections.get(schema.qualified(tenant, cfg.name))
         if existing is not None and existing.id not in view.tombstones:
             raise AlreadyExists(f"collection {echo(cfg.name)} already exists", "config.name")
-        capacity.check_create(view, cfg.shards, cfg.replication_factor, cfg.dim, cfg.m)
-        record = CollectionRecord(id=uuid.uuid4().hex, **vars_of(cfg))
-        key = schema.collection_key(cfg.name)
+        capacity.check_create(view, tenant, cfg.shards, cfg.replication_factor, cfg.dim, cfg.m)
+        record = CollectionRecord(id=uuid.uuid4().hex, tenant=tenant, **vars_of(cfg))
+        key = schema.collection_key(tenant, cfg.name)
         await self.store.client()
         t = self.store.txn
         ok, _ = await self.store.transaction(
@@ -180,7 +230,7 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
             raise AlreadyExists(f"collection {echo(cfg.name)} already exists", "config.name")
         deadline = asyncio.get_running_loop().time() + min(_timeout(context), limits.CREATE_WAIT_S_MAX)
         while True:
-            coll = self.shardmap.view.collections.get(cfg.name)
+            coll = self.shardmap.view.collections.get(record.qualified)
             if coll is not None and coll.id == record.id and (not request.wait or self.shardmap.ready(coll)):
                 return collection_info(coll, self.shardmap)
             left = deadline - asyncio.get_running_loop().time()
@@ -191,9 +241,11 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
             await self.shardmap.wait_change(min(left, 1.0))
 
     @rpc
-    async def DropCollection(self, request, context):
+    @guarded
+    async def DropCollection(self, request, context, principal):
         validation.name(request.name, "name")
-        kv = await self.store.get(schema.collection_key(request.name))
+        access.authorize(principal, Action.MANAGE, request.name)
+        kv = await self.store.get(schema.collection_key(principal.tenant, request.name))
         if kv is None:
             raise NotFound(f"collection {echo(request.name)} does not exist", "name")
         coll = CollectionRecord.from_json(kv.value)
@@ -211,16 +263,25 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
         return quartz_pb2.DropCollectionResponse(dropped=True)
 
     @rpc
-    async def ListCollections(self, request, context):
+    @guarded
+    async def ListCollections(self, request, context, principal):
+        access.authorize(principal, Action.READ)
         view = self.shardmap.view
-        colls = [c for c in view.collections.values() if c.id not in view.tombstones]
+        colls = [
+            c
+            for c in view.collections.values()
+            if c.tenant == principal.tenant
+            and c.id not in view.tombstones
+            and access.visible(principal, c.name)
+        ]
         return quartz_pb2.ListCollectionsResponse(
             collections=[collection_info(c, self.shardmap) for c in sorted(colls, key=lambda c: c.name)]
         )
 
     @rpc
-    async def DescribeCollection(self, request, context):
-        return collection_info(self.shardmap.collection(request.name, "name"), self.shardmap)
+    @guarded
+    async def DescribeCollection(self, request, context, principal):
+        return collection_info(self._collection(principal, request.name, Action.READ, "name"), self.shardmap)
 
     # ------------------------------------------------------------------ writes
 
@@ -266,8 +327,9 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
         )
 
     @rpc
-    async def Upsert(self, request, context):
-        coll = self.shardmap.collection(request.collection)
+    @guarded
+    async def Upsert(self, request, context, principal):
+        coll = self._collection(principal, request.collection, Action.WRITE)
         p = request.points
         batch = validation.write_batch(
             p.ids, p.vectors.data, p.vectors.count, p.vectors.dim, p.payloads, [], coll.dim
@@ -287,8 +349,9 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
         return await self._write(coll, batch.ids, make, _timeout(context), request.write_consistency)
 
     @rpc
-    async def Delete(self, request, context):
-        coll = self.shardmap.collection(request.collection)
+    @guarded
+    async def Delete(self, request, context, principal):
+        coll = self._collection(principal, request.collection, Action.WRITE)
         if not 1 <= len(request.ids) <= limits.BATCH_POINTS_MAX:
             raise InvalidArgument(f"must hold 1..{limits.BATCH_POINTS_MAX} ids", "ids")
         ids = validation.point_ids(request.ids, "ids")
@@ -368,8 +431,9 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
         return result
 
     @rpc
-    async def Get(self, request, context):
-        coll = self.shardmap.collection(request.collection)
+    @guarded
+    async def Get(self, request, context, principal):
+        coll = self._collection(principal, request.collection, Action.READ)
         if len(request.ids) > limits.GET_IDS_MAX:
             raise InvalidArgument(f"{len(request.ids)} ids exceeds {limits.GET_IDS_MAX}", "ids")
         ids = validation.point_ids(request.ids, "ids")
@@ -395,8 +459,9 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
         )
 
     @rpc
-    async def Search(self, request, context):
-        coll = self.shardmap.collection(request.collection)
+    @guarded
+    async def Search(self, request, context, principal):
+        coll = self._collection(principal, request.collection, Action.READ)
         q = request.queries
         if not 1 <= q.count <= limits.QUERIES_PER_REQUEST_MAX:
             raise InvalidArgument(f"must hold 1..{limits.QUERIES_PER_REQUEST_MAX} queries", "queries")
@@ -544,8 +609,9 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
         return await elsewhere(strict=False)
 
     @rpc
-    async def Count(self, request, context):
-        coll = self.shardmap.collection(request.collection)
+    @guarded
+    async def Count(self, request, context, principal):
+        coll = self._collection(principal, request.collection, Action.READ)
         timeout_s = _timeout(context)
 
         async def one(shard: int) -> int:
@@ -558,6 +624,98 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
         return quartz_pb2.CountResponse(
             count=sum(n for n in counts if not isinstance(n, BaseException)), shards=answered
         )
+
+    # ------------------------------------------------------------------ tenants and keys
+
+    def _credentials(self) -> ClusterCredentials:
+        if self.credentials is None:
+            raise FailedPrecondition("this router runs with --no-auth: there are no API keys to manage")
+        return self.credentials
+
+    @rpc
+    @guarded
+    async def CreateTenant(self, request, context, principal):
+        access.authorize(principal, Action.CLUSTER)
+        self._credentials()
+        rec = await admin.create_tenant(self.store, request.name)
+        await self._caught_up(context)
+        return quartz_pb2.Tenant(name=rec.name, created_at=rec.created_at)
+
+    @rpc
+    @guarded
+    async def ListTenants(self, request, context, principal):
+        access.authorize(principal, Action.CLUSTER)
+        tenants = sorted(self.shardmap.view.tenants.values(), key=lambda t: t.name)
+        return quartz_pb2.ListTenantsResponse(
+            tenants=[quartz_pb2.Tenant(name=t.name, created_at=t.created_at) for t in tenants]
+        )
+
+    @rpc
+    @guarded
+    async def DeleteTenant(self, request, context, principal):
+        access.authorize(principal, Action.CLUSTER)
+        self._credentials()
+        revoked = await admin.delete_tenant(self.store, request.name)
+        await self._caught_up(context)
+        return quartz_pb2.DeleteTenantResponse(deleted=True, keys_revoked=revoked)
+
+    @rpc
+    @guarded
+    async def CreateKey(self, request, context, principal):
+        credentials = self._credentials()
+        tenant = request.tenant or principal.tenant
+        validation.name(tenant, "tenant")
+        role = access.role(request.role or access.READ_WRITE)
+        access.authorize_key_grant(principal, tenant, role, frozenset(request.collections))
+        rec, key = await admin.create_key(
+            self.store,
+            credentials,
+            tenant,
+            role,
+            list(request.collections),
+            request.expires_in_s,
+            request.description,
+        )
+        await self._caught_up(context)
+        return quartz_pb2.CreateKeyResponse(info=key_info(rec), key=key)
+
+    @rpc
+    @guarded
+    async def ListKeys(self, request, context, principal):
+        tenant = request.tenant or principal.tenant
+        access.authorize_tenant(principal, tenant)
+        recs = sorted(
+            (k for k in self.shardmap.view.keys.values() if k.tenant == tenant),
+            key=lambda k: (k.created_at, k.id),
+        )
+        return quartz_pb2.ListKeysResponse(keys=[key_info(k) for k in recs])
+
+    @rpc
+    @guarded
+    async def RevokeKey(self, request, context, principal):
+        self._credentials()
+        validation.name(request.id, "id")
+        rec = self.shardmap.view.keys.get(request.id)
+        if rec is None or (principal.role != access.ADMIN and rec.tenant != principal.tenant):
+            raise NotFound(f"API key {echo(request.id)} does not exist", "id")
+        access.authorize_tenant(principal, rec.tenant)
+        if principal.role != access.ADMIN and rec.role == access.ADMIN:
+            raise PermissionDenied(f"{principal.describe()} may not revoke admin keys", "id")
+        await admin.revoke_key(self.store, request.id)
+        await self._caught_up(context)
+        return quartz_pb2.RevokeKeyResponse(revoked=True)
+
+    @rpc
+    @guarded
+    async def WhoAmI(self, request, context, principal):
+        rec = self.shardmap.view.keys.get(principal.key_id)
+        if rec is None:  # --no-auth
+            return quartz_pb2.ApiKeyInfo(id=principal.key_id, tenant=principal.tenant, role=principal.role)
+        return key_info(rec)
+
+    async def _caught_up(self, context) -> None:
+        """Read-your-writes for a change this router made in etcd: its cached view includes it."""
+        await self.shardmap.wait_revision(await self.store.revision(), _timeout(context))
 
 
 def _answered(

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from quartz_cluster.coordinator.reconcile import ClusterView
 from quartz_cluster.errors import NotFound, Unavailable, echo
-from quartz_cluster.meta.schema import CollectionRecord, ShardRecord
+from quartz_cluster.meta.schema import CollectionRecord, ShardRecord, qualified
 from quartz_cluster.router.routing import cover
 
 _rng = random.Random()
@@ -56,8 +56,9 @@ class ShardMap:
             except TimeoutError:
                 pass
 
-    def collection(self, name: str, field: str = "collection") -> CollectionRecord:
-        coll = self.view.collections.get(name)
+    def collection(self, tenant: str, name: str, field: str = "collection") -> CollectionRecord:
+        """A tenant's live collection; NOT_FOUND if it has none of that name (whoever else does)."""
+        coll = self.view.collections.get(qualified(tenant, name))
         if coll is None or coll.id in self.view.tombstones:
             raise NotFound(f"collection {echo(name)} does not exist", field)
         return coll

@@ -23,19 +23,30 @@ CHANNEL_OPTIONS = [
 
 
 def build_server(
-    listen: str, register, service_names: list[str]
+    listen: str,
+    register,
+    service_names: list[str],
+    interceptors=(),
+    reflect: bool = True,
+    tls: tuple[bytes, bytes] | None = None,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """Create a grpc.aio server on `listen` (port 0 picks a free port). `register(server)` adds
-    the services. Returns the server, the bound port and its health servicer (NOT_SERVING until
-    the caller marks it ready)."""
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+    the services. Reflection lists `service_names` when `reflect` (the public service only: the
+    internal one is not advertised). `tls`: (certificate chain, private key) PEM to serve TLS.
+    Returns the server, the bound port and its health servicer (NOT_SERVING until the caller
+    marks it ready)."""
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=list(interceptors))
     register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-    )
-    port = server.add_insecure_port(listen)
+    if reflect:
+        reflection.enable_server_reflection(
+            [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        )
+    if tls is not None:
+        port = server.add_secure_port(listen, grpc.ssl_server_credentials([(tls[1], tls[0])]))
+    else:
+        port = server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     return server, port, health_servicer

@@ -79,6 +79,41 @@ class QuartzStub:
                 request_serializer=quartz_dot_v1_dot_quartz__pb2.CountRequest.SerializeToString,
                 response_deserializer=quartz_dot_v1_dot_quartz__pb2.CountResponse.FromString,
                 _registered_method=True)
+        self.CreateTenant = channel.unary_unary(
+                '/quartz.v1.Quartz/CreateTenant',
+                request_serializer=quartz_dot_v1_dot_quartz__pb2.CreateTenantRequest.SerializeToString,
+                response_deserializer=quartz_dot_v1_dot_quartz__pb2.Tenant.FromString,
+                _registered_method=True)
+        self.ListTenants = channel.unary_unary(
+                '/quartz.v1.Quartz/ListTenants',
+                request_serializer=quartz_dot_v1_dot_quartz__pb2.ListTenantsRequest.SerializeToString,
+                response_deserializer=quartz_dot_v1_dot_quartz__pb2.ListTenantsResponse.FromString,
+                _registered_method=True)
+        self.DeleteTenant = channel.unary_unary(
+                '/quartz.v1.Quartz/DeleteTenant',
+                request_serializer=quartz_dot_v1_dot_quartz__pb2.DeleteTenantRequest.SerializeToString,
+                response_deserializer=quartz_dot_v1_dot_quartz__pb2.DeleteTenantResponse.FromString,
+                _registered_method=True)
+        self.CreateKey = channel.unary_unary(
+                '/quartz.v1.Quartz/CreateKey',
+                request_serializer=quartz_dot_v1_dot_quartz__pb2.CreateKeyRequest.SerializeToString,
+                response_deserializer=quartz_dot_v1_dot_quartz__pb2.CreateKeyResponse.FromString,
+                _registered_method=True)
+        self.ListKeys = channel.unary_unary(
+                '/quartz.v1.Quartz/ListKeys',
+                request_serializer=quartz_dot_v1_dot_quartz__pb2.ListKeysRequest.SerializeToString,
+                response_deserializer=quartz_dot_v1_dot_quartz__pb2.ListKeysResponse.FromString,
+                _registered_method=True)
+        self.RevokeKey = channel.unary_unary(
+                '/quartz.v1.Quartz/RevokeKey',
+                request_serializer=quartz_dot_v1_dot_quartz__pb2.RevokeKeyRequest.SerializeToString,
+                response_deserializer=quartz_dot_v1_dot_quartz__pb2.RevokeKeyResponse.FromString,
+                _registered_method=True)
+        self.WhoAmI = channel.unary_unary(
+                '/quartz.v1.Quartz/WhoAmI',
+                request_serializer=quartz_dot_v1_dot_quartz__pb2.WhoAmIRequest.SerializeToString,
+                response_deserializer=quartz_dot_v1_dot_quartz__pb2.ApiKeyInfo.FromString,
+                _registered_method=True)
 
 
 class QuartzServicer:
@@ -138,6 +173,49 @@ class QuartzServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateTenant(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTenants(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteTenant(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WhoAmI(self, request, context):
+        """the calling key
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QuartzServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -185,6 +263,41 @@ def add_QuartzServicer_to_server(servicer, server):
                     servicer.Count,
                     request_deserializer=quartz_dot_v1_dot_quartz__pb2.CountRequest.FromString,
                     response_serializer=quartz_dot_v1_dot_quartz__pb2.CountResponse.SerializeToString,
+            ),
+            'CreateTenant': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateTenant,
+                    request_deserializer=quartz_dot_v1_dot_quartz__pb2.CreateTenantRequest.FromString,
+                    response_serializer=quartz_dot_v1_dot_quartz__pb2.Tenant.SerializeToString,
+            ),
+            'ListTenants': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTenants,
+                    request_deserializer=quartz_dot_v1_dot_quartz__pb2.ListTenantsRequest.FromString,
+                    response_serializer=quartz_dot_v1_dot_quartz__pb2.ListTenantsResponse.SerializeToString,
+            ),
+            'DeleteTenant': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteTenant,
+                    request_deserializer=quartz_dot_v1_dot_quartz__pb2.DeleteTenantRequest.FromString,
+                    response_serializer=quartz_dot_v1_dot_quartz__pb2.DeleteTenantResponse.SerializeToString,
+            ),
+            'CreateKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateKey,
+                    request_deserializer=quartz_dot_v1_dot_quartz__pb2.CreateKeyRequest.FromString,
+                    response_serializer=quartz_dot_v1_dot_quartz__pb2.CreateKeyResponse.SerializeToString,
+            ),
+            'ListKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListKeys,
+                    request_deserializer=quartz_dot_v1_dot_quartz__pb2.ListKeysRequest.FromString,
+                    response_serializer=quartz_dot_v1_dot_quartz__pb2.ListKeysResponse.SerializeToString,
+            ),
+            'RevokeKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeKey,
+                    request_deserializer=quartz_dot_v1_dot_quartz__pb2.RevokeKeyRequest.FromString,
+                    response_serializer=quartz_dot_v1_dot_quartz__pb2.RevokeKeyResponse.SerializeToString,
+            ),
+            'WhoAmI': grpc.unary_unary_rpc_method_handler(
+                    servicer.WhoAmI,
+                    request_deserializer=quartz_dot_v1_dot_quartz__pb2.WhoAmIRequest.FromString,
+                    response_serializer=quartz_dot_v1_dot_quartz__pb2.ApiKeyInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -430,6 +543,195 @@ class Quartz:
             '/quartz.v1.Quartz/Count',
             quartz_dot_v1_dot_quartz__pb2.CountRequest.SerializeToString,
             quartz_dot_v1_dot_quartz__pb2.CountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateTenant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quartz.v1.Quartz/CreateTenant',
+            quartz_dot_v1_dot_quartz__pb2.CreateTenantRequest.SerializeToString,
+            quartz_dot_v1_dot_quartz__pb2.Tenant.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTenants(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quartz.v1.Quartz/ListTenants',
+            quartz_dot_v1_dot_quartz__pb2.ListTenantsRequest.SerializeToString,
+            quartz_dot_v1_dot_quartz__pb2.ListTenantsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteTenant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quartz.v1.Quartz/DeleteTenant',
+            quartz_dot_v1_dot_quartz__pb2.DeleteTenantRequest.SerializeToString,
+            quartz_dot_v1_dot_quartz__pb2.DeleteTenantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quartz.v1.Quartz/CreateKey',
+            quartz_dot_v1_dot_quartz__pb2.CreateKeyRequest.SerializeToString,
+            quartz_dot_v1_dot_quartz__pb2.CreateKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quartz.v1.Quartz/ListKeys',
+            quartz_dot_v1_dot_quartz__pb2.ListKeysRequest.SerializeToString,
+            quartz_dot_v1_dot_quartz__pb2.ListKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quartz.v1.Quartz/RevokeKey',
+            quartz_dot_v1_dot_quartz__pb2.RevokeKeyRequest.SerializeToString,
+            quartz_dot_v1_dot_quartz__pb2.RevokeKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WhoAmI(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quartz.v1.Quartz/WhoAmI',
+            quartz_dot_v1_dot_quartz__pb2.WhoAmIRequest.SerializeToString,
+            quartz_dot_v1_dot_quartz__pb2.ApiKeyInfo.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,75 @@
+"""`quartz up`'s first start of a cluster dir: the cluster secret, etcd's root user with auth
+enabled, the `default` tenant and the admin key (written to D/admin.key, mode 0600). Each step
+is idempotent: a start that was interrupted is completed by the next one."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aetcd.rpc as etcd_rpc
+import grpc
+
+from quartz_cluster.auth import access, admin
+from quartz_cluster.auth.cluster import ADMIN_KEY_FILE, ETCD_USER, ClusterCredentials, write_private
+from quartz_cluster.errors import AlreadyExists
+from quartz_cluster.meta import schema
+from quartz_cluster.meta.store import EtcdStore
+
+CALL_TIMEOUT_S = 10.0
+
+
+async def enable_etcd_auth(endpoint: str, password: str) -> bool:
+    """Create etcd's root user and turn auth on, unless it is on already; True if it did."""
+    async with grpc.aio.insecure_channel(endpoint) as channel:
+        auth = etcd_rpc.AuthStub(channel)
+        try:
+            status = await auth.AuthStatus(etcd_rpc.AuthStatusRequest(), timeout=CALL_TIMEOUT_S)
+            if status.enabled:
+                return False
+        except grpc.aio.AioRpcError as exc:  # older etcd without AuthStatus: try the steps anyway
+            if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise
+        try:
+            await auth.UserAdd(
+                etcd_rpc.AuthUserAddRequest(name=ETCD_USER, password=password), timeout=CALL_TIMEOUT_S
+            )
+        except grpc.aio.AioRpcError as exc:
+            if "already exists" not in (exc.details() or ""):
+                raise
+        await auth.UserGrantRole(
+            etcd_rpc.AuthUserGrantRoleRequest(user=ETCD_USER, role="root"), timeout=CALL_TIMEOUT_S
+        )
+        try:
+            await auth.AuthEnable(etcd_rpc.AuthEnableRequest(), timeout=CALL_TIMEOUT_S)
+        except grpc.aio.AioRpcError as exc:
+            if "already enabled" not in (exc.details() or ""):
+                raise
+        return True
+
+
+async def _bootstrap(endpoint: str, cluster_dir: Path) -> str | None:
+    creds = ClusterCredentials.create(cluster_dir)
+    await enable_etcd_auth(endpoint, creds.etcd_password)
+    store = EtcdStore(endpoint, creds.etcd_auth)
+    try:
+        try:
+            await admin.create_tenant(store, schema.DEFAULT_TENANT)
+        except AlreadyExists:
+            pass
+        key_file = cluster_dir / ADMIN_KEY_FILE
+        if key_file.exists():
+            return None
+        _, key = await admin.create_key(
+            store, creds, schema.DEFAULT_TENANT, access.ADMIN, description="bootstrap admin key (quartz up)"
+        )
+        write_private(key_file, key + "\n")
+        return key
+    finally:
+        await store.close()
+
+
+def bootstrap(endpoint: str, cluster_dir: str | Path) -> str | None:
+    """Secure a cluster dir's etcd and create its admin key; returns the key when it was created
+    now (to print once), None when the dir had one."""
+    return asyncio.run(_bootstrap(endpoint, Path(cluster_dir)))

@@ -1,0 +1,429 @@
+"""The HTTP/JSON gateway: every public operation under /v1, served in the router process (no
+extra network hop). Each route turns its JSON body into the public gRPC request and calls the
+router's own servicer method — the same authentication, authorization, validation and fan-out
+as gRPC — then turns the reply into JSON. Errors are RFC 9457 problem details, their HTTP status
+from the one table of rpc/status.py. OpenAPI 3.1 at /openapi.json is generated from the routes
+and gateway/models.py; /docs serves Swagger UI from local assets (no CDN)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, Response
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.staticfiles import StaticFiles
+
+from quartz_cluster import __version__, errors, limits
+from quartz_cluster.client import _common as sdk
+from quartz_cluster.gateway import models as m
+from quartz_cluster.proto.quartz.v1 import node_pb2, quartz_pb2
+from quartz_cluster.rpc.status import status_message, status_of
+
+log = logging.getLogger("quartz.http")
+PROBLEM = "application/problem+json"
+BODY_BYTES_MAX = limits.MESSAGE_BYTES_MAX
+ERROR_STATUSES = (400, 401, 403, 404, 409, 412, 413, 429, 500, 503)
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    412: "Precondition Failed",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+_CODES = {401: "UNAUTHENTICATED", 404: "NOT_FOUND", 405: "UNIMPLEMENTED", 413: "RESOURCE_EXHAUSTED"}
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    s: {"model": m.Problem, "content": {PROBLEM: {}}, "description": _TITLES[s]} for s in ERROR_STATUSES
+}
+
+
+def problem(status: int, detail: str, code: str | None = None, headers: dict | None = None) -> Response:
+    body = {
+        "type": "about:blank",
+        "title": _TITLES.get(status, "Error"),
+        "status": status,
+        "detail": status_message(detail),
+        "code": code or _CODES.get(status, "INVALID_ARGUMENT" if status < 500 else "INTERNAL"),
+    }
+    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM, headers=headers)
+
+
+class CallContext:
+    """What a servicer method reads from its gRPC context, for a call that came over HTTP."""
+
+    def __init__(self, metadata: list[tuple[str, str]], timeout_s: float) -> None:
+        self._metadata, self._timeout_s = metadata, timeout_s
+
+    def invocation_metadata(self) -> list[tuple[str, str]]:
+        return self._metadata
+
+    def time_remaining(self) -> float:
+        return self._timeout_s
+
+
+_bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer qz_<key id>_<secret>")
+_api_key = APIKeyHeader(name="api-key", auto_error=False, description="api-key: qz_<key id>_<secret>")
+
+
+def credentials(
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    api_key: Annotated[str | None, Depends(_api_key)],
+    request: Request,
+) -> list[tuple[str, str]]:
+    """The caller's key as the metadata the servicer authenticates (both schemes in the spec, so
+    /docs can send either)."""
+    header = request.headers.get("authorization")
+    if header is not None:
+        return [("authorization", header)]
+    if api_key is not None:
+        return [("api-key", api_key)]
+    return []
+
+
+Caller = Annotated[list[tuple[str, str]], Depends(credentials)]
+
+
+def _vectors(rows: list[list[float]], field: str) -> node_pb2.Vectors:
+    dims = {len(r) for r in rows}
+    if len(dims) > 1:
+        raise errors.InvalidArgument("every vector must have the same number of values", field)
+    try:
+        arr = np.asarray(rows, dtype="<f4")
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise errors.InvalidArgument(f"must be arrays of numbers ({exc})", field) from None
+    dim = arr.shape[1] if arr.ndim == 2 else 0
+    return node_pb2.Vectors(data=arr.tobytes(), count=len(rows), dim=dim)
+
+
+def _shards(s: quartz_pb2.ShardsAnswered) -> dict:
+    return {
+        "total": s.total,
+        "answered": s.answered,
+        "failed": [{"shard": f.shard, "code": f.code, "message": f.message} for f in s.failed],
+    }
+
+
+def _collection(info: quartz_pb2.CollectionInfo) -> dict:
+    c = info.config
+    return {
+        "name": c.name,
+        "id": info.id,
+        "dim": c.dim,
+        "metric": sdk.METRIC_NAMES.get(c.metric, "cosine"),
+        "shards": c.shards,
+        "replication_factor": c.replication_factor,
+        "m": c.hnsw.m,
+        "ef_construction": c.hnsw.ef_construction,
+        "ef": c.hnsw.ef,
+        "ready": info.ready,
+        "shard_map": [
+            {
+                "shard": s.shard,
+                "epoch": s.epoch,
+                "primary": s.primary,
+                "replicas": list(s.replicas),
+                "in_sync": [i.node for i in s.in_sync],
+            }
+            for s in info.shards
+        ],
+    }
+
+
+def _key(info: quartz_pb2.ApiKeyInfo) -> dict:
+    return {
+        "id": info.id,
+        "tenant": info.tenant,
+        "role": info.role,
+        "collections": list(info.collections),
+        "created_at": info.created_at,
+        "expires_at": info.expires_at,
+        "description": info.description,
+    }
+
+
+def _ids(ids: list[str | int], field: str) -> list[str]:
+    return sdk.str_ids(ids, field)
+
+
+def _payload(p: dict | None) -> bytes:
+    return orjson.dumps(p) if p else b""
+
+
+def _hits(result: node_pb2.SearchResult, with_payload: bool) -> list[dict]:
+    return [
+        {
+            "id": pid,
+            "score": score,
+            "payload": (orjson.loads(result.payloads[i]) if result.payloads[i] else {})
+            if with_payload
+            else None,
+        }
+        for i, (pid, score) in enumerate(zip(result.ids, result.scores, strict=True))
+    ]
+
+
+class JSON(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def build_app(service, ready: Callable[[], bool]) -> FastAPI:
+    """The gateway over a router's QuartzService. `ready`: whether the router can serve (its
+    shard map is loaded)."""
+    from swagger_ui_bundle import swagger_ui_path
+
+    app = FastAPI(
+        title="QuartzDB",
+        version=__version__,
+        description="A distributed vector database. Every call needs an API key "
+        "(`Authorization: Bearer qz_...` or `api-key: qz_...`); errors are RFC 9457 problem details.",
+        docs_url=None,
+        redoc_url=None,
+        default_response_class=JSON,
+    )
+    app.mount("/docs/assets", StaticFiles(directory=swagger_ui_path), name="swagger-assets")
+    timeout_s = limits.ROUTER_CALL_TIMEOUT_S
+
+    async def call(method: str, request, caller: list[tuple[str, str]]):
+        fn = getattr(type(service), method).__wrapped__  # under @rpc: authentication and the method
+        return await fn(service, request, CallContext(caller, timeout_s))
+
+    @app.exception_handler(errors.QuartzError)
+    async def on_domain_error(request: Request, exc: errors.QuartzError) -> Response:
+        status = status_of(exc)[1]
+        headers = {"WWW-Authenticate": 'Bearer realm="quartz"'} if status == 401 else None
+        return problem(status, str(exc), exc.code, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_bad_body(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        loc = [str(x) for x in first.get("loc", ()) if x != "body"]
+        path = ".".join(loc).replace(".[", "[")
+        detail = (
+            f"{path}: {first.get('msg', 'invalid')}" if path else str(first.get("msg", "invalid request"))
+        )
+        return problem(400, detail, "INVALID_ARGUMENT")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return problem(exc.status_code, str(exc.detail), None)
+
+    @app.exception_handler(Exception)
+    async def on_crash(request: Request, exc: Exception) -> Response:
+        error_id = uuid.uuid4().hex[:12]
+        log.error("unhandled error", exc_info=exc, extra={"path": request.url.path, "error_id": error_id})
+        return problem(500, f"internal error (error id {error_id}; see the server log)", "INTERNAL")
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > BODY_BYTES_MAX):
+            return problem(413, f"body: more than {BODY_BYTES_MAX} bytes", "RESOURCE_EXHAUSTED")
+        return await call_next(request)
+
+    probes = APIRouter(tags=["health"])
+
+    @probes.get("/healthz", response_model=m.Health)
+    async def healthz():
+        """The process is up."""
+        return {"status": "ok"}
+
+    @probes.get("/readyz", response_model=m.Health, responses={503: PROBLEM_RESPONSES[503]})
+    async def readyz():
+        """The router has its shard map and can route requests."""
+        if not ready():
+            return problem(503, "the router has not loaded the shard map yet", "UNAVAILABLE")
+        return {"status": "ready"}
+
+    @probes.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="QuartzDB API",
+            swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs/assets/swagger-ui.css",
+            swagger_favicon_url="/docs/assets/favicon-32x32.png",
+            swagger_ui_parameters={"persistAuthorization": True, "tryItOutEnabled": True},
+        )
+
+    v1 = APIRouter(prefix="/v1", responses=PROBLEM_RESPONSES)
+
+    @v1.post("/collections", response_model=m.CollectionInfo, status_code=201, tags=["collections"])
+    async def create_collection(body: m.CreateCollection, caller: Caller):
+        req = sdk.create_collection_request(
+            body.name,
+            body.dim,
+            body.metric,
+            body.shards,
+            body.replication_factor,
+            body.m,
+            body.ef_construction,
+            body.ef,
+            body.wait,
+        )
+        return _collection(await call("CreateCollection", req, caller))
+
+    @v1.get("/collections", response_model=m.CollectionList, tags=["collections"])
+    async def list_collections(caller: Caller):
+        resp = await call("ListCollections", quartz_pb2.ListCollectionsRequest(), caller)
+        return {"collections": [_collection(c) for c in resp.collections]}
+
+    @v1.get("/collections/{name}", response_model=m.CollectionInfo, tags=["collections"])
+    async def describe_collection(name: str, caller: Caller):
+        return _collection(
+            await call("DescribeCollection", quartz_pb2.DescribeCollectionRequest(name=name), caller)
+        )
+
+    @v1.delete("/collections/{name}", response_model=m.Dropped, tags=["collections"])
+    async def drop_collection(name: str, caller: Caller):
+        resp = await call("DropCollection", quartz_pb2.DropCollectionRequest(name=name), caller)
+        return {"dropped": resp.dropped}
+
+    @v1.put("/collections/{name}/points", response_model=m.WriteResult, tags=["points"])
+    async def upsert(name: str, body: m.Upsert, caller: Caller):
+        """Insert or replace points. The reply lists the points not written (`errors`); a bad
+        point refuses the whole batch (400) and nothing is written."""
+        req = quartz_pb2.UpsertRequest(
+            collection=name,
+            points=node_pb2.PointBatch(
+                ids=_ids([p.id for p in body.points], "points[].id"),
+                vectors=_vectors([p.vector for p in body.points], "points[].vector"),
+                payloads=[_payload(p.payload) for p in body.points],
+            ),
+            write_consistency=sdk.WRITE_CONSISTENCY[body.write_consistency],
+        )
+        return _write_result(await call("Upsert", req, caller))
+
+    @v1.post("/collections/{name}/points/delete", response_model=m.WriteResult, tags=["points"])
+    async def delete_points(name: str, body: m.DeletePoints, caller: Caller):
+        req = quartz_pb2.DeleteRequest(
+            collection=name,
+            ids=_ids(body.ids, "ids"),
+            write_consistency=sdk.WRITE_CONSISTENCY[body.write_consistency],
+        )
+        return _write_result(await call("Delete", req, caller))
+
+    @v1.post("/collections/{name}/points/get", response_model=m.PointsOut, tags=["points"])
+    async def get_points(name: str, body: m.GetPoints, caller: Caller):
+        req = quartz_pb2.GetPointsRequest(
+            collection=name,
+            ids=_ids(body.ids, "ids"),
+            with_vectors=body.with_vectors,
+            with_payload=body.with_payload,
+            consistency=sdk.READ_CONSISTENCY[body.consistency],
+            allow_partial=body.allow_partial,
+        )
+        resp = await call("Get", req, caller)
+        points = [
+            {
+                "id": p.id,
+                "vector": np.frombuffer(p.vector, dtype="<f4").tolist() if body.with_vectors else None,
+                "payload": (orjson.loads(p.payload) if p.payload else {}) if body.with_payload else None,
+            }
+            for p in resp.points
+        ]
+        return {"points": points, "shards": _shards(resp.shards)}
+
+    @v1.post("/collections/{name}/search", response_model=m.SearchResult, tags=["points"])
+    async def search(name: str, body: m.Search, caller: Caller):
+        """`vector` (one query: the reply has `hits`) or `vectors` (several: `results`, one list
+        per query), best first."""
+        if (body.vector is None) == (body.vectors is None):
+            raise errors.InvalidArgument("give exactly one of vector and vectors", "vector")
+        rows = [body.vector] if body.vector is not None else body.vectors
+        if not rows:
+            raise errors.InvalidArgument("must hold at least one query", "vectors")
+        req = quartz_pb2.SearchPointsRequest(
+            collection=name,
+            queries=_vectors(rows, "vector" if body.vector is not None else "vectors"),
+            k=body.k,
+            ef=body.ef or 0,
+            filter=orjson.dumps(body.filter).decode() if body.filter is not None else "",
+            with_payload=body.with_payload,
+            consistency=sdk.READ_CONSISTENCY[body.consistency],
+            allow_partial=body.allow_partial,
+        )
+        resp = await call("Search", req, caller)
+        lists = [_hits(r, body.with_payload) for r in resp.results]
+        out: dict[str, Any] = {"shards": _shards(resp.shards)}
+        if body.vector is not None:
+            out["hits"] = lists[0] if lists else []
+        else:
+            out["results"] = lists
+        return out
+
+    @v1.get("/collections/{name}/count", response_model=m.CountResult, tags=["points"])
+    async def count(name: str, caller: Caller, allow_partial: bool = False):
+        resp = await call(
+            "Count", quartz_pb2.CountRequest(collection=name, allow_partial=allow_partial), caller
+        )
+        return {"count": resp.count, "shards": _shards(resp.shards)}
+
+    @v1.get("/admin/tenants", response_model=m.TenantList, tags=["admin"])
+    async def list_tenants(caller: Caller):
+        resp = await call("ListTenants", quartz_pb2.ListTenantsRequest(), caller)
+        return {"tenants": [{"name": t.name, "created_at": t.created_at} for t in resp.tenants]}
+
+    @v1.post("/admin/tenants", response_model=m.Tenant, status_code=201, tags=["admin"])
+    async def create_tenant(body: m.CreateTenant, caller: Caller):
+        t = await call("CreateTenant", quartz_pb2.CreateTenantRequest(name=body.name), caller)
+        return {"name": t.name, "created_at": t.created_at}
+
+    @v1.delete("/admin/tenants/{name}", response_model=m.TenantDeleted, tags=["admin"])
+    async def delete_tenant(name: str, caller: Caller):
+        resp = await call("DeleteTenant", quartz_pb2.DeleteTenantRequest(name=name), caller)
+        return {"deleted": resp.deleted, "keys_revoked": resp.keys_revoked}
+
+    @v1.get("/admin/keys", response_model=m.KeyList, tags=["admin"])
+    async def list_keys(caller: Caller, tenant: str | None = None):
+        resp = await call("ListKeys", quartz_pb2.ListKeysRequest(tenant=tenant or ""), caller)
+        return {"keys": [_key(k) for k in resp.keys]}
+
+    @v1.post("/admin/keys", response_model=m.CreatedKey, status_code=201, tags=["admin"])
+    async def create_key(body: m.CreateKey, caller: Caller):
+        req = quartz_pb2.CreateKeyRequest(
+            tenant=body.tenant or "",
+            role=body.role,
+            collections=body.collections,
+            expires_in_s=body.expires_in_s,
+            description=body.description,
+        )
+        resp = await call("CreateKey", req, caller)
+        return {"key": resp.key, "info": _key(resp.info)}
+
+    @v1.delete("/admin/keys/{key_id}", response_model=m.Revoked, tags=["admin"])
+    async def revoke_key(key_id: str, caller: Caller):
+        resp = await call("RevokeKey", quartz_pb2.RevokeKeyRequest(id=key_id), caller)
+        return {"revoked": resp.revoked}
+
+    @v1.get("/whoami", response_model=m.KeyInfo, tags=["admin"])
+    async def whoami(caller: Caller):
+        return _key(await call("WhoAmI", quartz_pb2.WhoAmIRequest(), caller))
+
+    app.include_router(probes)
+    app.include_router(v1)
+    return app
+
+
+def _write_result(r: quartz_pb2.WriteResult) -> dict:
+    return {
+        "errors": [{"index": e.index, "code": e.code, "message": e.message} for e in r.errors],
+        "shards": _shards(r.shards),
+    }

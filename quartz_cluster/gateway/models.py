@@ -1,0 +1,217 @@
+"""The JSON bodies of the HTTP gateway. They are the OpenAPI 3.1 schema (FastAPI generates
+/openapi.json from them); the router's validation (quartz_cluster/validation.py) still checks
+every value, exactly as for gRPC."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from quartz_cluster import limits
+
+Metric = Literal["cosine", "l2", "ip"]
+WriteConsistency = Literal["one", "majority", "all"]
+ReadConsistency = Literal["eventual", "session", "strong"]
+Name = Field(pattern=f"^{limits.NAME_PATTERN}$", description="letters, digits, _ and -; 1-64")
+PointId = str | int
+Vector = list[float]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CreateCollection(Strict):
+    name: str = Name
+    dim: int = Field(ge=1, le=limits.DIM_MAX)
+    metric: Metric = "cosine"
+    shards: int = Field(1, ge=1, le=limits.SHARDS_PER_COLLECTION_MAX)
+    replication_factor: int | None = Field(None, ge=1, le=limits.REPLICATION_FACTOR_MAX)
+    m: int | None = Field(None, ge=limits.HNSW_M_MIN, le=limits.HNSW_M_MAX)
+    ef_construction: int | None = Field(None, ge=1, le=limits.EF_CONSTRUCTION_MAX)
+    ef: int | None = Field(None, ge=1, le=limits.EF_MAX)
+    wait: bool = Field(True, description="answer once every shard is placed and ready")
+
+
+class ShardInfo(BaseModel):
+    shard: int
+    epoch: int
+    primary: str
+    replicas: list[str]
+    in_sync: list[str]
+
+
+class CollectionInfo(BaseModel):
+    name: str
+    id: str
+    dim: int
+    metric: Metric
+    shards: int
+    replication_factor: int
+    m: int
+    ef_construction: int
+    ef: int
+    ready: bool
+    shard_map: list[ShardInfo]
+
+
+class CollectionList(BaseModel):
+    collections: list[CollectionInfo]
+
+
+class Dropped(BaseModel):
+    dropped: bool
+
+
+class PointIn(Strict):
+    id: PointId = Field(description="a string (<= 256 bytes) or an integer (stored as its decimal string)")
+    vector: Vector
+    payload: dict[str, Any] | None = None
+
+
+class Upsert(Strict):
+    points: list[PointIn] = Field(min_length=1, max_length=limits.BATCH_POINTS_MAX)
+    write_consistency: WriteConsistency = "majority"
+
+
+class DeletePoints(Strict):
+    ids: list[PointId] = Field(min_length=1, max_length=limits.BATCH_POINTS_MAX)
+    write_consistency: WriteConsistency = "majority"
+
+
+class GetPoints(Strict):
+    ids: list[PointId] = Field(max_length=limits.GET_IDS_MAX)
+    with_vectors: bool = True
+    with_payload: bool = True
+    consistency: ReadConsistency = "eventual"
+    allow_partial: bool = False
+
+
+class ShardFailure(BaseModel):
+    shard: int
+    code: str
+    message: str
+
+
+class ShardsAnswered(BaseModel):
+    total: int
+    answered: int
+    failed: list[ShardFailure]
+
+
+class PointError(BaseModel):
+    index: int
+    code: str
+    message: str
+
+
+class WriteResult(BaseModel):
+    errors: list[PointError] = Field(description="points not written (index into the request)")
+    shards: ShardsAnswered
+
+
+class PointOut(BaseModel):
+    id: str
+    vector: Vector | None = None
+    payload: dict[str, Any] | None = None
+
+
+class PointsOut(BaseModel):
+    points: list[PointOut]
+    shards: ShardsAnswered
+
+
+class Search(Strict):
+    vector: Vector | None = Field(None, description="one query (the reply has `hits`)")
+    vectors: list[Vector] | None = Field(
+        None, max_length=limits.QUERIES_PER_REQUEST_MAX, description="several (the reply has `results`)"
+    )
+    k: int = Field(10, ge=1, le=limits.K_MAX)
+    filter: dict[str, Any] | None = Field(
+        None, description="Qdrant-like: must / should / must_not conditions"
+    )
+    ef: int | None = Field(None, ge=1, le=limits.EF_MAX)
+    consistency: ReadConsistency = "eventual"
+    with_payload: bool = True
+    allow_partial: bool = False
+
+
+class Hit(BaseModel):
+    id: str
+    score: float = Field(description="cosine / ip: similarity, higher first; l2: distance, lower first")
+    payload: dict[str, Any] | None = None
+
+
+class SearchResult(BaseModel):
+    hits: list[Hit] | None = None
+    results: list[list[Hit]] | None = None
+    shards: ShardsAnswered
+
+
+class CountResult(BaseModel):
+    count: int
+    shards: ShardsAnswered
+
+
+class CreateTenant(Strict):
+    name: str = Name
+
+
+class Tenant(BaseModel):
+    name: str
+    created_at: int
+
+
+class TenantList(BaseModel):
+    tenants: list[Tenant]
+
+
+class TenantDeleted(BaseModel):
+    deleted: bool
+    keys_revoked: int
+
+
+class CreateKey(Strict):
+    tenant: str | None = Field(None, pattern=f"^{limits.NAME_PATTERN}$", description="default: the caller's")
+    role: Literal["admin", "tenant-admin", "read-write", "read-only"] = "read-write"
+    collections: list[str] = Field(default_factory=list, max_length=100)
+    expires_in_s: int = Field(0, ge=0, le=10 * 365 * 86400, description="0: never expires")
+    description: str = Field("", max_length=256)
+
+
+class KeyInfo(BaseModel):
+    id: str
+    tenant: str
+    role: str
+    collections: list[str]
+    created_at: int
+    expires_at: int
+    description: str
+
+
+class CreatedKey(BaseModel):
+    key: str = Field(description="qz_<key id>_<secret>: shown only in this reply")
+    info: KeyInfo
+
+
+class KeyList(BaseModel):
+    keys: list[KeyInfo]
+
+
+class Revoked(BaseModel):
+    revoked: bool
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    code: str = Field(description="the gRPC status name (INVALID_ARGUMENT, NOT_FOUND, ...)")
+
+
+class Health(BaseModel):
+    status: str
