@@ -18,11 +18,12 @@ from quartz_cluster.node.shard import ShardOptions, ShardSpec
 HANG_GUARD_S = 120  # a broken writer (a mutant) must fail this test, not hang it
 
 
-def view(nodes=3, collections=(), memory=0, placed=()) -> ClusterView:
+def view(nodes=3, collections=(), memory=0, placed=(), tenant="default") -> ClusterView:
     v = ClusterView(revision=1)
     v.nodes = {f"n{i}": NodeRecord(f"n{i}", f"a:{i}", "inc", 0, memory) for i in range(nodes)}
     for i, (shards, rf, dim) in enumerate(collections):
-        v.collections[f"c{i}"] = CollectionRecord(f"c{i}", f"id{i}", dim, "l2", shards, rf, 16, 100, 64)
+        rec = CollectionRecord(f"c{i}", f"id{i}", dim, "l2", shards, rf, 16, 100, 64, tenant)
+        v.collections[rec.qualified] = rec
     for cid, shard, replicas in placed:
         rec = ShardRecord(cid, cid, shard, 4, "l2", 16, 100, 64, 1, replicas[0], tuple(replicas))
         v.shards.setdefault(cid, {})[shard] = (rec, 1)
@@ -38,14 +39,19 @@ def test_replica_bytes_is_the_initial_index_plus_a_base():
 
 def test_the_collection_limit_is_exact(monkeypatch):
     monkeypatch.setattr(limits, "COLLECTIONS_PER_TENANT_MAX", 3)
-    capacity.check_create(view(collections=[(1, 1, 4)] * 2), 1, 1, 4, 16)
+    capacity.check_create(view(collections=[(1, 1, 4)] * 2), "default", 1, 1, 4, 16)
     with pytest.raises(
-        ResourceExhausted, match=r"^config\.name: 3 collections exist: .*COLLECTIONS_PER_TENANT_MAX = 3"
+        ResourceExhausted,
+        match=r"^config\.name: 3 collections exist in this tenant: .*COLLECTIONS_PER_TENANT_MAX = 3",
     ):
-        capacity.check_create(view(collections=[(1, 1, 4)] * 3), 1, 1, 4, 16)
+        capacity.check_create(view(collections=[(1, 1, 4)] * 3), "default", 1, 1, 4, 16)
     v = view(collections=[(1, 1, 4)] * 3)
     v.tombstones.add("id0")  # a dropped collection does not count
-    capacity.check_create(v, 1, 1, 4, 16)
+    capacity.check_create(v, "default", 1, 1, 4, 16)
+    # the limit is per tenant: another tenant's collections do not count, its own do
+    capacity.check_create(view(collections=[(1, 1, 4)] * 3, tenant="acme"), "default", 1, 1, 4, 16)
+    with pytest.raises(ResourceExhausted, match=r"^config\.name: 3 collections exist in this tenant"):
+        capacity.check_create(view(collections=[(1, 1, 4)] * 3, tenant="acme"), "acme", 1, 1, 4, 16)
 
 
 def test_replicas_per_node_count_placed_and_unplaced_collections(monkeypatch):
@@ -55,21 +61,23 @@ def test_replicas_per_node_count_placed_and_unplaced_collections(monkeypatch):
         collections=[(2, 3, 4), (4, 3, 4)],
         placed=[("id0", 0, ["n0", "n1", "n2"]), ("id0", 1, ["n0", "n1", "n2"])],
     )
-    capacity.check_create(v, 4, 3, 4, 16)  # 6 + 12 + 12 = 30: exactly 10 per node
+    capacity.check_create(v, "default", 4, 3, 4, 16)  # 6 + 12 + 12 = 30: exactly 10 per node
     with pytest.raises(
         ResourceExhausted, match=r"^config\.shards: 5 shards x 3 replicas would put 11 replicas"
     ):
-        capacity.check_create(v, 5, 3, 4, 16)
+        capacity.check_create(v, "default", 5, 3, 4, 16)
 
 
 def test_memory_for_empty_replicas_is_checked_against_the_smallest_node_budget():
     one = capacity.replica_bytes(4096, 16)
     budget = 64 * one  # 64 empty dim-4096 replicas per node
     v = view(memory=budget)
-    capacity.check_create(v, 64, 3, 4096, 16)  # 192 replicas over 3 nodes: 64 each, exactly
+    capacity.check_create(v, "default", 64, 3, 4096, 16)  # 192 replicas over 3 nodes: 64 each, exactly
     with pytest.raises(ResourceExhausted, match=r"memory budget .*--memory-max"):
-        capacity.check_create(view(collections=[(1, 3, 4096)], memory=budget), 64, 3, 4096, 16)
-    capacity.check_create(view(collections=[(1, 3, 4096)], memory=0), 64, 3, 4096, 16)  # not reported
+        capacity.check_create(view(collections=[(1, 3, 4096)], memory=budget), "default", 64, 3, 4096, 16)
+    capacity.check_create(
+        view(collections=[(1, 3, 4096)], memory=0), "default", 64, 3, 4096, 16
+    )  # not reported
 
 
 def budget(rss: int, memory_max: int = 1000, fds: int = 10_000) -> NodeBudget:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from quartz_cluster import cli
+from quartz_cluster.auth import keys
 from quartz_cluster.loader import LoadError, check_payloads, load_file, open_vectors
 
 
@@ -77,15 +78,16 @@ def test_payload_files_are_checked_line_by_line(tmp_path):
 
 def test_files_are_checked_before_the_router_is_contacted(tmp_path):
     # the router address is unreachable: the file error must come first, and nothing hangs
+    key = keys.new_key()[2]  # a well-formed key the router would have to check
     with pytest.raises(LoadError, match=r"no such file"):
-        load_file("127.0.0.1:1", str(tmp_path / "none.npy"), "c")
+        load_file("127.0.0.1:1", key, str(tmp_path / "none.npy"), "c")
     vecs = npy(tmp_path, np.ones((3, 2), np.float32))
     short = tmp_path / "short.jsonl"
     short.write_text("{}\n")
     with pytest.raises(LoadError, match=r"has 1 lines for 3 vectors"):
-        load_file("127.0.0.1:1", vecs, "c", payloads=str(short))
+        load_file("127.0.0.1:1", key, vecs, "c", payloads=str(short))
     with pytest.raises(LoadError, match=r"--batch must be at least 1"):
-        load_file("127.0.0.1:1", vecs, "c", batch=0)
+        load_file("127.0.0.1:1", key, vecs, "c", batch=0)
 
 
 def test_the_cli_prints_one_error_line_and_exits_1(tmp_path, capsys):

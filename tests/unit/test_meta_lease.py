@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 from quartz_cluster.meta import lease as lease_mod
 from quartz_cluster.meta.lease import DEFAULT_TTL_S, SAFETY_MARGIN_S, LeaseKeeper
+from quartz_cluster.meta.store import EtcdAuth
 
 
 def test_valid_until_is_the_acknowledged_send_time_plus_ttl_minus_the_margin():
@@ -46,7 +47,8 @@ class FakeStore:
 
     instances: list["FakeStore"] = []
 
-    def __init__(self, endpoints):
+    def __init__(self, endpoints, auth=None):
+        self.endpoints, self.auth = endpoints, auth
         self.leases, self.puts, self.closed = [], [], False
         self.changed_value_put = threading.Event()
         FakeStore.instances.append(self)
@@ -81,10 +83,12 @@ def test_keeper_registers_re_registers_an_expired_lease_and_revokes_on_stop(monk
         last[0] = next(values, last[0])
         return last[0]
 
-    k = LeaseKeeper("h:1", b"/quartz/nodes/n1", value, ttl_s=1)
+    auth = EtcdAuth("quartz-node", "pw")
+    k = LeaseKeeper("h:1", b"/quartz/nodes/n1", value, ttl_s=1, auth=auth)
     k.start()
     assert k.granted.wait(10)
     [store] = FakeStore.instances
+    assert (store.endpoints, store.auth) == ("h:1", auth)  # the keeper's store logs in to etcd
     # lease 1 expires at its first refresh: lease 2 is granted; after its first refresh the value
     # has changed and is put again
     assert store.changed_value_put.wait(10)
@@ -106,4 +110,5 @@ def test_stop_without_revoke_leaves_the_lease(monkeypatch):
     assert k.granted.wait(10)
     k.stop(revoke=False)
     assert not k.is_alive()
+    assert FakeStore.instances[0].auth is None  # no auth given: none sent
     assert not any(lease.revoked for lease in FakeStore.instances[0].leases)

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from quartz_cluster.meta import store as store_mod
-from quartz_cluster.meta.store import KV, ROOT_SENTINEL, EtcdStore, parse_endpoints
+from quartz_cluster.meta.store import KV, ROOT_SENTINEL, EtcdAuth, EtcdStore, parse_endpoints
 
 
 def test_parse_endpoints():
@@ -47,8 +47,10 @@ class FakeClient:
     data: dict[bytes, bytes] = {}
     revision = 1
 
-    def __init__(self, host, port, timeout, connect_wait_timeout):
+    def __init__(self, host, port, username, password, timeout, connect_wait_timeout):
         self.host, self.port, self.closed, self.watches, self.calls = host, port, False, [], []
+        self.credentials = (username, password)
+        self.refuse_once = False  # the next get answers UNAUTHENTICATED (a stale etcd token)
         FakeClient.made.append(self)
 
     async def connect(self):
@@ -71,6 +73,9 @@ class FakeClient:
         return _Response(FakeClient.revision, kvs)
 
     async def get(self, key):
+        if self.refuse_once:
+            self.refuse_once = False
+            raise store_mod.aetcd.exceptions.UnauthenticatedError("invalid auth token")
         return self._kv(key, FakeClient.data[key]) if key in FakeClient.data else None
 
     async def put(self, key, value, lease=None):
@@ -117,8 +122,34 @@ def test_client_connects_to_an_endpoint_that_answers_and_keeps_it(fake_etcd):
     tried_bad = [m for m in fake_etcd.made if m.host == "bad"]
     assert len(tried_bad) <= 1 and all(m.closed for m in tried_bad)
     assert not c.closed
+    assert c.credentials == (None, None)  # no auth: no user
     asyncio.run(s.close())
     assert c.closed and s._client is None
+
+
+def test_credentials_are_sent_on_every_connection(fake_etcd):
+    fake_etcd.down = {"bad"}
+    s = EtcdStore("bad:1,good:2", EtcdAuth("quartz", "pw"))
+    asyncio.run(s.client())
+    assert fake_etcd.made and all(m.credentials == ("quartz", "pw") for m in fake_etcd.made)
+
+
+def test_a_stale_token_reconnects_and_retries_once_with_auth_only(fake_etcd):
+    fake_etcd.data = {b"/quartz/a": b"1"}
+
+    async def go(s):
+        c = await s.client()
+        c.refuse_once = True
+        return await s.get(b"/quartz/a")
+
+    s = EtcdStore("h:1", EtcdAuth("quartz", "pw"))
+    assert asyncio.run(go(s)) == KV(b"/quartz/a", b"1", 1, 1, 0)
+    first, second = fake_etcd.made
+    assert first.closed and s._client is second  # reconnected (authenticates again), then retried
+    fake_etcd.made = []
+    with pytest.raises(store_mod.aetcd.exceptions.UnauthenticatedError):
+        asyncio.run(go(EtcdStore("h:1")))  # without auth there is nothing to renew: the error stands
+    assert len(fake_etcd.made) == 1
 
 
 def test_no_endpoint_answering_is_a_connection_error_naming_the_last_failure(fake_etcd):

@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from quartz_cluster import cli
+from quartz_cluster.auth.cluster import ClusterCredentials
 from quartz_cluster.coordinator.reconcile import ClusterView
 from quartz_cluster.errors import InvalidArgument
 from quartz_cluster.meta import schema
@@ -47,8 +48,21 @@ def test_cli_refuses_a_node_id_that_is_not_a_name_naming_the_flag(bad, tmp_path,
 def test_cli_accepts_a_good_node_id(tmp_path, monkeypatch):
     started = []
     monkeypatch.setattr(node_main, "run", lambda settings, level: started.append(settings) or 0)
-    assert cli.main(["node", "--id", "node-1_a", "--data-dir", str(tmp_path / "n")]) == 0
-    assert started[0].node_id == "node-1_a"
+    assert cli.main(["node", "--id", "node-1_a", "--data-dir", str(tmp_path / "n"), "--no-auth"]) == 0
+    assert started[0].node_id == "node-1_a" and started[0].credentials is None
+    creds = ClusterCredentials.create(tmp_path)  # what `quartz up` leaves in its data dir
+    argv = ["node", "--id", "node-1_a", "--data-dir", str(tmp_path / "n"), "--cluster-dir", str(tmp_path)]
+    assert cli.main(argv) == 0
+    assert started[1].node_id == "node-1_a" and started[1].credentials.secret == creds.secret
+
+
+def test_cli_node_needs_the_cluster_dir_or_no_auth(tmp_path, monkeypatch, capsys):
+    started = []
+    monkeypatch.setattr(node_main, "run", lambda settings, level: started.append(settings) or 0)
+    assert cli.main(["node", "--id", "n1", "--data-dir", str(tmp_path / "n")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "--cluster-dir D" in err and "--no-auth" in err
+    assert started == []
 
 
 @pytest.mark.parametrize("bad", BAD_IDS)
@@ -61,6 +75,9 @@ def test_node_settings_refuse_a_node_id_that_is_not_a_name(bad, tmp_path):
 # ---------------------------------------------------------------- parsing etcd records
 
 COLL = CollectionRecord("docs", "cid1", 8, "cosine", 2, 2, 16, 200, 64)
+ACME_DOCS = CollectionRecord("docs", "cid9", 4, "l2", 1, 1, 16, 200, 64, tenant="acme")  # same name
+ACME = schema.TenantRecord("acme", 1700000000)
+KEY1 = schema.KeyRecord("k1", "acme", "read-write", "h" * 64, ("docs",))
 
 
 def _shard(shard: int, **kw) -> ShardRecord:
@@ -86,7 +103,10 @@ def good_kvs() -> list[KV]:
     kvs = [
         KV(schema.node_key("n1"), NodeRecord("n1", "127.0.0.1:1", "p1", 2).to_json(), 5),
         KV(schema.node_key("n2"), NodeRecord("n2", "127.0.0.1:2", "p2").to_json(), 6),
-        KV(schema.collection_key("docs"), COLL.to_json(), 7),
+        KV(schema.collection_key("default", "docs"), COLL.to_json(), 7),
+        KV(schema.collection_key("acme", "docs"), ACME_DOCS.to_json(), 7),
+        KV(schema.tenant_key("acme"), ACME.to_json(), 4),
+        KV(schema.key_record_key("k1"), KEY1.to_json(), 4),
         KV(schema.shard_key("cid1", 0), _shard(0).to_json(), 8),
         KV(schema.shard_key("cid1", 1), _shard(1, in_sync=()).to_json(), 9),
         KV(schema.replica_key("cid1", 0, "n1"), ReplicaRecord("n1", "r1").to_json(), 10),
@@ -100,13 +120,24 @@ def good_kvs() -> list[KV]:
 
 
 def _parsed(v: ClusterView) -> tuple:
-    return (v.nodes, v.collections, v.shards, v.replicas, v.replica_tombstones, v.tombstones, v.draining)
+    return (
+        v.nodes,
+        v.collections,
+        v.shards,
+        v.replicas,
+        v.replica_tombstones,
+        v.tombstones,
+        v.draining,
+        v.tenants,
+        v.keys,
+    )
 
 
 def test_good_records_parse_exactly():
     v = ClusterView.from_kvs(20, good_kvs())
     assert v.nodes["n1"] == NodeRecord("n1", "127.0.0.1:1", "p1", 2) and set(v.nodes) == {"n1", "n2"}
-    assert v.collections == {"docs": COLL}
+    assert v.collections == {"default/docs": COLL, "acme/docs": ACME_DOCS}  # two tenants, one name
+    assert v.tenants == {"acme": ACME} and v.keys == {"k1": KEY1}
     assert v.shards == {"cid1": {0: (_shard(0), 8), 1: (_shard(1, in_sync=()), 9)}}
     assert v.replicas == {
         ("cid1", 0, "n1"): ReplicaRecord("n1", "r1"),
@@ -169,9 +200,24 @@ BAD_RECORDS = [
     ("node record, unknown field", schema.node_key("n3"), _json({**NODE3, "zone": 1})),
     ("node record, wrong type", schema.node_key("n3"), _json({**NODE3, "shards": "2"})),
     ("node record, bool for int", schema.node_key("n3"), _json({**NODE3, "shards": True})),
-    ("collection record, missing field", schema.collection_key("c2"), _json({"name": "c2", "id": "cid2"})),
-    ("collection record, name with /", b"/quartz/collections/c/2", _json({**COLL2, "name": "c/2"})),
-    ("collection record, name differs from key", schema.collection_key("c3"), _json(COLL2)),
+    (
+        "collection record, missing field",
+        schema.collection_key("default", "c2"),
+        _json({"name": "c2", "id": "cid2"}),
+    ),
+    ("collection record, name with /", b"/quartz/collections/default/c/2", _json({**COLL2, "name": "c/2"})),
+    ("collection record, name differs from key", schema.collection_key("default", "c3"), _json(COLL2)),
+    ("collection key without a tenant", b"/quartz/collections/c2", _json(COLL2)),
+    ("collection record, tenant differs from key", schema.collection_key("acme", "c2"), _json(COLL2)),
+    ("collection record, tenant with /", b"/quartz/collections/a/b/c2", _json({**COLL2, "tenant": "a/b"})),
+    ("tenant record, name differs from key", schema.tenant_key("t2"), schema.TenantRecord("t3").to_json()),
+    ("tenant key with /", b"/quartz/auth/tenants/t/2", schema.TenantRecord("t/2").to_json()),
+    ("key record, id differs from key", schema.key_record_key("k2"), KEY1.to_json()),
+    (
+        "key record, collection with /",
+        schema.key_record_key("k3"),
+        _json({**asdict(KEY1), "id": "k3", "collections": ["a/b"]}),
+    ),
     ("shard record, bad JSON", schema.shard_key("cid2", 0), b"\x00\x01"),
     ("shard record, wrong key", schema.shard_key("cid2", 1), _shard_json()),
     ("shard record, shard not an int", schema.shard_key("cid2", 0), _shard_json(shard="0")),

@@ -391,7 +391,7 @@ def kv(key: bytes, value: bytes, mod_revision: int = 7):
     ("key", "value", "why"),
     [
         (schema.node_key("n3"), NodeRecord("n4", "x:1", "p").to_json(), "id 'n4' does not match the key"),
-        (schema.collection_key("c3"), COLL.to_json(), "name 'docs' does not match the key"),
+        (schema.collection_key("default", "c3"), COLL.to_json(), "name 'docs' does not match the key"),
         (
             schema.replica_key("cid1", 1, "n2"),
             ReplicaRecord("n1", "r").to_json(),
@@ -418,7 +418,7 @@ def test_good_records_of_every_family_are_read():
         12,
         [
             kv(schema.node_key("n1"), NodeRecord("n1", "a:1", "p").to_json()),
-            kv(schema.collection_key("docs"), COLL.to_json()),
+            kv(schema.collection_key("default", "docs"), COLL.to_json()),
             kv(schema.shard_key("cid1", 0), rec.to_json(), 41),
             kv(schema.replica_key("cid1", 0, "n2"), ReplicaRecord("n2", "r2").to_json()),
             kv(schema.replica_tombstone_key("cid1", 0, "n3"), b"r3"),
@@ -427,7 +427,7 @@ def test_good_records_of_every_family_are_read():
         ],
     )
     assert v.revision == 12 and v.bad_records == {}
-    assert v.nodes == {"n1": NodeRecord("n1", "a:1", "p")} and v.collections == {"docs": COLL}
+    assert v.nodes == {"n1": NodeRecord("n1", "a:1", "p")} and v.collections == {"default/docs": COLL}
     assert v.shards == {"cid1": {0: (rec, 41)}}
     assert v.replicas == {("cid1", 0, "n2"): ReplicaRecord("n2", "r2")}
     assert v.replica_tombstones == {("cid1", 0, "n3"): "r3"}

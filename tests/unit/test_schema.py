@@ -8,10 +8,12 @@ from quartz_cluster.meta import schema
 from quartz_cluster.meta.schema import (
     CollectionRecord,
     InSync,
+    KeyRecord,
     LeaderRecord,
     NodeRecord,
     ReplicaRecord,
     ShardRecord,
+    TenantRecord,
     Tombstone,
 )
 
@@ -28,11 +30,18 @@ def test_prefixes_are_fixed():
     assert schema.REPLICA_TOMBSTONES == b"/quartz/replica-tombstones/"
     assert schema.DRAINING == b"/quartz/drain/"
     assert schema.LEADER == b"/quartz/coordinator/leader"
+    assert schema.TENANTS == b"/quartz/auth/tenants/"
+    assert schema.KEYS == b"/quartz/auth/keys/"
+    assert schema.DEFAULT_TENANT == "default"
 
 
 def test_keys_are_exact():
     assert schema.node_key("n1") == b"/quartz/nodes/n1"
-    assert schema.collection_key("docs") == b"/quartz/collections/docs"
+    assert schema.collection_key("default", "docs") == b"/quartz/collections/default/docs"
+    assert schema.collection_key("acme", "docs") == b"/quartz/collections/acme/docs"
+    assert schema.qualified("acme", "docs") == "acme/docs"
+    assert schema.tenant_key("acme") == b"/quartz/auth/tenants/acme"
+    assert schema.key_record_key("0123abcd") == b"/quartz/auth/keys/0123abcd"
     assert schema.shard_key("cid", 7) == b"/quartz/shards/cid/0007"
     assert schema.shard_key("cid", 1023) == b"/quartz/shards/cid/1023"
     assert schema.replica_key("cid", 3, "n2") == b"/quartz/replicas/cid/0003/n2"
@@ -50,13 +59,15 @@ def test_key_families_do_not_shadow_each_other():
     # a reader dispatches on prefixes: no key of one family may start with another's prefix
     samples = {
         schema.NODES: schema.node_key("x"),
-        schema.COLLECTIONS: schema.collection_key("x"),
+        schema.COLLECTIONS: schema.collection_key("default", "x"),
         schema.SHARDS: schema.shard_key("x", 0),
         schema.REPLICAS: schema.replica_key("x", 0, "n"),
         schema.REPLICA_TOMBSTONES: schema.replica_tombstone_key("x", 0, "n"),
         schema.DRAINING: schema.drain_key("x"),
         schema.TOMBSTONES: schema.tombstone_key("x"),
         schema.LEADER: schema.LEADER,
+        schema.TENANTS: schema.tenant_key("x"),
+        schema.KEYS: schema.key_record_key("x"),
     }
     for prefix, key in samples.items():
         assert [p for p in samples if key.startswith(p)] == [prefix]
@@ -85,11 +96,15 @@ SHARD = ShardRecord(
         NodeRecord("n1", "127.0.0.1:7001", "inc", shards=3),
         NodeRecord("n1", "127.0.0.1:7001", "inc"),
         CollectionRecord("docs", "cid", 8, "cosine", 4, 2, 16, 200, 64),
+        CollectionRecord("docs", "cid", 8, "cosine", 4, 2, 16, 200, 64, tenant="acme"),
         SHARD,
         ReplicaRecord("n1", "r1", state="creating"),
         ReplicaRecord("n1", "r1"),
         Tombstone("docs", "cid"),
         LeaderRecord("c1"),
+        TenantRecord("acme", created_at=1700000000),
+        KeyRecord("k1", "acme", "read-only", "h" * 64, ("docs", "faq"), 1, 2, "ci"),
+        KeyRecord("k1", "acme", "admin", "h" * 64),
     ],
 )
 def test_records_round_trip_through_json(record):
@@ -115,6 +130,23 @@ def test_record_json_is_a_plain_object_of_its_fields():
         {"node": "n2", "incarnation": "i2"},
     ]
     assert ReplicaRecord.from_json(b'{"node": "n", "incarnation": "r"}').state == "ready"
+    # a collection written before tenants existed belongs to the bootstrap tenant
+    coll = orjson.loads(CollectionRecord("docs", "cid", 8, "l2", 1, 1, 16, 200, 64).to_json())
+    assert coll["tenant"] == "default"
+    del coll["tenant"]
+    old = CollectionRecord.from_json(orjson.dumps(coll))
+    assert old.tenant == "default" and old.qualified == "default/docs"
+    assert orjson.loads(KeyRecord("k1", "t", "admin", "h").to_json()) == {
+        "id": "k1",
+        "tenant": "t",
+        "role": "admin",
+        "hash": "h",
+        "collections": [],
+        "created_at": 0,
+        "expires_at": 0,
+        "description": "",
+    }
+    assert KeyRecord.from_json(KeyRecord("k1", "t", "admin", "h", ("a",)).to_json()).collections == ("a",)
 
 
 def test_shard_record_decodes_lists_as_tuples_and_defaults_missing_fields():
@@ -192,7 +224,16 @@ def test_records_refuse_what_is_not_a_record_naming_where():
         (ShardRecord, SHARD_JSON, "collection", "x/y"),
         (ShardRecord, SHARD_JSON, "collection_id", "x y"),
         (ShardRecord, SHARD_JSON, "primary", "n/1"),
+        (
+            CollectionRecord,
+            orjson.loads(CollectionRecord("d", "c", 1, "l2", 1, 1, 2, 3, 4).to_json()),
+            "tenant",
+            "a/b",
+        ),
         (ReplicaRecord, {"node": "n1", "incarnation": "r"}, "node", "n 1"),
+        (TenantRecord, {"name": "t"}, "name", "t/1"),
+        (KeyRecord, {"id": "k", "tenant": "t", "role": "admin", "hash": "h"}, "id", "k/1"),
+        (KeyRecord, {"id": "k", "tenant": "t", "role": "admin", "hash": "h"}, "tenant", ""),
         (Tombstone, {"name": "d", "collection_id": "c"}, "name", "d/"),
         (Tombstone, {"name": "d", "collection_id": "c"}, "collection_id", "c" * 65),
     ],
@@ -229,8 +270,30 @@ def test_shard_numbers_are_ints_not_bools_in_range():
 
 
 def test_a_field_of_an_unknown_kind_is_a_programming_error():
-    with pytest.raises(TypeError, match=r"^W: no decoder for float$"):
-        schema._typed(1.5, "float", "W")
+    with pytest.raises(TypeError, match=r"^W: no decoder for bytes$"):
+        schema._typed(b"x", "bytes", "W")
+
+
+def test_float_fields_take_numbers_but_not_bools_or_strings():
+    assert schema._typed(1.5, "float", "W") == 1.5
+    assert schema._typed(2, "float", "W") == 2  # JSON writes 2.0 as 2
+    bad(lambda: schema._typed(True, "float", "W"), "W", "must be float, got True")
+    bad(lambda: schema._typed("1.5", "float", "W"), "W", "must be float, got '1.5'")
+    bad(lambda: schema._typed(None, "float", "W"), "W", "must be float, got None")
+
+
+def test_collection_keys_parse_to_tenant_and_name():
+    assert schema.parse_collection_key(schema.collection_key("acme", "docs")) == ("acme", "docs")
+    k = "/quartz/collections/docs"  # the key shape before tenants
+    bad(
+        lambda: schema.parse_collection_key(k.encode()),
+        k,
+        "key must have 2 segment(s) after /quartz/collections/, got 1",
+    )
+    k = "/quartz/collections/a b/docs"
+    bad(lambda: schema.parse_collection_key(k.encode()), k, f"{NAME}, got 'a b'")
+    k = "/quartz/collections/acme/d%"
+    bad(lambda: schema.parse_collection_key(k.encode()), k, f"{NAME}, got 'd%'")
 
 
 def test_name_keys_parse_to_their_one_name():
