@@ -8,6 +8,7 @@ and gateway/models.py; /docs serves Swagger UI from local assets (no CDN)."""
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -15,11 +16,13 @@ from typing import Annotated, Any
 import numpy as np
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import Path as FastApiPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.staticfiles import StaticFiles
 
 from quartz_cluster import __version__, errors, limits
@@ -96,6 +99,8 @@ def credentials(
 
 
 Caller = Annotated[list[tuple[str, str]], Depends(credentials)]
+CollectionName = Annotated[str, FastApiPath(pattern=m.NAME_REGEX, description="a collection name")]
+KeyId = Annotated[str, FastApiPath(pattern=m.NAME_REGEX, description="the key id (public part of the key)")]
 
 
 def _vectors(rows: list[list[float]], field: str) -> node_pb2.Vectors:
@@ -160,8 +165,17 @@ def _ids(ids: list[str | int], field: str) -> list[str]:
     return sdk.str_ids(ids, field)
 
 
-def _payload(p: dict | None) -> bytes:
-    return orjson.dumps(p) if p else b""
+def _json(value: Any, field: str) -> bytes:
+    """JSON bytes of a decoded body part; InvalidArgument for what JSON on the wire may hold but
+    the stored form cannot (integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(value)
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        raise errors.InvalidArgument(f"cannot be stored as JSON ({exc})", field) from None
+
+
+def _payload(p: dict | None, field: str) -> bytes:
+    return _json(p, field) if p else b""
 
 
 def _hits(result: node_pb2.SearchResult, with_payload: bool) -> list[dict]:
@@ -177,9 +191,22 @@ def _hits(result: node_pb2.SearchResult, with_payload: bool) -> list[dict]:
     ]
 
 
-class JSON(Response):
-    media_type = "application/json"
+_FIELD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
+
+def field_path(loc) -> str:
+    """pydantic's error location as the field path the rest of the API uses: points[1].vector
+    (the "body" / "path" / "query" root and union-member tags such as "constrained-str" left out)."""
+    out = ""
+    for part in list(loc)[1:] if loc and loc[0] in ("body", "path", "query", "header") else loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _FIELD_RE.fullmatch(str(part)) and part not in ("str", "int", "float", "bool"):
+            out += f".{part}" if out else str(part)
+    return out
+
+
+class JSON(JSONResponse):
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
@@ -214,16 +241,22 @@ def build_app(service, ready: Callable[[], bool]) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def on_bad_body(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        loc = [str(x) for x in first.get("loc", ()) if x != "body"]
-        path = ".".join(loc).replace(".[", "[")
-        detail = (
-            f"{path}: {first.get('msg', 'invalid')}" if path else str(first.get("msg", "invalid request"))
-        )
-        return problem(400, detail, "INVALID_ARGUMENT")
+        path = field_path(first.get("loc", ()))
+        message = str(first.get("msg", "invalid request"))
+        return problem(400, f"{path}: {message}" if path else message, "INVALID_ARGUMENT")
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        return problem(exc.status_code, str(exc.detail), None)
+        headers = exc.headers
+        if exc.status_code == 405:  # Allow: every method some route serves at this path
+            allowed = {
+                method
+                for route in app.router.routes
+                if route.matches(request.scope)[0] == Match.PARTIAL
+                for method in getattr(route, "methods", None) or ()
+            }
+            headers = {"Allow": ", ".join(sorted(allowed))}
+        return problem(exc.status_code, str(exc.detail), None, headers)
 
     @app.exception_handler(Exception)
     async def on_crash(request: Request, exc: Exception) -> Response:
@@ -286,18 +319,18 @@ def build_app(service, ready: Callable[[], bool]) -> FastAPI:
         return {"collections": [_collection(c) for c in resp.collections]}
 
     @v1.get("/collections/{name}", response_model=m.CollectionInfo, tags=["collections"])
-    async def describe_collection(name: str, caller: Caller):
+    async def describe_collection(name: CollectionName, caller: Caller):
         return _collection(
             await call("DescribeCollection", quartz_pb2.DescribeCollectionRequest(name=name), caller)
         )
 
     @v1.delete("/collections/{name}", response_model=m.Dropped, tags=["collections"])
-    async def drop_collection(name: str, caller: Caller):
+    async def drop_collection(name: CollectionName, caller: Caller):
         resp = await call("DropCollection", quartz_pb2.DropCollectionRequest(name=name), caller)
         return {"dropped": resp.dropped}
 
     @v1.put("/collections/{name}/points", response_model=m.WriteResult, tags=["points"])
-    async def upsert(name: str, body: m.Upsert, caller: Caller):
+    async def upsert(name: CollectionName, body: m.Upsert, caller: Caller):
         """Insert or replace points. The reply lists the points not written (`errors`); a bad
         point refuses the whole batch (400) and nothing is written."""
         req = quartz_pb2.UpsertRequest(
@@ -305,14 +338,14 @@ def build_app(service, ready: Callable[[], bool]) -> FastAPI:
             points=node_pb2.PointBatch(
                 ids=_ids([p.id for p in body.points], "points[].id"),
                 vectors=_vectors([p.vector for p in body.points], "points[].vector"),
-                payloads=[_payload(p.payload) for p in body.points],
+                payloads=[_payload(p.payload, f"points[{i}].payload") for i, p in enumerate(body.points)],
             ),
             write_consistency=sdk.WRITE_CONSISTENCY[body.write_consistency],
         )
         return _write_result(await call("Upsert", req, caller))
 
     @v1.post("/collections/{name}/points/delete", response_model=m.WriteResult, tags=["points"])
-    async def delete_points(name: str, body: m.DeletePoints, caller: Caller):
+    async def delete_points(name: CollectionName, body: m.DeletePoints, caller: Caller):
         req = quartz_pb2.DeleteRequest(
             collection=name,
             ids=_ids(body.ids, "ids"),
@@ -321,7 +354,7 @@ def build_app(service, ready: Callable[[], bool]) -> FastAPI:
         return _write_result(await call("Delete", req, caller))
 
     @v1.post("/collections/{name}/points/get", response_model=m.PointsOut, tags=["points"])
-    async def get_points(name: str, body: m.GetPoints, caller: Caller):
+    async def get_points(name: CollectionName, body: m.GetPoints, caller: Caller):
         req = quartz_pb2.GetPointsRequest(
             collection=name,
             ids=_ids(body.ids, "ids"),
@@ -341,8 +374,13 @@ def build_app(service, ready: Callable[[], bool]) -> FastAPI:
         ]
         return {"points": points, "shards": _shards(resp.shards)}
 
-    @v1.post("/collections/{name}/search", response_model=m.SearchResult, tags=["points"])
-    async def search(name: str, body: m.Search, caller: Caller):
+    @v1.post(
+        "/collections/{name}/search",
+        response_model=m.SearchResult,
+        response_model_exclude_none=True,
+        tags=["points"],
+    )
+    async def search(name: CollectionName, body: m.Search, caller: Caller):
         """`vector` (one query: the reply has `hits`) or `vectors` (several: `results`, one list
         per query), best first."""
         if (body.vector is None) == (body.vectors is None):
@@ -355,7 +393,7 @@ def build_app(service, ready: Callable[[], bool]) -> FastAPI:
             queries=_vectors(rows, "vector" if body.vector is not None else "vectors"),
             k=body.k,
             ef=body.ef or 0,
-            filter=orjson.dumps(body.filter).decode() if body.filter is not None else "",
+            filter=_json(body.filter, "filter").decode() if body.filter is not None else "",
             with_payload=body.with_payload,
             consistency=sdk.READ_CONSISTENCY[body.consistency],
             allow_partial=body.allow_partial,
@@ -370,7 +408,7 @@ def build_app(service, ready: Callable[[], bool]) -> FastAPI:
         return out
 
     @v1.get("/collections/{name}/count", response_model=m.CountResult, tags=["points"])
-    async def count(name: str, caller: Caller, allow_partial: bool = False):
+    async def count(name: CollectionName, caller: Caller, allow_partial: bool = False):
         resp = await call(
             "Count", quartz_pb2.CountRequest(collection=name, allow_partial=allow_partial), caller
         )
@@ -387,7 +425,7 @@ def build_app(service, ready: Callable[[], bool]) -> FastAPI:
         return {"name": t.name, "created_at": t.created_at}
 
     @v1.delete("/admin/tenants/{name}", response_model=m.TenantDeleted, tags=["admin"])
-    async def delete_tenant(name: str, caller: Caller):
+    async def delete_tenant(name: Annotated[str, FastApiPath(pattern=m.NAME_REGEX)], caller: Caller):
         resp = await call("DeleteTenant", quartz_pb2.DeleteTenantRequest(name=name), caller)
         return {"deleted": resp.deleted, "keys_revoked": resp.keys_revoked}
 
@@ -409,7 +447,7 @@ def build_app(service, ready: Callable[[], bool]) -> FastAPI:
         return {"key": resp.key, "info": _key(resp.info)}
 
     @v1.delete("/admin/keys/{key_id}", response_model=m.Revoked, tags=["admin"])
-    async def revoke_key(key_id: str, caller: Caller):
+    async def revoke_key(key_id: KeyId, caller: Caller):
         resp = await call("RevokeKey", quartz_pb2.RevokeKeyRequest(id=key_id), caller)
         return {"revoked": resp.revoked}
 

@@ -4,22 +4,29 @@ every value, exactly as for gRPC."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from quartz_cluster import limits
 
 Metric = Literal["cosine", "l2", "ip"]
 WriteConsistency = Literal["one", "majority", "all"]
 ReadConsistency = Literal["eventual", "session", "strong"]
-Name = Field(pattern=f"^{limits.NAME_PATTERN}$", description="letters, digits, _ and -; 1-64")
-PointId = str | int
+NAME_REGEX = f"^{limits.NAME_PATTERN}$"
+Name = Field(pattern=NAME_REGEX, description="letters, digits, _ and -; 1-64")
+NameStr = Annotated[str, StringConstraints(pattern=NAME_REGEX)]
+PointId = (
+    Annotated[str, StringConstraints(min_length=1, max_length=limits.ID_BYTES_MAX)] | int
+)  # a string (at most ID_BYTES_MAX UTF-8 bytes) or an integer
 Vector = list[float]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Request bodies: unknown fields and values of the wrong JSON type are refused (strict: no
+    "5" for 5, no true for 1)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class CreateCollection(Strict):
@@ -76,12 +83,14 @@ class Upsert(Strict):
 
 
 class DeletePoints(Strict):
-    ids: list[PointId] = Field(min_length=1, max_length=limits.BATCH_POINTS_MAX)
+    ids: list[PointId] = Field(
+        min_length=1, max_length=limits.BATCH_POINTS_MAX, json_schema_extra={"uniqueItems": True}
+    )
     write_consistency: WriteConsistency = "majority"
 
 
 class GetPoints(Strict):
-    ids: list[PointId] = Field(max_length=limits.GET_IDS_MAX)
+    ids: list[PointId] = Field(max_length=limits.GET_IDS_MAX, json_schema_extra={"uniqueItems": True})
     with_vectors: bool = True
     with_payload: bool = True
     consistency: ReadConsistency = "eventual"
@@ -175,7 +184,7 @@ class TenantDeleted(BaseModel):
 class CreateKey(Strict):
     tenant: str | None = Field(None, pattern=f"^{limits.NAME_PATTERN}$", description="default: the caller's")
     role: Literal["admin", "tenant-admin", "read-write", "read-only"] = "read-write"
-    collections: list[str] = Field(default_factory=list, max_length=100)
+    collections: list[NameStr] = Field(default_factory=list, max_length=100)
     expires_in_s: int = Field(0, ge=0, le=10 * 365 * 86400, description="0: never expires")
     description: str = Field("", max_length=256)
 
