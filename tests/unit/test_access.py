@@ -58,7 +58,7 @@ def test_a_new_key_parses_back_to_its_id_and_secret_and_only_its_hash_matches():
     ],
 )
 def test_a_malformed_key_is_unauthenticated_and_not_echoed(bad):
-    with pytest.raises(Unauthenticated, match="malformed API key") as err:
+    with pytest.raises(Unauthenticated, match=r"malformed API key") as err:
         keys.parse(bad)
     # the message is fixed: nothing of the value sent (perhaps a secret) comes back
     assert str(err.value) == "malformed API key: expected qz_<key id>_<secret> (12 and 40 hex digits)"
@@ -70,7 +70,7 @@ def test_the_key_comes_from_bearer_or_api_key_metadata():
     assert keys.from_metadata([("x", "y"), ("api-key", " qz_k")]) == "qz_k"
     assert keys.from_metadata([]) is None and keys.from_metadata(None) is None
     for bad in ("Basic abc", "Bearer", "Bearer  ", "qz_k"):
-        with pytest.raises(Unauthenticated, match="Bearer"):
+        with pytest.raises(Unauthenticated, match=r"Bearer"):
             keys.from_metadata([("authorization", bad)])
 
 
@@ -99,7 +99,7 @@ def test_a_scoped_key_reaches_only_its_collections():
     p = Principal("k2", "t1", READ_WRITE, frozenset({"a", "b"}))
     access.authorize(p, Action.WRITE, "a")
     access.authorize(p, Action.READ)  # no collection named: a listing, filtered by `visible`
-    with pytest.raises(PermissionDenied, match="limited to collections a, b"):
+    with pytest.raises(PermissionDenied, match=r"limited to collections a, b"):
         access.authorize(p, Action.READ, "c")
     assert access.visible(p, "a") and not access.visible(p, "c")
     assert access.visible(P[READ_ONLY], "anything")
@@ -108,7 +108,7 @@ def test_a_scoped_key_reaches_only_its_collections():
 def test_role_names_are_checked():
     assert access.role("read-only") == "read-only"
     with pytest.raises(
-        InvalidArgument, match="^role: must be one of admin, tenant-admin, read-write, read-only"
+        InvalidArgument, match=r"^role: must be one of admin, tenant-admin, read-write, read-only"
     ):
         access.role("root")
 
@@ -117,17 +117,17 @@ def test_key_grants_admin_any_tenant_admin_its_own_tenant_below_admin_within_sco
     access.authorize_key_grant(P[ADMIN], "other", ADMIN, frozenset())
     access.authorize_key_grant(P[TENANT_ADMIN], "t1", READ_ONLY, frozenset({"x"}))
     access.authorize_key_grant(P[TENANT_ADMIN], "t1", TENANT_ADMIN, frozenset())
-    with pytest.raises(PermissionDenied, match="^tenant: .* only manage keys of its own tenant"):
+    with pytest.raises(PermissionDenied, match=r"^tenant: .* only manage keys of its own tenant"):
         access.authorize_key_grant(P[TENANT_ADMIN], "other", READ_ONLY, frozenset())
-    with pytest.raises(PermissionDenied, match="^role: .* may not create admin keys"):
+    with pytest.raises(PermissionDenied, match=r"^role: .* may not create admin keys"):
         access.authorize_key_grant(P[TENANT_ADMIN], "t1", ADMIN, frozenset())
     for role in (READ_WRITE, READ_ONLY):
-        with pytest.raises(PermissionDenied, match="may not manage API keys"):
+        with pytest.raises(PermissionDenied, match=r"may not manage API keys"):
             access.authorize_key_grant(P[role], "t1", READ_ONLY, frozenset())
     scoped = Principal("k3", "t1", TENANT_ADMIN, frozenset({"a"}))
     access.authorize_key_grant(scoped, "t1", READ_ONLY, frozenset({"a"}))
     for wider in (frozenset(), frozenset({"a", "b"})):
-        with pytest.raises(PermissionDenied, match="^collections: .*within its own scope"):
+        with pytest.raises(PermissionDenied, match=r"^collections: .*within its own scope"):
             access.authorize_key_grant(scoped, "t1", READ_ONLY, wider)
 
 
@@ -172,21 +172,21 @@ def test_missing_unknown_wrong_secret_revoked_expired_and_orphaned_keys_are_refu
     view = view_with(rec)
     auth = Authenticator(creds, lambda: view)
     assert auth.authenticate([("api-key", key)], now=999.0).key_id == rec.id
-    with pytest.raises(Unauthenticated, match="has expired"):
+    with pytest.raises(Unauthenticated, match=r"has expired"):
         auth.authenticate([("api-key", key)], now=1000.0)
-    with pytest.raises(Unauthenticated, match="^missing API key"):
+    with pytest.raises(Unauthenticated, match=r"^missing API key"):
         auth.authenticate([], now=0)
     wrong = key[:-1] + ("0" if key[-1] != "0" else "1")
-    with pytest.raises(Unauthenticated, match="^unknown or revoked API key$"):
+    with pytest.raises(Unauthenticated, match=r"^unknown or revoked API key$"):
         auth.authenticate([("api-key", wrong)], now=0)
     other, _ = make_key()
-    with pytest.raises(Unauthenticated, match="^unknown or revoked API key$"):
+    with pytest.raises(Unauthenticated, match=r"^unknown or revoked API key$"):
         auth.authenticate([("api-key", other)], now=0)
     view = view_with(rec, tenants=())  # its tenant deleted
-    with pytest.raises(Unauthenticated, match="^unknown or revoked API key$"):
+    with pytest.raises(Unauthenticated, match=r"^unknown or revoked API key$"):
         auth.authenticate([("api-key", key)], now=0)
     view = view_with()  # revoked: the record is gone
-    with pytest.raises(Unauthenticated, match="^unknown or revoked API key$"):
+    with pytest.raises(Unauthenticated, match=r"^unknown or revoked API key$"):
         auth.authenticate([("api-key", key)], now=0)
 
 
@@ -210,15 +210,15 @@ def test_the_cluster_secret_is_created_once_private_and_loaded_back(tmp_path):
         != ClusterCredentials(SECRET).etcd_password
     )
     (tmp_path / "cluster.secret").write_text("not a secret")
-    with pytest.raises(FailedPrecondition, match="is not a cluster secret"):
+    with pytest.raises(FailedPrecondition, match=r"is not a cluster secret"):
         ClusterCredentials.load(tmp_path)
-    with pytest.raises(FailedPrecondition, match="does not exist"):
+    with pytest.raises(FailedPrecondition, match=r"does not exist"):
         ClusterCredentials.load(tmp_path / "none")
 
 
 def test_a_process_needs_a_cluster_dir_or_an_explicit_no_auth(tmp_path):
     assert load_optional(None, True, "node") is None
-    with pytest.raises(FailedPrecondition, match="needs --cluster-dir D .* or --no-auth"):
+    with pytest.raises(FailedPrecondition, match=r"needs --cluster-dir D .* or --no-auth"):
         load_optional(None, False, "node")
     ClusterCredentials.create(tmp_path)
     assert load_optional(str(tmp_path), False, "router").secret == ClusterCredentials.load(tmp_path).secret
@@ -229,15 +229,15 @@ def test_member_tokens_verify_only_under_the_same_secret_and_while_current():
     token = creds.member_token("n1", now=10_000)
     assert ClusterCredentials(SECRET).verify_member(token, now=10_000 + TOKEN_TTL_S - 1) == "n1"
     for now in (10_000 + TOKEN_TTL_S, 10_000 - TOKEN_CLOCK_SKEW_S - 1):
-        with pytest.raises(Unauthenticated, match="expired member token"):
+        with pytest.raises(Unauthenticated, match=r"expired member token"):
             ClusterCredentials(SECRET).verify_member(token, now=now)
-    with pytest.raises(Unauthenticated, match="bad member token"):
+    with pytest.raises(Unauthenticated, match=r"bad member token"):
         ClusterCredentials(bytes(32)).verify_member(token, now=10_000)
     forged = token.replace("qzm1.n1.", "qzm1.n2.")
-    with pytest.raises(Unauthenticated, match="bad member token"):
+    with pytest.raises(Unauthenticated, match=r"bad member token"):
         creds.verify_member(forged, now=10_000)
     for bad in (None, "", "qz_" + "a" * 12 + "_" + "b" * 40, "qzm1.n1.x.y", token + "0"):
-        with pytest.raises(Unauthenticated, match="admits cluster members only"):
+        with pytest.raises(Unauthenticated, match=r"admits cluster members only"):
             ClusterCredentials(SECRET).verify_member(bad, now=10_000)
 
 
@@ -245,7 +245,7 @@ def test_a_cached_token_still_expires():
     creds = ClusterCredentials(SECRET)
     token = creds.member_token("n1", now=0)
     assert creds.verify_member(token, now=1) == "n1"  # now cached
-    with pytest.raises(Unauthenticated, match="expired"):
+    with pytest.raises(Unauthenticated, match=r"expired"):
         creds.verify_member(token, now=TOKEN_TTL_S)
 
 

@@ -91,7 +91,9 @@ def test_a_malformed_entry_refuses_the_whole_request_and_stores_nothing(tmp_path
             assert r.store.log_end == 0 and r.state.next_label == 0 and len(r.state.label_of) == 0
             # the same good entry alone is taken: the refusal was for the bad one
             reply = await r.append_replicated(request(GOOD))
-            assert reply.status == node_pb2.REPLICATE_OK and r.store.log_end == 1 and len(r.state.label_of) == 2
+            assert (
+                reply.status == node_pb2.REPLICATE_OK and r.store.log_end == 1 and len(r.state.label_of) == 2
+            )
         finally:
             await r.close(checkpoint=False)
 
