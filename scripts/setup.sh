@@ -16,6 +16,16 @@ if ! command -v etcd >/dev/null 2>&1; then
   fi
 fi
 
+# Node 20 + npm run the JavaScript examples (examples/javascript; tests/integration/test_examples.py)
+if ! command -v node >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "setup: installing nodejs and npm (apt)" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null || true
+fi
+if command -v npm >/dev/null 2>&1 && [ ! -d examples/javascript/node_modules ]; then
+  (cd examples/javascript && npm ci --silent --no-audit --no-fund) || echo "setup: npm ci failed: the JavaScript examples will be skipped" >&2
+fi
+
 py=${PYTHON:-python3}
 "$py" -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 needed"'
 if [ ! -x .venv/bin/python ]; then
