@@ -29,10 +29,16 @@ class ProcessFailed(RuntimeError):
     pass
 
 
-def wait_serving(address: str, timeout_s: float) -> None:
-    """Block until the gRPC health service at `address` reports SERVING."""
+def wait_serving(address: str, timeout_s: float, tls_ca: bytes | None = None) -> None:
+    """Block until the gRPC health service at `address` reports SERVING (over TLS, trusting
+    `tls_ca`, when given)."""
     deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(address) as channel:
+    channel = (
+        grpc.secure_channel(address, grpc.ssl_channel_credentials(tls_ca))
+        if tls_ca
+        else grpc.insecure_channel(address)
+    )
+    with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             try:
@@ -208,11 +214,15 @@ class RouterProcess(Child):
         cluster_dir: str | Path | None = None,
         http_listen: str | None = "127.0.0.1:0",
         extra_args: list[str] | None = None,
+        tls_ca: str | Path | None = None,
     ) -> None:
+        """tls_ca: the CA of the certificate the router serves (extra_args gives --tls-cert and
+        --tls-key): readiness is probed over TLS."""
         super().__init__(name, log_path)
         self.etcd, self.info_file, self.listen = etcd, Path(info_file), listen
         self.cluster_dir, self.http_listen, self.extra_args = cluster_dir, http_listen, extra_args or []
         self.http_address: str | None = None
+        self.tls_ca = tls_ca
 
     def command(self) -> list[str]:
         http = ["--http-listen", self.http_listen] if self.http_listen else []
@@ -241,7 +251,8 @@ class RouterProcess(Child):
         self.listen = self.address  # a restart comes back on the same addresses
         if self.http_address:
             self.http_listen = self.http_address
-        wait_serving(self.address, max(1.0, deadline - time.monotonic()))
+        ca = Path(self.tls_ca).read_bytes() if self.tls_ca else None
+        wait_serving(self.address, max(1.0, deadline - time.monotonic()), ca)
 
 
 class CoordinatorProcess(Child):
