@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import contextlib
 
+import grpc
 import numpy as np
 import pytest
 
@@ -41,3 +42,68 @@ def module_cluster(tmp_path_factory):
     cluster.start()
     yield cluster
     cluster.kill()
+
+
+# --------------------------------------------------------------------------- credentials
+# A cluster started by LocalCluster has auth on: tests reach it the way a user or a member
+# process would, with the admin key (clients), the etcd credentials (etcd) or a member token
+# signed with the cluster secret (node RPCs). No back door.
+
+
+def bearer(api_key: str) -> tuple[tuple[str, str], ...]:
+    """gRPC metadata carrying an API key, for raw stubs to a router."""
+    return (("authorization", f"Bearer {api_key}"),)
+
+
+def etcd_auth(cluster):
+    """The etcd credentials of a LocalCluster (None for an auth=False one)."""
+    from quartz_cluster.auth.cluster import ClusterCredentials
+
+    return ClusterCredentials.load(cluster.data_dir).etcd_auth if cluster.auth else None
+
+
+def etcd_store(cluster):
+    """An EtcdStore on the cluster's etcd, logged in with the cluster's credentials."""
+    from quartz_cluster.meta.store import EtcdStore
+
+    return EtcdStore(cluster.etcd.endpoint, etcd_auth(cluster))
+
+
+def member_metadata(cluster, member: str = "test") -> tuple[tuple[str, str], ...]:
+    """gRPC metadata with a member token of the cluster, for raw stubs to its nodes."""
+    from quartz_cluster.auth.cluster import ClusterCredentials, MemberIdentity
+
+    return MemberIdentity(ClusterCredentials.load(cluster.data_dir), member).metadata()
+
+
+class _Metadata(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Adds fixed metadata (an API key, a member token) to every call of a channel."""
+
+    def __init__(self, metadata) -> None:
+        self.metadata = tuple(metadata)
+
+    def _details(self, details):
+        return details._replace(metadata=(*(details.metadata or ()), *self.metadata))
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+
+def with_metadata(channel: grpc.Channel, metadata) -> grpc.Channel:
+    """`channel` sending `metadata` (e.g. bearer(key)) on every call, as a client would."""
+    return grpc.intercept_channel(channel, _Metadata(metadata))
+
+
+def member_node_client(cluster, address: str, **kwargs) -> NodeClient:
+    """A NodeClient to a node of the cluster that calls as a cluster member (NodeClient has no
+    credentials of its own: it talks to standalone --no-auth nodes)."""
+    from quartz_cluster.proto.quartz.v1 import node_pb2_grpc
+
+    client = NodeClient(address, **kwargs)
+    if cluster.auth:
+        md = member_metadata(cluster)
+        client.stub = node_pb2_grpc.NodeStub(with_metadata(client.channel, md))
+    return client

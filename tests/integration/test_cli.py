@@ -65,6 +65,9 @@ def test_up_status_collections_load_and_ctrl_c(up, tmp_path):
     roles = sorted(p["role"] for p in info["processes"])
     assert roles == ["coordinator", "etcd", "node", "node", "node", "router"]
     assert all(p["pid"] > 0 for p in info["processes"])
+    # auth is on: the admin key is in the data dir, readable by its owner only
+    assert info["auth"] is True and info["admin_key_file"] == str(data.resolve() / "admin.key")
+    assert (data / "admin.key").stat().st_mode & 0o777 == 0o600
 
     d = ["--data-dir", str(data)]
     out = quartz("collections", "create", "docs", "--dim", "8", "--shards", "3", "--rf", "2", *d)
@@ -151,11 +154,12 @@ def test_up_operations_a_newcomer_hits(up, tmp_path):
         assert out.returncode != 0 and "drained" not in out.stdout, out
     import asyncio
 
+    from quartz_cluster.auth.cluster import ClusterCredentials
     from quartz_cluster.meta import schema
     from quartz_cluster.meta.store import EtcdStore
 
-    async def drain_keys():
-        store = EtcdStore(info["etcd"])
+    async def drain_keys():  # etcd with the cluster's credentials, from the data dir's secret
+        store = EtcdStore(info["etcd"], ClusterCredentials.load(data).etcd_auth)
         try:
             return (await store.list(schema.DRAINING))[1]
         finally:
@@ -165,18 +169,38 @@ def test_up_operations_a_newcomer_hits(up, tmp_path):
 
     import os
 
-    env = {**os.environ, "QUARTZ_ROUTER": info["router"], "QUARTZ_ETCD": info["etcd"][0]}
+    # from another directory: the router and etcd from the environment, the API key from
+    # QUARTZ_API_KEY; etcd's credentials come only from the cluster secret in a data dir
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("QUARTZ_")},
+        "QUARTZ_ROUTER": info["router"],
+        "QUARTZ_ETCD": info["etcd"][0],
+        "PYTHONPATH": os.pathsep.join(sys.path),
+    }
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    by_env = subprocess.run(
-        [sys.executable, "-m", "quartz_cluster", "status", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=elsewhere,
-        env={**env, "PYTHONPATH": os.pathsep.join(sys.path)},
+
+    def by_env(*args, **extra):
+        return subprocess.run(
+            [sys.executable, "-m", "quartz_cluster", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=elsewhere,
+            env={**env, **extra},
+        )
+
+    key = (data / "admin.key").read_text().strip()
+    listed = by_env("collections", "list", QUARTZ_API_KEY=key)
+    assert listed.returncode == 0 and "no collections" in listed.stderr, listed.stderr
+    no_key = by_env("collections", "list")
+    assert no_key.returncode == 1 and no_key.stderr.startswith("error: UNAUTHENTICATED"), no_key.stderr
+    status = by_env("status", "--json", QUARTZ_DATA_DIR=str(data))
+    assert status.returncode == 0 and json.loads(status.stdout)["coordinators"], status.stderr
+    refused = by_env("status", "--json")  # no cluster secret here: etcd refuses
+    assert (
+        refused.returncode == 1 and refused.stderr.startswith("error: ") and "Traceback" not in refused.stderr
     )
-    assert by_env.returncode == 0 and json.loads(by_env.stdout)["coordinators"]
 
     (n1,) = [p for p in info["processes"] if p["id"] == "n1"]
     os.kill(n1["pid"], signal.SIGKILL)

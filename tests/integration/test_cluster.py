@@ -12,6 +12,7 @@ import pytest
 from quartz_cluster import AsyncQuartzClient, QuartzClient
 from quartz_cluster.datasets import generate_clustered, load_pydocs, recall_at_k, shared_data_dir
 from quartz_cluster.errors import NotFound
+from tests.integration.conftest import etcd_store
 
 pytestmark = pytest.mark.integration
 K = 10
@@ -26,7 +27,7 @@ def load(client, name, ds, batch=2000):
 @pytest.fixture(scope="module")
 def clustered(module_cluster):
     ds = generate_clustered(20_000, dim=32, n_queries=200, seed=3)
-    with QuartzClient(module_cluster.routers[0].address, timeout=60) as c:
+    with module_cluster.client(timeout=60) as c:
         info = c.create_collection("clustered", dim=ds.dim, shards=4, replication_factor=2)
         assert info.ready and len(info.shard_map) == 4
         load(c, "clustered", ds)
@@ -34,7 +35,7 @@ def clustered(module_cluster):
 
 
 def test_placement_is_balanced_on_distinct_nodes(module_cluster, clustered):
-    with QuartzClient(module_cluster.routers[0].address) as c:
+    with module_cluster.client() as c:
         info = c.describe_collection("clustered")
     replicas = [s["replicas"] for s in info.shard_map]
     assert all(len(set(r)) == 2 for r in replicas)  # distinct nodes per shard
@@ -45,7 +46,7 @@ def test_placement_is_balanced_on_distinct_nodes(module_cluster, clustered):
 
 def test_every_point_readable_and_recall_matches_one_node(module_cluster, clustered):
     ds = clustered
-    with QuartzClient(module_cluster.routers[0].address, timeout=60) as c:
+    with module_cluster.client(timeout=60) as c:
         assert c.count("clustered") == len(ds.ids)
         for start in range(0, len(ds.ids), 5000):
             ids = ds.ids[start : start + 5000]
@@ -65,7 +66,7 @@ def test_two_routers_give_identical_results(module_cluster, clustered):
     flt = {"must": [{"key": "bucket", "range": {"lt": 300}}]}
     results = []
     for router in module_cluster.routers:
-        with QuartzClient(router.address) as c:
+        with QuartzClient(router.address, api_key=module_cluster.admin_key) as c:
             results.append(
                 (
                     c.search("clustered", ds.queries[:100], k=K),
@@ -79,14 +80,16 @@ def test_async_client_mirrors_sync(module_cluster, clustered):
     ds = clustered
 
     async def go():
-        async with AsyncQuartzClient(module_cluster.routers[1].address) as c:
+        async with AsyncQuartzClient(
+            module_cluster.routers[1].address, api_key=module_cluster.admin_key
+        ) as c:
             hits = await c.search("clustered", ds.queries[0], k=5)
             count = await c.count("clustered")
             points = await c.get("clustered", ds.ids[:3])
             return hits, count, points
 
     hits, count, points = asyncio.run(go())
-    with QuartzClient(module_cluster.routers[0].address) as c:
+    with module_cluster.client() as c:
         assert hits == c.search("clustered", ds.queries[0], k=5)
     assert count == len(ds.ids) and [p.id for p in points] == ds.ids[:3]
 
@@ -106,11 +109,11 @@ def test_concurrent_searches_batched_by_the_router_get_their_own_answers(module_
         for i in range(72)
     ]
     address = module_cluster.routers[0].address
-    with QuartzClient(address) as c:
+    with QuartzClient(address, api_key=module_cluster.admin_key) as c:
         alone = [c.search("clustered", q, k=k, filter=f, with_payload=False) for q, f, k in cases]
 
     async def together():
-        async with AsyncQuartzClient(address) as c:
+        async with AsyncQuartzClient(address, api_key=module_cluster.admin_key) as c:
             return await asyncio.gather(
                 *(c.search("clustered", q, k=k, filter=f, with_payload=False) for q, f, k in cases)
             )
@@ -128,7 +131,7 @@ def test_concurrent_searches_batched_by_the_router_get_their_own_answers(module_
 
 
 def test_integer_ids_come_back_as_strings_and_delete_routes(module_cluster):
-    with QuartzClient(module_cluster.routers[0].address) as c:
+    with module_cluster.client() as c:
         c.create_collection("ints", dim=4, shards=3)
         c.upsert("ints", [1, 2, 3], np.eye(3, 4, dtype=np.float32))
         assert [p.id for p in c.get("ints", [3, 1])] == ["3", "1"]
@@ -154,7 +157,7 @@ def test_router_restart_mid_workload(module_cluster, clustered):
     rng = np.random.default_rng(11)
 
     def workload():
-        with QuartzClient(router.address, timeout=30) as c:
+        with QuartzClient(router.address, api_key=module_cluster.admin_key, timeout=30) as c:
             i = 0
             while not done.is_set() or i < 40:
                 try:
@@ -178,7 +181,7 @@ def test_router_restart_mid_workload(module_cluster, clustered):
     t.join(120)
     assert not errors, errors
     assert len(written) >= 800
-    with QuartzClient(module_cluster.routers[0].address) as c:
+    with module_cluster.client() as c:
         assert len(c.get("clustered", written)) == len(written)
 
 
@@ -186,7 +189,7 @@ def test_leader_coordinator_killed_another_takes_over(module_cluster):
     leader_id = _leader(module_cluster)
     leader = next(p for p in module_cluster.coordinators if p.name == leader_id)
     leader.kill()
-    with QuartzClient(module_cluster.routers[0].address, timeout=60) as c:
+    with module_cluster.client(timeout=60) as c:
         info = c.create_collection("after-failover", dim=8, shards=2, replication_factor=3, timeout=60)
         assert info.ready
         c.upsert("after-failover", ["a", "b"], np.ones((2, 8), dtype=np.float32))
@@ -197,10 +200,9 @@ def test_leader_coordinator_killed_another_takes_over(module_cluster):
 
 def _leader(cluster) -> str:
     from quartz_cluster.meta import schema
-    from quartz_cluster.meta.store import EtcdStore
 
     async def get():
-        store = EtcdStore(cluster.etcd.endpoint)
+        store = etcd_store(cluster)
         try:
             kv = await store.get(schema.LEADER)
             return schema.LeaderRecord.from_json(kv.value).id if kv else ""
@@ -213,7 +215,7 @@ def _leader(cluster) -> str:
 @pytest.mark.skipif(shared_data_dir() is None, reason="../shared/data/pydocs-minilm-384 not present")
 def test_recall_on_real_embeddings_through_the_cluster(module_cluster):
     ds = load_pydocs(shared_data_dir(), rows=20_000, with_text=False)
-    with QuartzClient(module_cluster.routers[0].address, timeout=60) as c:
+    with module_cluster.client(timeout=60) as c:
         c.create_collection("pydocs", dim=ds.dim, shards=4)
         load(c, "pydocs", ds)
         hits = c.search("pydocs", ds.queries, k=K, with_payload=False)
@@ -228,10 +230,9 @@ def test_largest_collection_is_placed_and_purged(module_cluster):
     one etcd transaction may hold) and every node deletes its replicas."""
     from quartz_cluster import limits
     from quartz_cluster.meta import schema
-    from quartz_cluster.meta.store import EtcdStore
 
     shards = limits.SHARDS_PER_COLLECTION_MAX
-    with QuartzClient(module_cluster.routers[0].address, timeout=120) as c:
+    with module_cluster.client(timeout=120) as c:
         info = c.create_collection("wide", dim=4, shards=shards, replication_factor=3, timeout=120)
         assert info.ready and len(info.shard_map) == shards
         c.upsert("wide", [str(i) for i in range(500)], np.ones((500, 4), dtype=np.float32))
@@ -239,7 +240,7 @@ def test_largest_collection_is_placed_and_purged(module_cluster):
         c.drop_collection("wide")
 
     async def leftovers() -> int:
-        store = EtcdStore(module_cluster.etcd.endpoint)
+        store = etcd_store(module_cluster)
         try:
             for _ in range(100):
                 _, kvs = await store.list(schema.SHARDS + info.id.encode())

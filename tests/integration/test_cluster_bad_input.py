@@ -11,6 +11,7 @@ import pytest
 from quartz_cluster import QuartzClient, limits
 from quartz_cluster.client._common import pack
 from quartz_cluster.proto.quartz.v1 import node_pb2, quartz_pb2, quartz_pb2_grpc
+from tests.integration.conftest import bearer, with_metadata
 
 pytestmark = pytest.mark.integration
 DIM = 8
@@ -19,7 +20,7 @@ DIM = 8
 @pytest.fixture(scope="module")
 def router(module_cluster):
     address = module_cluster.routers[0].address
-    with QuartzClient(address) as c:
+    with module_cluster.client() as c:
         c.create_collection("badin", dim=DIM, shards=4)
         c.upsert(
             "badin",
@@ -28,12 +29,13 @@ def router(module_cluster):
             [{"i": i} for i in range(40)],
         )
     channel = grpc.insecure_channel(address)
-    yield quartz_pb2_grpc.QuartzStub(channel), address
+    # raw stubs send the admin key like any client: refusals must come from the input checks
+    yield quartz_pb2_grpc.QuartzStub(with_metadata(channel, bearer(module_cluster.admin_key))), module_cluster
     channel.close()
 
 
-def state(address):
-    with QuartzClient(address) as c:
+def state(cluster):
+    with cluster.client() as c:
         got = c.get("badin", [f"k{i}" for i in range(40)] + ["new0", "new1", "new2"])
         return c.count("badin"), [(p.id, p.vector.tobytes(), p.payload) for p in got]
 
@@ -79,14 +81,14 @@ UPSERT_CASES = {
 
 @pytest.mark.parametrize("case", sorted(UPSERT_CASES))
 def test_bad_upserts_are_refused_whole(router, case):
-    stub, address = router
+    stub, cluster = router
     request, code, field = UPSERT_CASES[case]
-    before = state(address)
+    before = state(cluster)
     with pytest.raises(grpc.RpcError) as err:
         stub.Upsert(request, timeout=10)
     assert err.value.code().name == code
     assert err.value.details().startswith(field), err.value.details()
-    assert state(address) == before
+    assert state(cluster) == before
 
 
 def search(**kw):
@@ -176,8 +178,8 @@ def test_bad_collection_definitions_are_refused(router, case):
 def test_sdk_raises_typed_errors(router):
     from quartz_cluster.errors import AlreadyExists, InvalidArgument, NotFound
 
-    _, address = router
-    with QuartzClient(address) as c:
+    _, cluster = router
+    with QuartzClient(cluster.router_address, api_key=cluster.admin_key) as c:
         with pytest.raises(NotFound):
             c.search("nope", np.ones(DIM))
         with pytest.raises(AlreadyExists):
@@ -188,10 +190,11 @@ def test_sdk_raises_typed_errors(router):
             c.upsert("badin", ["z"], np.ones((1, DIM)), write_consistency="some")
 
 
-def raw_call(address: str, method: str, data: bytes):
+def raw_call(cluster, method: str, data: bytes):
     """Send hand-made wire bytes, as a client with a broken or hostile encoder would."""
-    with grpc.insecure_channel(address) as channel:
-        return channel.unary_unary(f"/quartz.v1.Quartz/{method}")(data, timeout=10)
+    with grpc.insecure_channel(cluster.router_address) as channel:
+        call = channel.unary_unary(f"/quartz.v1.Quartz/{method}")
+        return call(data, timeout=10, metadata=bearer(cluster.admin_key))
 
 
 @pytest.mark.parametrize(
@@ -205,15 +208,15 @@ def raw_call(address: str, method: str, data: bytes):
 )
 def test_invalid_utf8_is_invalid_argument_naming_the_field(router, method, message, field):
     # it was UNKNOWN "DecodeError": protobuf refuses the request before any handler runs
-    _, address = router
-    before = state(address)
+    _, cluster = router
+    before = state(cluster)
     data = message.SerializeToString()
     assert data.count(b"QQ") == 1
     with pytest.raises(grpc.RpcError) as err:
-        raw_call(address, method, data.replace(b"QQ", b"\xff\xfe"))
+        raw_call(cluster, method, data.replace(b"QQ", b"\xff\xfe"))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.value.details() == f"{field}: not valid UTF-8"
-    assert state(address) == before
+    assert state(cluster) == before
 
 
 def test_a_10kb_name_is_refused_as_invalid_argument_with_the_name_cut(router):
@@ -240,14 +243,14 @@ def test_zero_shards_is_refused_not_turned_into_one(router):
 
 def test_vectors_whose_distances_would_overflow_are_refused(router):
     # l2 vectors near 1e38 were accepted and scored inf
-    stub, address = router
+    stub, cluster = router
     huge = np.full((3, DIM), 1e19, np.float32)
-    before = state(address)
+    before = state(cluster)
     with pytest.raises(grpc.RpcError) as err:
         stub.Upsert(upsert(["new0", "new1", "new2"], huge), timeout=10)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.value.details().startswith("upserts.vectors[0]: squared norm")
-    assert state(address) == before
+    assert state(cluster) == before
     with pytest.raises(grpc.RpcError) as err:
         stub.Search(search(queries=pack(huge[:1])[0]), timeout=10)
     assert err.value.details().startswith("queries[0]: squared norm")

@@ -11,6 +11,7 @@ from quartz_cluster import QuartzClient
 from quartz_cluster.client._common import pack
 from quartz_cluster.errors import Unavailable
 from quartz_cluster.proto.quartz.v1 import quartz_pb2, quartz_pb2_grpc
+from tests.integration.conftest import bearer
 
 pytestmark = pytest.mark.integration
 
@@ -20,7 +21,7 @@ def test_search_needs_every_shard_unless_partial_is_allowed(cluster_factory):
     rng = np.random.default_rng(0)
     vecs = rng.normal(size=(3000, 8)).astype(np.float32)
     ids = [f"p{i}" for i in range(3000)]
-    with QuartzClient(cluster.router_address, timeout=5) as c:
+    with QuartzClient(cluster.router_address, api_key=cluster.admin_key, timeout=5) as c:
         # one replica per shard, so that a dead node takes shards away (the default, 3, would not)
         info = c.create_collection("part", dim=8, shards=6, replication_factor=1)
         c.upsert("part", ids, vecs)
@@ -35,7 +36,7 @@ def test_search_needs_every_shard_unless_partial_is_allowed(cluster_factory):
         req = quartz_pb2.SearchPointsRequest(
             collection="part", queries=pack(vecs[:3])[0], k=5, allow_partial=True
         )
-        resp = stub.Search(req, timeout=10)
+        resp = stub.Search(req, timeout=10, metadata=bearer(cluster.admin_key))
         assert (resp.shards.total, resp.shards.answered) == (6, 6 - len(led))
         assert sorted(f.shard for f in resp.shards.failed) == sorted(led)
         assert all(f.code == "UNAVAILABLE" and f"shard {f.shard}" in f.message for f in resp.shards.failed)

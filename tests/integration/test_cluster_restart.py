@@ -14,7 +14,8 @@ pytestmark = pytest.mark.integration
 def test_full_restart_from_data_dir(cluster_factory):
     ds = generate_clustered(6000, dim=16, n_queries=50, seed=5)
     cluster = cluster_factory("c", nodes=3)
-    with QuartzClient(cluster.router_address, timeout=60) as c:
+    key = cluster.admin_key
+    with QuartzClient(cluster.router_address, api_key=key, timeout=60) as c:
         c.create_collection("keep", dim=16, shards=4, replication_factor=2)
         for s in range(0, 6000, 1500):
             c.upsert("keep", ds.ids[s : s + 1500], ds.base[s : s + 1500], ds.payloads[s : s + 1500])
@@ -35,7 +36,9 @@ def test_full_restart_from_data_dir(cluster_factory):
 
     again = cluster_factory("c", nodes=3)  # same data dir
     assert again.router_address == router  # the router comes back on its port
-    with QuartzClient(again.router_address, timeout=60) as c:
+    # the same cluster secret and admin key: the key a user saved still works after a restart
+    assert again.admin_key == key
+    with QuartzClient(again.router_address, api_key=key, timeout=60) as c:
         after = (
             c.count("keep"),
             c.search("keep", ds.queries, k=10),

@@ -82,7 +82,7 @@ def test_a_big_batch_keeps_a_healthy_follower_in_sync(cluster_factory):
     not count as a failure (it did: a fixed 2 s deadline dropped it from in_sync)."""
     cluster = cluster_factory("c", nodes=2, coordinators=1)
     dim, n = 384, 10_000
-    with QuartzClient(cluster.router_address, timeout=120) as c:
+    with QuartzClient(cluster.router_address, api_key=cluster.admin_key, timeout=120) as c:
         c.create_collection("big", dim=dim, shards=1, replication_factor=2)
         vectors = np.random.default_rng(0).normal(size=(n, dim)).astype(np.float32)
         c.upsert("big", [f"p{i}" for i in range(n)], vectors, write_consistency="all")

@@ -10,8 +10,8 @@ import pytest
 
 from quartz_cluster import QuartzClient
 from quartz_cluster.errors import InvalidArgument, ResourceExhausted
-from quartz_cluster.node.client import NodeClient
 from quartz_cluster.proto.quartz.v1 import node_pb2
+from tests.integration.conftest import member_node_client
 
 pytestmark = pytest.mark.integration
 
@@ -20,7 +20,7 @@ def test_collections_beyond_the_nodes_memory_budget_are_refused_and_nothing_dies
     # 64 shards x RF 3 x dim 4096: ~21 MiB per empty replica, 64 per node, ~1.3 GiB a node;
     # the probe's 41 such creates got a node OOM-killed. Budget here: 600 MiB per node.
     cluster = cluster_factory("c", nodes=3, node_args=["--memory-max", "600M"])
-    with QuartzClient(cluster.router_address, timeout=30) as c:
+    with QuartzClient(cluster.router_address, api_key=cluster.admin_key, timeout=30) as c:
         with pytest.raises(
             ResourceExhausted, match=r"^config\.shards: .*memory budget \(600 MiB, --memory-max\)"
         ):
@@ -37,7 +37,7 @@ def test_collections_beyond_the_nodes_memory_budget_are_refused_and_nothing_dies
 def test_create_shard_on_a_cluster_node_needs_the_shard_map(cluster_factory):
     cluster = cluster_factory("c", nodes=1)
     node = cluster.nodes[0]
-    with NodeClient(node.address) as client:
+    with member_node_client(cluster, node.address) as client:  # a member of the cluster
         with pytest.raises(grpc.RpcError) as err:
             client.create_shard("nosuchcollection", 0, 8, "l2")
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -48,7 +48,7 @@ def test_create_shard_on_a_cluster_node_needs_the_shard_map(cluster_factory):
 
 def test_the_heaviest_search_the_api_used_to_accept_is_refused_before_any_work(cluster_factory):
     cluster = cluster_factory("c", nodes=1)
-    with QuartzClient(cluster.router_address, timeout=30) as c:
+    with QuartzClient(cluster.router_address, api_key=cluster.admin_key, timeout=30) as c:
         c.create_collection("h", dim=8, shards=2, replication_factor=1)
         c.upsert("h", [f"p{i}" for i in range(100)], np.random.default_rng(0).normal(size=(100, 8)))
         queries = np.ones((1024, 8), np.float32)
@@ -66,7 +66,7 @@ def test_primaries_move_back_to_a_returned_node(cluster_factory):
     import time
 
     cluster = cluster_factory("c", nodes=3, coordinator_args=["--rebalance-after", "1"])
-    with QuartzClient(cluster.router_address, timeout=30) as c:
+    with QuartzClient(cluster.router_address, api_key=cluster.admin_key, timeout=30) as c:
         info = c.create_collection("bal", dim=8, shards=6, replication_factor=3)
         c.upsert("bal", [f"p{i}" for i in range(60)], np.random.default_rng(0).normal(size=(60, 8)))
         victim = info.shard_map[0]["primary"]

@@ -10,7 +10,6 @@ import threading
 import numpy as np
 import pytest
 
-from quartz_cluster import QuartzClient
 from tests.integration.test_replication import DIM, Writer, converged, shard_map, verify_acked, wait_for
 
 pytestmark = pytest.mark.integration
@@ -18,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 def test_replication_factor_restored_after_grace_period(cluster_factory):
     cluster = cluster_factory("c", nodes=4, coordinator_args=["--repair-grace", "3"])
-    with QuartzClient(cluster.router_address, timeout=30) as c:
+    with cluster.client(timeout=30) as c:
         c.create_collection("rp", dim=DIM, shards=3, replication_factor=2)
         rng = np.random.default_rng(0)
         ids = [f"p{i}" for i in range(600)]
@@ -33,7 +32,7 @@ def test_replication_factor_restored_after_grace_period(cluster_factory):
         )
 
     wait_for(restored, timeout_s=90, what="replication factor restored without a command")
-    with QuartzClient(cluster.router_address, timeout=30) as c:
+    with cluster.client(timeout=30) as c:
         assert c.count("rp") == 600
         assert len(c.get("rp", ids, consistency="strong", with_payload=False)) == 600
     wait_for(lambda: converged(cluster, "rp", 3, ids), what="replicas identical")
@@ -41,10 +40,10 @@ def test_replication_factor_restored_after_grace_period(cluster_factory):
 
 def test_drain_under_load_fails_no_search(cluster_factory):
     cluster = cluster_factory("c", nodes=4)
-    with QuartzClient(cluster.router_address, timeout=30) as c:
+    with cluster.client(timeout=30) as c:
         c.create_collection("dr", dim=DIM, shards=3, replication_factor=2)
     target = shard_map(cluster, "dr")[0]["primary"]  # it leads at least one shard: a handover too
-    writer = Writer(cluster.router_address, "dr", "w")
+    writer = Writer(cluster, "dr", "w")
     writer.start()
     wait_for(lambda: len(writer.acked) >= 200, what="writes before the drain")
     failures: list[Exception] = []
@@ -53,7 +52,7 @@ def test_drain_under_load_fails_no_search(cluster_factory):
 
     def searcher():
         rng = np.random.default_rng(1)
-        with QuartzClient(cluster.router_address, timeout=30) as c:
+        with cluster.client(timeout=30) as c:
             while not stop.is_set():
                 try:
                     c.search("dr", rng.normal(size=DIM).astype(np.float32), k=5, with_payload=False)
@@ -72,6 +71,8 @@ def test_drain_under_load_fails_no_search(cluster_factory):
             target,
             "--etcd",
             cluster.etcd.endpoint,
+            "--data-dir",  # the cluster's etcd credentials, as for an operator of `quartz up`
+            str(cluster.data_dir),
             "--timeout",
             "120",
         ],
@@ -92,7 +93,8 @@ def test_drain_under_load_fails_no_search(cluster_factory):
     ids = list(writer.acked) + sorted(writer.failed)
     wait_for(lambda: converged(cluster, "dr", 3, ids), what="replicas identical")
     node = next(n for n in cluster.nodes if n.name == target)
-    cid = QuartzClient(cluster.router_address).describe_collection("dr").id
+    with cluster.client() as c:
+        cid = c.describe_collection("dr").id
     wait_for(
         lambda: not any((node.data_dir / "shards" / cid).glob("*")),
         timeout_s=30,

@@ -10,10 +10,9 @@ import grpc
 import numpy as np
 import pytest
 
-from quartz_cluster import QuartzClient
 from quartz_cluster.meta.schema import shard_of
-from quartz_cluster.node.client import NodeClient
 from quartz_cluster.proto.quartz.v1 import node_pb2
+from tests.integration.conftest import member_node_client
 
 pytestmark = pytest.mark.integration
 DIM = 8
@@ -22,9 +21,9 @@ DIM = 8
 class Writer(threading.Thread):
     """Majority writes of small batches; records what was acknowledged and what failed."""
 
-    def __init__(self, address: str, collection: str, prefix: str, batch: int = 10) -> None:
+    def __init__(self, cluster, collection: str, prefix: str, batch: int = 10) -> None:
         super().__init__(daemon=True)
-        self.client = QuartzClient(address, timeout=30)
+        self.client = cluster.client(timeout=30)
         self.collection, self.prefix, self.batch = collection, prefix, batch
         self.acked: dict[str, np.ndarray] = {}
         self.failed: set[str] = set()
@@ -55,7 +54,7 @@ class Writer(threading.Thread):
 
 
 def shard_map(cluster, name):
-    with QuartzClient(cluster.router_address) as c:
+    with cluster.client() as c:
         return c.describe_collection(name).shard_map
 
 
@@ -72,7 +71,7 @@ def wait_for(predicate, timeout_s: float = 60.0, what: str = "condition"):
 def verify_acked(cluster, name, writer: Writer) -> None:
     """Every acknowledged write readable with a strong read, exactly; findable by search; the
     collection holds each present id once."""
-    with QuartzClient(cluster.router_address, timeout=60) as c:
+    with cluster.client(timeout=60) as c:
         acked = list(writer.acked)
         for start in range(0, len(acked), 2000):
             chunk = acked[start : start + 2000]
@@ -106,7 +105,7 @@ def replica_state(cluster, name, shard, ids):
     for node in cluster.nodes:
         if node.name not in info["replicas"] or not node.alive():
             continue
-        with NodeClient(node.address) as nc:
+        with member_node_client(cluster, node.address) as nc:
             stats = nc.stats(cid, shard)
             held = {}
             for start in range(0, len(mine), 5000):
@@ -117,7 +116,7 @@ def replica_state(cluster, name, shard, ids):
 
 
 def _cid(cluster, name):
-    with QuartzClient(cluster.router_address) as c:
+    with cluster.client() as c:
         return c.describe_collection(name).id
 
 
@@ -132,9 +131,9 @@ def converged(cluster, name, shards, ids):
 
 def test_sigkill_primary_during_majority_writes(cluster_factory):
     cluster = cluster_factory("c", nodes=3, coordinators=2)
-    with QuartzClient(cluster.router_address) as c:
+    with cluster.client() as c:
         c.create_collection("kp", dim=DIM, shards=2, replication_factor=3)
-    writer = Writer(cluster.router_address, "kp", "w")
+    writer = Writer(cluster, "kp", "w")
     writer.start()
     wait_for(lambda: len(writer.acked) >= 300, what="writes before the kill")
     before = shard_map(cluster, "kp")[0]
@@ -161,9 +160,9 @@ def test_sigkill_primary_during_majority_writes(cluster_factory):
 
 def test_paused_primary_is_fenced_and_rejoins(cluster_factory):
     cluster = cluster_factory("c", nodes=3, coordinators=1)
-    with QuartzClient(cluster.router_address) as c:
+    with cluster.client() as c:
         c.create_collection("pp", dim=DIM, shards=1, replication_factor=3)
-    writer = Writer(cluster.router_address, "pp", "w")
+    writer = Writer(cluster, "pp", "w")
     writer.start()
     wait_for(lambda: len(writer.acked) >= 200, what="writes before the pause")
     before = shard_map(cluster, "pp")[0]
@@ -186,7 +185,7 @@ def test_paused_primary_is_fenced_and_rejoins(cluster_factory):
             vectors=node_pb2.Vectors(data=np.ones((1, DIM), np.float32).tobytes(), count=1, dim=DIM),
         ),
     )
-    with NodeClient(victim.address) as nc:
+    with member_node_client(cluster, victim.address) as nc:
         with pytest.raises(grpc.RpcError) as err:
             nc.stub.Write(stale, timeout=10)
         assert err.value.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNAVAILABLE)
@@ -204,7 +203,7 @@ def test_paused_primary_is_fenced_and_rejoins(cluster_factory):
     time.sleep(1.0)
     writer.stop()
     verify_acked(cluster, "pp", writer)
-    with QuartzClient(cluster.router_address) as c:
+    with cluster.client() as c:
         assert c.get("pp", ["fenced-1"], consistency="strong") == []
     wait_for(lambda: len(shard_map(cluster, "pp")[0]["in_sync"]) == 3, what="the old primary back in sync")
     ids = list(writer.acked) + sorted(writer.failed) + ["fenced-1"]
@@ -218,7 +217,7 @@ def test_follower_catches_up_by_log_or_snapshot(cluster_factory, downtime_writes
     cluster = cluster_factory(
         "c", nodes=3, node_args=["--checkpoint-every", "500", "--log-retention", str(retention)]
     )
-    with QuartzClient(cluster.router_address, timeout=30) as c:
+    with cluster.client(timeout=30) as c:
         c.create_collection("cu", dim=DIM, shards=1, replication_factor=3)
         info = c.describe_collection("cu").shard_map[0]
         follower = next(n for n in cluster.nodes if n.name == info["replicas"][1])
@@ -247,7 +246,7 @@ def test_follower_catches_up_by_log_or_snapshot(cluster_factory, downtime_writes
 def test_session_reads_see_own_writes_while_a_follower_lags(cluster_factory):
     cluster = cluster_factory("c", nodes=3)
     rng = np.random.default_rng(3)
-    with QuartzClient(cluster.router_address, timeout=30) as c:
+    with cluster.client(timeout=30) as c:
         c.create_collection("se", dim=DIM, shards=2, replication_factor=3)
         follower = next(n for n in cluster.nodes if n.name == shard_map(cluster, "se")[0]["replicas"][2])
         for i in range(120):
@@ -268,7 +267,7 @@ def test_session_reads_see_own_writes_while_a_follower_lags(cluster_factory):
 def test_sdk_rides_through_a_failover_without_partial_errors(cluster_factory):
     cluster = cluster_factory("c", nodes=3)
     rng = np.random.default_rng(9)
-    with QuartzClient(cluster.router_address, timeout=30) as c:
+    with cluster.client(timeout=30) as c:
         c.create_collection("ri", dim=DIM, shards=3, replication_factor=3)
         c.upsert("ri", [f"a{i}" for i in range(60)], rng.normal(size=(60, DIM)))
         primary = shard_map(cluster, "ri")[0]["primary"]
@@ -283,7 +282,7 @@ def test_entry_the_new_primary_never_had_is_removed_without_further_writes(clust
     one follower only, then died). After a failover to a replica without it, that follower is
     resynchronised at once; the entry never becomes visible through the cluster."""
     cluster = cluster_factory("c", nodes=3)
-    with QuartzClient(cluster.router_address, timeout=30) as c:
+    with cluster.client(timeout=30) as c:
         c.create_collection("gh", dim=DIM, shards=1, replication_factor=3)
         c.upsert("gh", [f"p{i}" for i in range(50)], np.random.default_rng(0).normal(size=(50, DIM)))
     m = shard_map(cluster, "gh")[0]
@@ -292,13 +291,15 @@ def test_entry_the_new_primary_never_had_is_removed_without_further_writes(clust
     f1, f2 = (
         next(n for n in cluster.nodes if n.name == name) for name in m["replicas"] if name != m["primary"]
     )
-    with NodeClient(f1.address) as nc:
+    with member_node_client(cluster, f1.address) as nc:
         s = nc.stats(cid, 0)
         ghost = node_pb2.LogEntry(
             lsn=s.log_end + 1,
             epoch=s.epoch,
             ids=["ghost"],
-            labels=np.array([999], dtype="<u8").tobytes(),
+            # the next free label, as its primary would have assigned it (50 points, none deleted):
+            # a follower refuses an entry whose labels run beyond its index
+            labels=np.array([s.count], dtype="<u8").tobytes(),
             vectors=node_pb2.Vectors(data=np.ones((1, DIM), np.float32).tobytes(), count=1, dim=DIM),
             payloads=[b"{}"],
         )
@@ -319,7 +320,7 @@ def test_entry_the_new_primary_never_had_is_removed_without_further_writes(clust
     wait_for(
         lambda: shard_map(cluster, "gh")[0]["primary"] == f2.name, what="failover to the replica without it"
     )
-    with QuartzClient(cluster.router_address, timeout=30) as c:
+    with cluster.client(timeout=30) as c:
         # the new primary writes past the ghost's LSN: on its return f1 looks merely behind, and the
         # disagreement shows only mid-catch-up (same LSN, another epoch)
         for q in ("q1", "q2", "q3"):  # one log entry each: the new primary ends 2 past the ghost
@@ -328,9 +329,9 @@ def test_entry_the_new_primary_never_had_is_removed_without_further_writes(clust
     primary.start()
 
     def ghost_gone():
-        with NodeClient(f1.address) as nc:
+        with member_node_client(cluster, f1.address) as nc:
             return "ghost" not in nc.get(cid, 0, ["ghost"]) and nc.stats(cid, 0).count == 53
 
     wait_for(ghost_gone, what="the stray entry removed from the follower")
-    with QuartzClient(cluster.router_address, timeout=30) as c:
+    with cluster.client(timeout=30) as c:
         assert c.get("gh", ["ghost"]) == [] and c.count("gh") == 53
