@@ -224,6 +224,7 @@ def build_app(service, ready: Callable[[], bool]) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         default_response_class=JSON,
+        max_body_size=BODY_BYTES_MAX,  # enforced while reading, chunked bodies too: 413
     )
     app.mount("/docs/assets", StaticFiles(directory=swagger_ui_path), name="swagger-assets")
     timeout_s = limits.ROUTER_CALL_TIMEOUT_S
