@@ -87,11 +87,14 @@ def run_demo(data_dir: str, shared_dir: str | None, rows: int, nodes: int = 3) -
     up, info = _start_cluster(console, root, nodes)
     try:
         router = info["router"]
+        # auth is on: `quartz up` wrote the admin key to the file cluster.json names
+        key_file = info.get("admin_key_file")
+        api_key = Path(key_file).read_text().strip() if key_file else None
         console.print(
             f"cluster up: router {router}, etcd {info['etcd'][0]}, "
-            f"{sum(p['role'] == 'node' for p in info['processes'])} nodes"
+            f"{sum(p['role'] == 'node' for p in info['processes'])} nodes; admin key in {key_file}"
         )
-        with QuartzClient(router, timeout=60) as client:
+        with QuartzClient(router, api_key=api_key, timeout=60) as client:
             try:
                 have = client.count(COLLECTION)
             except NotFound:
@@ -105,6 +108,7 @@ def run_demo(data_dir: str, shared_dir: str | None, rows: int, nodes: int = 3) -
                 )
                 load_file(
                     router,
+                    api_key,
                     str(vec_file),
                     COLLECTION,
                     str(pay_file),

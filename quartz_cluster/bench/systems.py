@@ -219,18 +219,18 @@ class QuartzNode(System):
 
 class QuartzCluster(System):
     """A QuartzDB cluster: etcd, a coordinator, 3 nodes and a router, all real processes here;
-    the collection has 3 shards x replication factor 2; clients go through the router."""
+    the collection has 3 shards x replication factor 2; clients go through the router with the
+    cluster's admin key, as a user's would (auth is on: every call is authenticated)."""
 
     name = "quartz-cluster"
     nodes, shards, replicas = 3, 3, 2
 
     def start(self, workdir: Path, dim: int, metric: str, m: int, ef_construction: int) -> None:
-        from quartz_cluster import QuartzClient
         from quartz_cluster.cluster import LocalCluster
 
         self.cluster = LocalCluster(workdir / "cluster", nodes=self.nodes)
         self.cluster.start()
-        self.client = QuartzClient(self.cluster.router_address, timeout=CLIENT_TIMEOUT_S)
+        self.client = self.cluster.client(timeout=CLIENT_TIMEOUT_S)
         self.client.create_collection(
             COLLECTION,
             dim=dim,
@@ -261,14 +261,14 @@ class QuartzCluster(System):
         return [[h.id for h in row] for row in hits]
 
     def client_spec(self) -> tuple:
-        return (self.cluster.router_address, self.ef)
+        return (self.cluster.router_address, self.ef, self.cluster.admin_key)
 
     @staticmethod
     def open_client(spec: tuple, k: int = 10):
         from quartz_cluster import QuartzClient
 
-        address, ef = spec
-        client = QuartzClient(address, timeout=CLIENT_TIMEOUT_S)
+        address, ef, api_key = spec
+        client = QuartzClient(address, api_key=api_key, timeout=CLIENT_TIMEOUT_S)
         return (
             lambda q: [h.id for h in client.search(COLLECTION, q, k=k, ef=ef, with_payload=False)],
             client.close,

@@ -33,7 +33,7 @@ class Injected:
 
 
 def _primary(cluster: LocalCluster, collection: str, rng: random.Random):
-    with QuartzClient(cluster.router_address, timeout=10) as c:
+    with cluster.client(timeout=10) as c:
         shards = c.describe_collection(collection).shard_map
     name = rng.choice(shards)["primary"]
     return next(n for n in cluster.nodes if n.name == name)
@@ -128,13 +128,16 @@ def drain(cluster: LocalCluster, collection: str, rng: random.Random) -> Injecte
     primary, old replicas removed) and wait until it holds nothing; the heal cancels the drain."""
     import asyncio
 
+    from quartz_cluster.auth.cluster import ClusterCredentials
     from quartz_cluster.meta import schema
     from quartz_cluster.meta.store import EtcdStore
 
     node = rng.choice([n for n in cluster.nodes if n.alive()])
+    # what `quartz drain` writes, with the cluster's etcd credentials (None: a --no-auth cluster)
+    auth = ClusterCredentials.load(cluster.cluster_dir).etcd_auth if cluster.cluster_dir else None
 
     async def put(value: bytes | None) -> None:
-        store = EtcdStore(cluster.etcd.endpoint)
+        store = EtcdStore(cluster.etcd.endpoint, auth)
         try:
             if value is None:
                 await store.delete(schema.drain_key(node.name))
@@ -146,7 +149,7 @@ def drain(cluster: LocalCluster, collection: str, rng: random.Random) -> Injecte
     asyncio.run(put(b"{}"))
     deadline = time.monotonic() + DRAIN_WAIT_S
     while time.monotonic() < deadline:
-        with QuartzClient(cluster.router_address, timeout=10) as c:
+        with cluster.client(timeout=10) as c:
             if all(node.name not in s["replicas"] for s in c.describe_collection(collection).shard_map):
                 break
         time.sleep(0.2)
@@ -166,10 +169,10 @@ class HeavyLoad:
     Into its own collection, so the workload's checker is not disturbed; counts what succeeded and
     what was refused (a refusal with RESOURCE_EXHAUSTED is the node protecting itself: fine)."""
 
-    def __init__(self, router: str, seed: int, first_id: int = 0) -> None:
+    def __init__(self, router: str, api_key: str | None, seed: int, first_id: int = 0) -> None:
         from quartz_cluster import limits
 
-        self.router, self.rng = router, np.random.default_rng(seed)
+        self.router, self.api_key, self.rng = router, api_key, np.random.default_rng(seed)
         self.stop = threading.Event()
         self.done = {"writes": 0, "searches": 0}
         self.refused: dict[str, int] = {}
@@ -182,7 +185,7 @@ class HeavyLoad:
         self.written = first_id
 
     def start(self) -> None:
-        with QuartzClient(self.router, timeout=60) as c:
+        with QuartzClient(self.router, api_key=self.api_key, timeout=60) as c:
             if HEAVY_COLLECTION not in {i.name for i in c.list_collections()}:
                 c.create_collection(HEAVY_COLLECTION, dim=HEAVY_DIM, shards=4)
         for t in self.threads:
@@ -199,7 +202,7 @@ class HeavyLoad:
 
     def _writes(self) -> None:
         payload = {"text": "x" * (HEAVY_PAYLOAD_BYTES - 12)}
-        with QuartzClient(self.router, timeout=60) as c:
+        with QuartzClient(self.router, api_key=self.api_key, timeout=60) as c:
             while not self.stop.is_set():
                 start = self.written
                 ids = [f"h{start + i}" for i in range(self.batch)]
@@ -214,7 +217,7 @@ class HeavyLoad:
     def _searches(self) -> None:
         from quartz_cluster import limits
 
-        with QuartzClient(self.router, timeout=60) as c:
+        with QuartzClient(self.router, api_key=self.api_key, timeout=60) as c:
             while not self.stop.is_set():
                 q = self.rng.normal(size=(self.queries, HEAVY_DIM)).astype(np.float32)
                 try:
@@ -227,7 +230,9 @@ class HeavyLoad:
 
 def heavy_load(cluster: LocalCluster, collection: str, rng: random.Random) -> Injected:
     """The heaviest accepted writes and searches for HEAVY_HOLD_S, alongside the workload."""
-    load = HeavyLoad(cluster.router_address, rng.randrange(2**31), getattr(cluster, "heavy_next_id", 0))
+    load = HeavyLoad(
+        cluster.router_address, cluster.admin_key, rng.randrange(2**31), getattr(cluster, "heavy_next_id", 0)
+    )
     load.start()
 
     def heal() -> None:

@@ -9,17 +9,19 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import grpc
 import numpy as np
 import orjson
 
+from quartz_cluster.auth.cluster import ClusterCredentials, MemberIdentity
 from quartz_cluster.chaos.checker import availability, check, recovery_times
 from quartz_cluster.chaos.faults import FAULTS, NEEDS_NETWORK, SCENARIOS, Injected
 from quartz_cluster.chaos.netproxy import Network
 from quartz_cluster.chaos.workload import History, Workload
-from quartz_cluster.client import QuartzClient
 from quartz_cluster.cluster import LocalCluster
 from quartz_cluster.meta.schema import shard_of
 from quartz_cluster.node.client import NodeClient
+from quartz_cluster.proto.quartz.v1 import node_pb2_grpc
 
 COLLECTION = "chaos"
 CONVERGE_TIMEOUT_S = 120.0
@@ -78,12 +80,12 @@ def run(cfg: ChaosConfig, say=print) -> dict:
     )
     try:
         cluster.start()
-        with QuartzClient(cluster.router_address, timeout=60) as c:
+        with cluster.client(timeout=60) as c:
             c.create_collection(
                 COLLECTION, dim=cfg.dim, metric="cosine", shards=cfg.shards, replication_factor=cfg.rf
             )
         history.start = time.monotonic()
-        workload = Workload(cluster.router_address, COLLECTION, cfg.dim, history, cfg.seed)
+        workload = Workload(cluster.router_address, cluster.admin_key, COLLECTION, cfg.dim, history, cfg.seed)
         workload.start()
         _schedule(cfg, cluster, history, rng, say)
         workload.halt()
@@ -115,7 +117,7 @@ def run(cfg: ChaosConfig, say=print) -> dict:
 
 def _epoch_bumps(cluster: LocalCluster) -> int:
     """Failovers and handovers over the run: every shard starts at epoch 1, and each one bumps it."""
-    with QuartzClient(cluster.router_address, timeout=30) as c:
+    with cluster.client(timeout=30) as c:
         return sum(s["epoch"] - 1 for info in c.list_collections() for s in info.shard_map)
 
 
@@ -161,7 +163,7 @@ def _schedule(cfg: ChaosConfig, cluster: LocalCluster, h: History, rng: random.R
 
 def _replica_states(cluster: LocalCluster, attempted: list[str], shards: int) -> dict[int, list[object]]:
     """Per shard, each live replica's (log end, count, {id: vector bytes} of the attempted ids it holds)."""
-    with QuartzClient(cluster.router_address, timeout=30) as c:
+    with cluster.client(timeout=30) as c:
         info = c.describe_collection(COLLECTION)
     nodes = {n.name: n for n in cluster.nodes if n.alive()}
     out: dict[int, list[object]] = {}
@@ -173,7 +175,7 @@ def _replica_states(cluster: LocalCluster, attempted: list[str], shards: int) ->
             if node is None:
                 states.append(("down", name))
                 continue
-            with NodeClient(node.address) as nc:
+            with member_client(cluster, node.address) as nc:
                 stats = nc.stats(info.id, s["shard"])
                 held: dict[str, bytes] = {}
                 for start in range(0, len(mine), 5000):
@@ -184,13 +186,33 @@ def _replica_states(cluster: LocalCluster, attempted: list[str], shards: int) ->
     return out
 
 
+class _Metadata(grpc.UnaryUnaryClientInterceptor):
+    def __init__(self, identity: MemberIdentity) -> None:
+        self.identity = identity
+
+    def intercept_unary_unary(self, continuation, details, request):
+        metadata = (*(details.metadata or ()), *self.identity.metadata())
+        return continuation(details._replace(metadata=metadata), request)
+
+
+def member_client(cluster: LocalCluster, address: str) -> NodeClient:
+    """A NodeClient to a node of the cluster that calls as a member ("chaos"): the checker reads
+    each replica directly, which the sealed node API allows cluster members only. Without auth
+    (a --no-auth cluster) a plain NodeClient."""
+    client = NodeClient(address)
+    if cluster.cluster_dir is not None:
+        identity = MemberIdentity(ClusterCredentials.load(cluster.cluster_dir), "chaos")
+        client.stub = node_pb2_grpc.NodeStub(grpc.intercept_channel(client.channel, _Metadata(identity)))
+    return client
+
+
 def _converge(cluster: LocalCluster, h: History, cfg: ChaosConfig) -> float | None:
     """Wait until every shard has RF live in-sync replicas holding the same data."""
     t0 = time.monotonic()
     attempted = list(h.vectors)
     while time.monotonic() - t0 < CONVERGE_TIMEOUT_S:
         try:
-            with QuartzClient(cluster.router_address, timeout=10) as c:
+            with cluster.client(timeout=10) as c:
                 shard_map = c.describe_collection(COLLECTION).shard_map
             if all(len(s["in_sync"]) == cfg.rf for s in shard_map):
                 states = _replica_states(cluster, attempted, cfg.shards)
@@ -205,7 +227,7 @@ def _converge(cluster: LocalCluster, h: History, cfg: ChaosConfig) -> float | No
 
 def _check(cfg: ChaosConfig, cluster: LocalCluster, h: History, converge_s: float | None) -> dict:
     attempted = sorted(h.vectors)
-    with QuartzClient(cluster.router_address, timeout=60) as c:
+    with cluster.client(timeout=60) as c:
         present: dict[str, np.ndarray] = {}
         for start in range(0, len(attempted), 5000):
             for p in c.get(

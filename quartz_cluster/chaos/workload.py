@@ -43,6 +43,7 @@ class Workload:
     def __init__(
         self,
         router: str,
+        api_key: str | None,
         collection: str,
         dim: int,
         history: History,
@@ -51,6 +52,7 @@ class Workload:
         readers: tuple[str, ...] = READ_KINDS,
     ) -> None:
         self.router, self.collection, self.dim, self.h = router, collection, dim, history
+        self.api_key = api_key  # the cluster's key (None: a --no-auth cluster)
         self.stop = threading.Event()
         self.threads = [
             threading.Thread(target=self._writer, args=(i, seed), daemon=True) for i in range(writers)
@@ -72,7 +74,7 @@ class Workload:
 
     def _writer(self, w: int, seed: int) -> None:
         rng = np.random.default_rng(seed * 1000 + w)
-        with QuartzClient(self.router, timeout=CLIENT_TIMEOUT_S) as c:
+        with QuartzClient(self.router, api_key=self.api_key, timeout=CLIENT_TIMEOUT_S) as c:
             n = 0
             while not self.stop.is_set():
                 ids = [f"w{w}-{n}-{j}" for j in range(WRITE_BATCH)]
@@ -100,7 +102,7 @@ class Workload:
 
     def _reader(self, r: int, kind: str, seed: int) -> None:
         rng = random.Random(seed * 7919 + r)
-        with QuartzClient(self.router, timeout=CLIENT_TIMEOUT_S) as c:
+        with QuartzClient(self.router, api_key=self.api_key, timeout=CLIENT_TIMEOUT_S) as c:
             while not self.stop.is_set():
                 with self.h.lock:
                     acked = list(self.h.acked)[-2000:] if self.h.acked else []
