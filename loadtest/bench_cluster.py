@@ -56,12 +56,15 @@ START_TIMEOUT_S = 120.0
 # --- closed-loop clients -------------------------------------------------------------------------
 
 
-def _searcher(kind: str, address: str) -> tuple[Callable[[np.ndarray], object], Callable[[], None]]:
-    """One client of `kind` ('node' or 'cluster'): (search one query, close)."""
+def _searcher(
+    kind: str, address: str, api_key: str | None
+) -> tuple[Callable[[np.ndarray], object], Callable[[], None]]:
+    """One client of `kind` ('node': a standalone node; 'cluster': the router, with the cluster's
+    API key): (search one query, close)."""
     if kind == "node":
         node = NodeClient(address)
         return lambda q: node.search(COLLECTION, 0, q, k=K, ef=EF), node.close
-    cluster = QuartzClient(address)
+    cluster = QuartzClient(address, api_key=api_key)
     return lambda q: cluster.search(COLLECTION, q, k=K, ef=EF, with_payload=False), cluster.close
 
 
@@ -79,10 +82,10 @@ def _loop(search: Callable[[np.ndarray], object], queries: np.ndarray, duration_
     return start, time.perf_counter(), lat
 
 
-def _client_process(kind, address, queries, duration_s, barrier, results) -> None:
+def _client_process(kind, address, api_key, queries, duration_s, barrier, results) -> None:
     """Body of one spawned client process: connect, warm up, wait for the others, measure."""
     try:
-        search, close = _searcher(kind, address)
+        search, close = _searcher(kind, address, api_key)
         for i in range(WARMUP_CALLS):
             search(queries[i % len(queries)])
         barrier.wait(timeout=START_TIMEOUT_S)
@@ -93,11 +96,13 @@ def _client_process(kind, address, queries, duration_s, barrier, results) -> Non
         results.put(("error", f"{type(exc).__name__}: {exc}"))
 
 
-def closed_loop_processes(kind: str, address: str, queries: np.ndarray, clients: int, duration_s: float):
+def closed_loop_processes(
+    kind: str, address: str, queries: np.ndarray, clients: int, duration_s: float, api_key: str | None = None
+):
     parts = np.array_split(queries, clients)
     out = run_processes(
         _client_process,
-        [(kind, address, p, duration_s) for p in parts],
+        [(kind, address, api_key, p, duration_s) for p in parts],
         START_TIMEOUT_S + duration_s + 60,
         kind,
     )
@@ -213,8 +218,8 @@ def bench_cluster(ds, workdir: Path, duration_s: float) -> dict:
     cluster = LocalCluster(workdir / "cluster", nodes=CLUSTER_NODES)
     try:
         cluster.start()
-        address = cluster.router_address
-        with QuartzClient(address, timeout=120) as client:
+        address, key = cluster.router_address, cluster.admin_key
+        with QuartzClient(address, api_key=key, timeout=120) as client:
             info = client.create_collection(
                 COLLECTION,
                 dim=ds.dim,
@@ -236,7 +241,7 @@ def bench_cluster(ds, workdir: Path, duration_s: float) -> dict:
                 lambda q: client.search(COLLECTION, q, k=K, ef=EF, with_payload=False), ds
             )
         single = concurrency(
-            lambda n: closed_loop_processes("cluster", address, ds.queries, n, duration_s), "cluster"
+            lambda n: closed_loop_processes("cluster", address, ds.queries, n, duration_s, key), "cluster"
         )
     finally:
         try:

@@ -82,10 +82,10 @@ pct = percentiles_ms
 # --- client processes ----------------------------------------------------------------------------
 
 
-def _ingest_body(address, collection, ids, vectors, payloads, consistency) -> tuple:
+def _ingest_body(address, api_key, collection, ids, vectors, payloads, consistency) -> tuple:
     """Load one slice in batches of LOAD_BATCH. Returns (start, end, latencies in seconds)."""
     lat = []
-    with QuartzClient(address, timeout=CLIENT_TIMEOUT_S) as client:
+    with QuartzClient(address, api_key=api_key, timeout=CLIENT_TIMEOUT_S) as client:
         start = time.perf_counter()
         for s in range(0, len(ids), LOAD_BATCH):
             t = time.perf_counter()
@@ -100,9 +100,9 @@ def _ingest_body(address, collection, ids, vectors, payloads, consistency) -> tu
         return start, time.perf_counter(), lat
 
 
-def _search_body(address, collection, queries, consistency, duration_s, barrier) -> tuple:
+def _search_body(address, api_key, collection, queries, consistency, duration_s, barrier) -> tuple:
     """Closed loop: one search at a time over `queries` (wrapping) for `duration_s`."""
-    with QuartzClient(address, timeout=CLIENT_TIMEOUT_S) as client:
+    with QuartzClient(address, api_key=api_key, timeout=CLIENT_TIMEOUT_S) as client:
 
         def search(q):
             return client.search(collection, q, k=K, ef=EF, consistency=consistency, with_payload=False)
@@ -169,7 +169,9 @@ def create(client: QuartzClient, name: str, dim: int, metric: str, shards: int, 
     )
 
 
-def bench_write(client: QuartzClient, address: str, ds, rf: int, consistency: str) -> tuple[dict, str]:
+def bench_write(
+    client: QuartzClient, address: str, api_key: str | None, ds, rf: int, consistency: str
+) -> tuple[dict, str]:
     name = f"rf{rf}-{consistency}"
     create(client, name, ds.dim, ds.metric, SHARDS, rf)
     ids = [f"{consistency}-{pid}" for pid in ds.ids]
@@ -177,6 +179,7 @@ def bench_write(client: QuartzClient, address: str, ds, rf: int, consistency: st
     args = [
         (
             address,
+            api_key,
             name,
             ids[s[0] : s[-1] + 1],
             ds.base[s[0] : s[-1] + 1],
@@ -208,12 +211,19 @@ def recall(client: QuartzClient, name: str, ds, prefix: str, consistency: str) -
 
 
 def bench_search(
-    client: QuartzClient, address: str, ds, rf: int, name: str, prefix: str, duration_s: float
+    client: QuartzClient,
+    address: str,
+    api_key: str | None,
+    ds,
+    rf: int,
+    name: str,
+    prefix: str,
+    duration_s: float,
 ) -> list[dict]:
     out = []
     for consistency in READ_CONSISTENCIES:
         parts = np.array_split(ds.queries, SEARCH_CLIENTS)
-        args = [(address, name, part, consistency, duration_s) for part in parts]
+        args = [(address, api_key, name, part, consistency, duration_s) for part in parts]
         r = summarize(run_clients("search", args, timeout_s=duration_s + 60))
         r["recall_at_10"] = recall(client, name, ds, prefix, consistency)
         print(
@@ -226,14 +236,14 @@ def bench_search(
 
 
 def bench_writes_and_searches(cluster: LocalCluster, ds, duration_s: float) -> tuple[list[dict], list[dict]]:
-    address = cluster.router_address
+    address, key = cluster.router_address, cluster.admin_key  # clients use the cluster's admin key
     writes, searches = [], []
-    with QuartzClient(address, timeout=CLIENT_TIMEOUT_S) as client:
+    with QuartzClient(address, api_key=key, timeout=CLIENT_TIMEOUT_S) as client:
         for rf in REPLICATION_FACTORS:
             modes = ("majority",) if rf == 1 else WRITE_CONSISTENCIES
             names = []
             for consistency in modes:
-                r, name = bench_write(client, address, ds, rf, consistency)
+                r, name = bench_write(client, address, key, ds, rf, consistency)
                 if rf == 1:
                     r["same_as"] = list(WRITE_CONSISTENCIES)  # one = majority = all at RF 1
                 writes.append(r)
@@ -241,7 +251,7 @@ def bench_writes_and_searches(cluster: LocalCluster, ds, duration_s: float) -> t
             for name, _ in names[:-1]:
                 client.drop_collection(name)
             name, prefix = names[-1]
-            searches += bench_search(client, address, ds, rf, name, prefix, duration_s)
+            searches += bench_search(client, address, key, ds, rf, name, prefix, duration_s)
             client.drop_collection(name)
     return writes, searches
 
@@ -253,9 +263,9 @@ class Writer(threading.Thread):
     """Majority upserts of FAILOVER_BATCH random points in a tight loop; records every attempt as
     (start, end, ok, error) on time.monotonic()."""
 
-    def __init__(self, address: str, prefix: str) -> None:
+    def __init__(self, address: str, api_key: str | None, prefix: str) -> None:
         super().__init__(daemon=True)
-        self.client = QuartzClient(address, timeout=FAILOVER_CLIENT_TIMEOUT_S)
+        self.client = QuartzClient(address, api_key=api_key, timeout=FAILOVER_CLIENT_TIMEOUT_S)
         self.prefix = prefix
         self.attempts: list[tuple[float, float, bool, str]] = []
         self.halt = threading.Event()
@@ -298,7 +308,7 @@ def wait_for(predicate, timeout_s: float, what: str, poll_s: float = 0.1):
 
 
 def failover_run(cluster: LocalCluster, client: QuartzClient, run: int) -> dict:
-    writer = Writer(cluster.router_address, f"r{run}")
+    writer = Writer(cluster.router_address, cluster.admin_key, f"r{run}")
     writer.start()
     try:
         wait_for(
@@ -348,7 +358,7 @@ def failover_run(cluster: LocalCluster, client: QuartzClient, run: int) -> dict:
 
 
 def bench_failover(cluster: LocalCluster, runs: int) -> dict:
-    with QuartzClient(cluster.router_address, timeout=CLIENT_TIMEOUT_S) as client:
+    with cluster.client(timeout=CLIENT_TIMEOUT_S) as client:
         create(client, FAILOVER_COLLECTION, FAILOVER_DIM, "cosine", 1, CLUSTER_NODES)
         detail = [failover_run(cluster, client, run) for run in range(runs)]
         client.drop_collection(FAILOVER_COLLECTION)

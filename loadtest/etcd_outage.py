@@ -17,7 +17,6 @@ import time
 
 import numpy as np
 
-from quartz_cluster import QuartzClient
 from quartz_cluster.cluster import LocalCluster
 
 
@@ -29,13 +28,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="quartz-etcd-") as tmp:
         cluster = LocalCluster(tmp + "/c", nodes=3).start()
         try:
-            with QuartzClient(cluster.router_address, timeout=30) as c:
+            with cluster.client(timeout=30) as c:  # the cluster's admin key (auth is on)
                 c.create_collection("e", dim=8, shards=2)
             events: list[tuple[float, str, bool]] = []
             stop = threading.Event()
 
             def loop(kind: str) -> None:
-                with QuartzClient(cluster.router_address, timeout=2) as c:
+                with cluster.client(timeout=2) as c:
                     n = 0
                     while not stop.is_set():
                         try:
