@@ -14,18 +14,21 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 pytestmark = pytest.mark.integration
 
 
-def test_health_and_reflection(node_factory):
+def test_health_is_served_and_the_internal_api_is_not_advertised(node_factory):
     _proc, client = node_factory()
     health = health_pb2_grpc.HealthStub(client.channel)
     for service in ("", "quartz.v1.Node"):
         resp = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
         assert resp.status == health_pb2.HealthCheckResponse.SERVING
+    # nodes serve no reflection (docs/security.md, ADR 13): only the router lists its public service
     stub = reflection_pb2_grpc.ServerReflectionStub(client.channel)
-    responses = stub.ServerReflectionInfo(
-        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
-    )
-    names = {s.name for r in responses for s in r.list_services_response.service}
-    assert {"quartz.v1.Node", "grpc.health.v1.Health"} <= names
+    with pytest.raises(grpc.RpcError) as err:
+        list(
+            stub.ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+            )
+        )
+    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 def test_sigterm_checkpoints_and_restart_restores(node_factory, tmp_path):
