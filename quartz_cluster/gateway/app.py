@@ -191,6 +191,15 @@ def _hits(result: node_pb2.SearchResult, with_payload: bool) -> list[dict]:
     ]
 
 
+# gRPC request field names in error messages -> the JSON body's
+UPSERT_FIELDS = (
+    (r"^upserts\.vectors\[(\d+)\]", r"points[\1].vector"),
+    (r"^upserts\.vectors", "points[].vector"),
+    (r"^upserts\.ids\[(\d+)\]", r"points[\1].id"),
+    (r"^upserts\.payloads\[(\d+)\]", r"points[\1].payload"),
+)
+SEARCH_FIELDS = ((r"^queries\[(\d+)\]", r"vectors[\1]"), (r"^queries", "vectors"))
+VECTOR_FIELDS = ((r"^queries(\[0\])?", "vector"),)
 _FIELD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -229,9 +238,20 @@ def build_app(service, ready: Callable[[], bool]) -> FastAPI:
     app.mount("/docs/assets", StaticFiles(directory=swagger_ui_path), name="swagger-assets")
     timeout_s = limits.ROUTER_CALL_TIMEOUT_S
 
-    async def call(method: str, request, caller: list[tuple[str, str]]):
-        fn = getattr(type(service), method).__wrapped__  # under @rpc: authentication and the method
-        return await fn(service, request, CallContext(caller, timeout_s))
+    async def call(method: str, request, caller: list[tuple[str, str]], fields=()):
+        """The servicer's method (under @rpc: authentication, then the method). `fields`:
+        (pattern, replacement) pairs that rename the gRPC request's field names at the start of
+        an error message to the JSON body's (upserts.vectors[3] -> points[3].vector)."""
+        fn = getattr(type(service), method).__wrapped__
+        try:
+            return await fn(service, request, CallContext(caller, timeout_s))
+        except errors.QuartzError as exc:
+            text = str(exc)
+            for pattern, replacement in fields:
+                renamed = re.sub(pattern, replacement, text, count=1)
+                if renamed != text:
+                    raise type(exc)(renamed) from None
+            raise
 
     @app.exception_handler(errors.QuartzError)
     async def on_domain_error(request: Request, exc: errors.QuartzError) -> Response:
@@ -343,7 +363,7 @@ def build_app(service, ready: Callable[[], bool]) -> FastAPI:
             ),
             write_consistency=sdk.WRITE_CONSISTENCY[body.write_consistency],
         )
-        return _write_result(await call("Upsert", req, caller))
+        return _write_result(await call("Upsert", req, caller, UPSERT_FIELDS))
 
     @v1.post("/collections/{name}/points/delete", response_model=m.WriteResult, tags=["points"])
     async def delete_points(name: CollectionName, body: m.DeletePoints, caller: Caller):
@@ -399,7 +419,7 @@ def build_app(service, ready: Callable[[], bool]) -> FastAPI:
             consistency=sdk.READ_CONSISTENCY[body.consistency],
             allow_partial=body.allow_partial,
         )
-        resp = await call("Search", req, caller)
+        resp = await call("Search", req, caller, SEARCH_FIELDS if body.vectors is not None else VECTOR_FIELDS)
         lists = [_hits(r, body.with_payload) for r in resp.results]
         out: dict[str, Any] = {"shards": _shards(resp.shards)}
         if body.vector is not None:

@@ -99,7 +99,15 @@ def test_a_filtered_search_and_errors_that_name_the_field(cluster):
     hits = json.loads(body)["hits"]
     assert status == 200 and len(hits) == 5 and all(h["payload"]["lang"] == "en" for h in hits)
     for method, path, payload, status_, field in [
-        ("POST", "/v1/collections/docs/search", {"vector": [1, 2], "k": 5}, 400, "dimension"),
+        ("POST", "/v1/collections/docs/search", {"vector": [1, 2], "k": 5}, 400, "vector: dimension 2"),
+        (
+            "POST",
+            "/v1/collections/docs/search",
+            {"vectors": [[1, 2, 3, 4], [1, 2]]},
+            400,
+            "vectors: every vector",
+        ),
+        ("POST", "/v1/collections/docs/search", {"vectors": [[1, 2], [1, 2]]}, 400, "vectors: dimension 2"),
         ("POST", "/v1/collections/docs/search", {"vector": [1, 0, 0, 0], "k": 0}, 400, "k"),
         (
             "POST",
@@ -129,6 +137,9 @@ def test_a_filtered_search_and_errors_that_name_the_field(cluster):
         problem = json.loads(body)
         assert (got, ctype) == (status_, "application/problem+json"), (path, payload, body)
         assert problem["status"] == status_ and field in problem["detail"], problem
+    nan = b'{"points": [{"id": "a", "vector": [1, 2, 3, 4]}, {"id": "b", "vector": [NaN, 1, 2, 3]}]}'
+    status, _, body = call(cluster, "PUT", "/v1/collections/docs/points", raw=nan)
+    assert status == 400 and json.loads(body)["detail"].startswith("points[1].vector: "), body
     assert call(cluster, "GET", "/v1/collections/docs/count")[0] == 200
     assert (
         json.loads(call(cluster, "GET", "/v1/collections/docs/count")[2])["count"] == 50
