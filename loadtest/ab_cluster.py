@@ -1,15 +1,20 @@
-"""A/B of the cluster's search throughput between two checkouts, interleaved (A, B, A, B, ...)
-so that the drift of a shared machine falls on both sides alike.
+"""A/B of the cluster's search throughput between two checkouts, or one checkout with auth on
+and off, interleaved (A, B, A, B, ...) so that the drift of a shared machine falls on both
+sides alike.
 
     git worktree add /tmp/quartz-a 06ab9e3
     .venv/bin/python loadtest/ab_cluster.py --a /tmp/quartz-a --b . --rounds 2
+    .venv/bin/python loadtest/ab_cluster.py --a . --b . --b-no-auth --rounds 2   # what auth costs
 
 Each side runs in its own process with that checkout first on sys.path (its cluster's
 processes inherit it): 3 nodes, 3 shards x RF 2, pydocs (or --generated N rows) ingested in
 batches of 1,000 (timed: the write path), ef 32, then a closed loop of client processes per
-level. Prints ingest rows/s, QPS, p50/p99 and the servers' CPU per
-query (from /proc, as `quartz bench` reports it); writes loadtest/results/ab-<time>.json.
-A benchmark, not a test: nothing is asserted.
+level, every call through the router's gRPC API with the cluster's admin key. --a-no-auth /
+--b-no-auth start that side's cluster as `quartz up --no-auth` (no API keys, no member tokens,
+no etcd auth; its clients send no key; the checkout's QuartzCluster must take auth=, as it does
+since issue 13). Prints ingest rows/s, QPS, p50/p99 and the servers' CPU per query (from /proc,
+as `quartz bench` reports it), then per level each side's mean QPS and B against A in %; writes
+loadtest/results/ab-<time>.json. A benchmark, not a test: nothing is asserted.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ def side(args: argparse.Namespace) -> None:
         ds = load_pydocs(data, rows=args.rows, with_text=False)
     else:
         ds = generate_clustered(args.generated or args.rows, dim=384, n_queries=500, seed=3)
-    system = QuartzCluster()
+    system = QuartzCluster(auth=False) if args.no_auth else QuartzCluster()
     workdir = Path(tempfile.mkdtemp(prefix="quartz-ab-"))
     try:
         system.start(workdir, ds.dim, ds.metric, 16, 200)
@@ -48,7 +53,8 @@ def side(args: argparse.Namespace) -> None:
         system.set_ef(args.ef)
         for clients in args.clients:
             r = harness.closed_loop(system, ds.queries, clients, args.duration)
-            row = {"clients": clients, "ingest_rows_per_s": round(ingest), **{k: r.get(k) for k in FIELDS}}
+            row = {"clients": clients, "auth": not args.no_auth, "ingest_rows_per_s": round(ingest)}
+            row |= {k: r.get(k) for k in FIELDS}
             print(json.dumps(row), flush=True)
     finally:
         system.stop()
@@ -56,6 +62,19 @@ def side(args: argparse.Namespace) -> None:
 
 
 FIELDS = ("qps", "p50_ms", "p99_ms", "server_cpu_ms_per_query", "error_rate")
+
+
+def summarize(runs: list[dict], levels: list[int]) -> list[dict]:
+    """Per level: each side's mean QPS over the rounds and B against A in %."""
+    out = []
+    for clients in levels:
+        mean = {}
+        for name in ("a", "b"):
+            qps = [r["qps"] for r in runs if r["side"] == name and r["clients"] == clients]
+            mean[name] = sum(qps) / len(qps) if qps else float("nan")
+        pct = (mean["b"] / mean["a"] - 1) * 100 if mean["a"] else float("nan")
+        out.append({"clients": clients, "a_qps": mean["a"], "b_qps": mean["b"], "b_vs_a_pct": pct})
+    return out
 
 
 def main() -> None:
@@ -68,7 +87,10 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=20_000)
     p.add_argument("--generated", type=int, default=0, help="generated rows instead of pydocs")
     p.add_argument("--ef", type=int, default=32)
+    p.add_argument("--a-no-auth", action="store_true", help="side A's cluster without auth (--no-auth)")
+    p.add_argument("--b-no-auth", action="store_true", help="side B's cluster without auth (--no-auth)")
     p.add_argument("--side", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--no-auth", action="store_true", help=argparse.SUPPRESS)  # of one side
     args = p.parse_args()
     try:
         args.clients = [int(c) for c in args.clients.split(",")]
@@ -98,6 +120,8 @@ def main() -> None:
             cmd = [sys.executable, str(HERE / "loadtest" / "ab_cluster.py"), "--side", "--a", ".", "--b", "."]
             cmd += ["--clients", ",".join(map(str, args.clients)), "--duration", str(args.duration)]
             cmd += ["--rows", str(args.rows), "--generated", str(args.generated), "--ef", str(args.ef)]
+            if getattr(args, f"{name}_no_auth"):
+                cmd.append("--no-auth")
             done = subprocess.run(cmd, env=env, cwd=repo, capture_output=True, text=True)
             if done.returncode != 0:
                 sys.exit(f"side {name} ({repo}) failed with {done.returncode}:\n{done.stderr[-4000:]}")
@@ -106,17 +130,27 @@ def main() -> None:
                 if line.startswith("{"):
                     row = {"side": name, "round": round_, "repo": str(repo), **json.loads(line)}
                     runs.append(row)
+                    auth = "auth on " if row.get("auth", True) else "auth off"
                     print(
-                        f"{name} round {round_} clients {row['clients']:>3}: {row['qps']:>7,.0f} QPS  "
+                        f"{name} ({auth}) round {round_} clients {row['clients']:>3}: "
+                        f"{row['qps']:>7,.0f} QPS  "
                         f"p50 {row['p50_ms']:.1f} ms  p99 {row['p99_ms']:.1f} ms  "
                         f"server CPU {row['server_cpu_ms_per_query']:.2f} ms/query  "
                         f"(ingest {row['ingest_rows_per_s']:,} rows/s)",
                         flush=True,
                     )
+    summary = summarize(runs, args.clients)
+    for row in summary:
+        print(
+            f"clients {row['clients']:>3}: A {row['a_qps']:,.0f} QPS, B {row['b_qps']:,.0f} QPS "
+            f"(mean of {args.rounds} rounds): B/A {row['b_vs_a_pct']:+.1f} %",
+            flush=True,
+        )
     out_dir = HERE / "loadtest" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"ab-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    path.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "runs": runs}, indent=1))
+    args_out = {k: str(v) for k, v in vars(args).items()}
+    path.write_text(json.dumps({"args": args_out, "runs": runs, "summary": summary}, indent=1))
     print(f"wrote {path}")
 
 

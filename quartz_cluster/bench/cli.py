@@ -24,13 +24,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--systems",
         default="hnswlib,quartz-node,quartz-cluster,chroma,milvus-lite",
-        help="comma-separated: hnswlib, quartz-node, quartz-cluster, chroma, milvus-lite",
+        help="comma-separated, of: hnswlib, quartz-node, quartz-cluster (gRPC), quartz-http (the same "
+        "cluster over its HTTP/JSON gateway), chroma, milvus-lite",
     )
     p.add_argument("--ef-sweep", default="16,32,64,128,256", help="search ef values for the serial pass")
     p.add_argument("--concurrency", default="1,4,8,16,32", help="closed-loop client counts")
     p.add_argument("--duration", type=float, default=10.0, help="seconds per concurrency level")
     p.add_argument("--serial-queries", type=int, default=1000, help="queries in each serial pass")
     p.add_argument("--no-filters", action="store_true", help="skip filtered search")
+    p.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="run quartz-cluster and quartz-http as `quartz up --no-auth` (no API keys): what auth costs",
+    )
     p.add_argument("--out", default=DEFAULT_OUT, help="where the JSON and PNGs go")
     p.add_argument("--workdir", default=None, help="keep the systems' data here (default: a temp dir)")
 
@@ -79,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         duration_s=args.duration,
         serial_queries=args.serial_queries,
         filters=not args.no_filters,
+        auth=not args.no_auth,
         workdir=args.workdir,
     )
     print(

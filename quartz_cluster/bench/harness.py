@@ -57,6 +57,7 @@ class BenchConfig:
     serial_queries: int = 1000
     filters: bool = True
     workdir: str | None = None
+    auth: bool = True  # False: the QuartzDB cluster systems run without auth (quartz up --no-auth)
 
 
 def load_system(name: str) -> type[System]:
@@ -263,13 +264,15 @@ def bench_system(name: str, ds: Dataset, cfg: BenchConfig, workdir: Path, say=pr
     if why:
         say(f"{name}: skipped ({why})")
         return {"system": name, "skipped": why}
-    system = cls()
+    system = cls(auth=cfg.auth) if getattr(cls, "takes_auth", False) else cls()
     out: dict = {
         "system": name,
         "notes": getattr(system, "notes", ""),
         "honours": getattr(system, "HONOURS", {}),
         "replicas": getattr(system, "replicas", 1),
     }
+    if getattr(cls, "takes_auth", False):
+        out["auth"] = cfg.auth
     queries = ds.queries[: cfg.serial_queries]
     truth = truth_ids(ds, ds.gt_ids[: len(queries)])
     system.start(workdir / name, ds.dim, ds.metric, cfg.m, cfg.ef_construction)

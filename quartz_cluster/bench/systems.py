@@ -1,5 +1,6 @@
 """The systems `quartz bench` measures, behind one interface (the peers' adapters in peers.py
-follow it too): in-process hnswlib (the limit), one QuartzDB node, a QuartzDB cluster.
+follow it too): in-process hnswlib (the limit), one QuartzDB node, a QuartzDB cluster over gRPC
+(the SDK) and the same cluster over its HTTP/JSON gateway.
 
 Every system: start(workdir, dim, metric, m, ef_construction); ingest(ids, vectors, payloads,
 batch); wait_searchable(n) -> seconds; set_ef(ef); search(queries, k, where) -> ids per query;
@@ -8,12 +9,15 @@ stop(). `where` is a QuartzDB filter ({"must": [{"key": ..., "match": ...}]}).""
 
 from __future__ import annotations
 
+import http.client
+import importlib.util
 import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import orjson
 
 COLLECTION = "bench"
 SEARCHABLE_POLL_S = 0.05
@@ -220,17 +224,39 @@ class QuartzNode(System):
 class QuartzCluster(System):
     """A QuartzDB cluster: etcd, a coordinator, 3 nodes and a router, all real processes here;
     the collection has 3 shards x replication factor 2; clients go through the router with the
-    cluster's admin key, as a user's would (auth is on: every call is authenticated)."""
+    cluster's admin key, as a user's would (auth is on: every call is authenticated).
+
+    QuartzCluster(auth=False) (`quartz bench --no-auth`, `loadtest/ab_cluster.py --b-no-auth`)
+    starts it as `quartz up --no-auth` does: no API keys, no member tokens between router and
+    nodes, no etcd auth, and its clients send no key. That is the other side of the A/B of what
+    auth costs; the system keeps its name and says "auth off" in its notes."""
 
     name = "quartz-cluster"
     nodes, shards, replicas = 3, 3, 2
+    takes_auth = True  # the harness passes BenchConfig.auth to the constructor
+
+    def __init__(self, auth: bool = True) -> None:
+        self.auth = auth
+        if not auth:
+            self.notes = "auth off (quartz up --no-auth: no API keys, member tokens or etcd auth)"
 
     def start(self, workdir: Path, dim: int, metric: str, m: int, ef_construction: int) -> None:
         from quartz_cluster.cluster import LocalCluster
 
-        self.cluster = LocalCluster(workdir / "cluster", nodes=self.nodes)
+        self.cluster = LocalCluster(workdir / "cluster", nodes=self.nodes, auth=self.auth)
         self.cluster.start()
+        try:
+            self._connect()
+            self._create_collection(dim, metric, m, ef_construction)
+        except BaseException:
+            self.cluster.kill()
+            raise
+        self.ef = 64
+
+    def _connect(self) -> None:
         self.client = self.cluster.client(timeout=CLIENT_TIMEOUT_S)
+
+    def _create_collection(self, dim: int, metric: str, m: int, ef_construction: int) -> None:
         self.client.create_collection(
             COLLECTION,
             dim=dim,
@@ -241,7 +267,6 @@ class QuartzCluster(System):
             ef_construction=ef_construction,
             wait=True,
         )
-        self.ef = 64
 
     def ingest(self, ids: list[str], vectors: np.ndarray, payloads: list[dict], batch: int = 1000) -> None:
         for start in range(0, len(ids), batch):
@@ -289,4 +314,125 @@ class QuartzCluster(System):
             raise
 
 
-SYSTEMS: dict[str, type[System]] = {s.name: s for s in (Hnswlib, QuartzNode, QuartzCluster)}
+QUERIES_PER_REQUEST = 1024  # limits.QUERIES_PER_REQUEST_MAX: a batched search goes in chunks of this
+
+
+class HttpJson:
+    """One persistent HTTP/1.1 connection to the gateway (http.client, keep-alive), JSON bodies
+    encoded by orjson (numpy arrays as they are, no tolist()), the API key as a bearer token."""
+
+    def __init__(self, address: str, api_key: str | None, timeout_s: float = CLIENT_TIMEOUT_S) -> None:
+        host, _, port = address.rpartition(":")
+        self.conn = http.client.HTTPConnection(host, int(port), timeout=timeout_s)
+        self.headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if api_key:
+            self.headers["Authorization"] = f"Bearer {api_key}"
+
+    def call(self, method: str, path: str, body: dict | None = None) -> dict:
+        data = None if body is None else orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+        for attempt in (1, 2):
+            try:
+                self.conn.request(method, path, body=data, headers=self.headers)
+                resp = self.conn.getresponse()
+                raw = resp.read()
+                break
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                # the server closed the connection while it sat idle (its keep-alive timeout):
+                # reconnect once, as HTTP clients' pools do (every call made here is idempotent)
+                self.conn.close()
+                if attempt == 2:
+                    raise
+        if resp.status >= 400:
+            raise RuntimeError(f"{method} {path}: HTTP {resp.status}: {raw[:500].decode(errors='replace')}")
+        return orjson.loads(raw)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def uvicorn_http() -> str:
+    """The HTTP parser the gateway's uvicorn picks (http="auto": httptools when it is installed,
+    else h11). The router runs on this interpreter, so it sees the same packages; the peers
+    extra (chromadb) pulls httptools in, so a venv with the peers serves HTTP with httptools."""
+    return "httptools" if importlib.util.find_spec("httptools") else "h11"
+
+
+class QuartzHttp(QuartzCluster):
+    """The same cluster as quartz-cluster (3 nodes, 3 shards x RF 2, auth on), every call over
+    the router's HTTP/JSON gateway instead of gRPC: the collection is created, rows ingested
+    (PUT .../points, batches of 1,000), counted and searched (POST .../search: one query as
+    `vector`, a batch as `vectors`, a filter as the JSON `filter`, with_payload false) with JSON
+    bodies and the admin key as a bearer token, over one persistent keep-alive http.client
+    connection per client (the harness, and each closed-loop client process). Next to
+    quartz-cluster it measures what the gateway costs (uvicorn, FastAPI and pydantic on the
+    router's event loop, JSON both ways) against gRPC and protobuf, on the same servicer methods;
+    next to chroma, one HTTP/JSON API against another."""
+
+    name = "quartz-http"
+
+    def __init__(self, auth: bool = True) -> None:
+        super().__init__(auth)
+        self.notes = f"HTTP/JSON gateway, uvicorn http={uvicorn_http()}" + ("; auth off" if not auth else "")
+
+    def _connect(self) -> None:
+        self.client = HttpJson(self.cluster.http_address, self.cluster.admin_key)
+
+    def _create_collection(self, dim: int, metric: str, m: int, ef_construction: int) -> None:
+        body = {"name": COLLECTION, "dim": dim, "metric": metric, "shards": self.shards}
+        body |= {"replication_factor": self.replicas, "m": m, "ef_construction": ef_construction}
+        self.client.call("POST", "/v1/collections", body)  # "wait": true by default: shards ready
+
+    def ingest(self, ids: list[str], vectors: np.ndarray, payloads: list[dict], batch: int = 1000) -> None:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        path = f"/v1/collections/{COLLECTION}/points"
+        for start in range(0, len(ids), batch):
+            end = min(start + batch, len(ids))
+            points = [{"id": ids[i], "vector": vectors[i], "payload": payloads[i]} for i in range(start, end)]
+            body = self.client.call("PUT", path, {"points": points})
+            if body["errors"]:
+                raise RuntimeError(f"{len(body['errors'])} points not written: {body['errors'][0]}")
+
+    def wait_searchable(self, n: int, timeout_s: float = 600.0) -> float:
+        t0 = time.perf_counter()
+        while self.client.call("GET", f"/v1/collections/{COLLECTION}/count")["count"] < n:
+            if time.perf_counter() - t0 > timeout_s:
+                raise TimeoutError(f"{self.name}: not {n} rows after {timeout_s} s")
+            time.sleep(SEARCHABLE_POLL_S)
+        return time.perf_counter() - t0
+
+    def search(self, queries: np.ndarray, k: int, where: dict | None = None) -> list[list[str]]:
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        path = f"/v1/collections/{COLLECTION}/search"
+        out: list[list[str]] = []
+        for start in range(0, len(queries), QUERIES_PER_REQUEST):
+            chunk = queries[start : start + QUERIES_PER_REQUEST]
+            body: dict = {"k": k, "ef": self.ef, "with_payload": False}
+            if len(chunk) == 1:
+                body["vector"] = chunk[0]  # the single-query form, as a client searching one would
+            else:
+                body["vectors"] = chunk
+            if where is not None:
+                body["filter"] = where
+            reply = self.client.call("POST", path, body)
+            rows = [reply["hits"]] if len(chunk) == 1 else reply["results"]
+            out.extend([h["id"] for h in row] for row in rows)
+        return out
+
+    def client_spec(self) -> tuple:
+        return (self.cluster.http_address, self.ef, self.cluster.admin_key)
+
+    @staticmethod
+    def open_client(spec: tuple, k: int = 10):
+        address, ef, api_key = spec
+        client = HttpJson(address, api_key)
+        path = f"/v1/collections/{COLLECTION}/search"
+
+        def search_one(q: np.ndarray) -> list[str]:
+            vector = np.ascontiguousarray(q, dtype=np.float32)
+            body = {"vector": vector, "k": k, "ef": ef, "with_payload": False}
+            return [h["id"] for h in client.call("POST", path, body)["hits"]]
+
+        return search_one, client.close
+
+
+SYSTEMS: dict[str, type[System]] = {s.name: s for s in (Hnswlib, QuartzNode, QuartzCluster, QuartzHttp)}
