@@ -14,22 +14,19 @@ from quartz_cluster.auth import access, admin
 from quartz_cluster.auth.cluster import ADMIN_KEY_FILE, ETCD_USER, ClusterCredentials, write_private
 from quartz_cluster.errors import AlreadyExists
 from quartz_cluster.meta import schema
-from quartz_cluster.meta.store import EtcdStore
+from quartz_cluster.meta.store import EtcdStore, parse_endpoints
 
 CALL_TIMEOUT_S = 10.0
 
 
-async def enable_etcd_auth(endpoint: str, password: str) -> bool:
-    """Create etcd's root user and turn auth on, unless it is on already; True if it did."""
-    async with grpc.aio.insecure_channel(endpoint) as channel:
+async def enable_etcd_auth(endpoints: str, password: str) -> bool:
+    """Create etcd's root user and turn auth on, unless it is on already; True if it did. Auth is
+    cluster-wide: one member of a multi-member etcd is enough."""
+    host, port = parse_endpoints(endpoints)[0]
+    async with grpc.aio.insecure_channel(f"{host}:{port}") as channel:
         auth = etcd_rpc.AuthStub(channel)
-        try:
-            status = await auth.AuthStatus(etcd_rpc.AuthStatusRequest(), timeout=CALL_TIMEOUT_S)
-            if status.enabled:
-                return False
-        except grpc.aio.AioRpcError as exc:  # older etcd without AuthStatus: try the steps anyway
-            if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
-                raise
+        if await _auth_enabled(auth, password):
+            return False
         try:
             await auth.UserAdd(
                 etcd_rpc.AuthUserAddRequest(name=ETCD_USER, password=password), timeout=CALL_TIMEOUT_S
@@ -46,6 +43,26 @@ async def enable_etcd_auth(endpoint: str, password: str) -> bool:
             if "already enabled" not in (exc.details() or ""):
                 raise
         return True
+
+
+async def _auth_enabled(auth, password: str) -> bool:
+    """Whether etcd's auth is on. etcd 3.5 answers AuthStatus; 3.4 (Debian's) has no such RPC, so
+    we authenticate as root: that succeeds only when auth is on."""
+    try:
+        status = await auth.AuthStatus(etcd_rpc.AuthStatusRequest(), timeout=CALL_TIMEOUT_S)
+        return bool(status.enabled)
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+            raise
+    try:
+        await auth.Authenticate(
+            etcd_rpc.AuthenticateRequest(name=ETCD_USER, password=password), timeout=CALL_TIMEOUT_S
+        )
+        return True
+    except grpc.aio.AioRpcError as exc:
+        if "authentication is not enabled" in (exc.details() or ""):
+            return False
+        raise
 
 
 async def _bootstrap(endpoint: str, cluster_dir: Path) -> str | None:
