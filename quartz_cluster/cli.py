@@ -300,10 +300,11 @@ def _status(args: argparse.Namespace) -> int:
     known = set(view.nodes) | {
         n for by in view.shards.values() for rec, _ in by.values() for n in rec.replicas
     }
-    names = {c.id: c.name for c in view.collections.values()}
+    owners = {c.id: (c.tenant, c.name) for c in view.collections.values()}
     shards = [
         {
-            "collection": names.get(cid, rec.collection),
+            "tenant": owners.get(cid, ("?", rec.collection))[0],
+            "collection": owners.get(cid, ("?", rec.collection))[1],
             "collection_id": cid,
             "shard": s,
             "epoch": rec.epoch,
@@ -356,7 +357,7 @@ def _status(args: argparse.Namespace) -> int:
         t.add_column(col)
     for s in shards:
         t.add_row(
-            s["collection"],
+            s["collection"] if s["tenant"] == "default" else f"{s['tenant']}/{s['collection']}",
             str(s["shard"]),
             str(s["epoch"]),
             s["primary"],
