@@ -167,6 +167,13 @@ class LocalCluster:
         """The bootstrap admin key (None without auth): what tests, the demo and harnesses use."""
         return self.admin_key_file.read_text().strip() if self.auth else None
 
+    def member_identity(self, name: str):
+        """A MemberIdentity (member token) to call this cluster's nodes with, as a member named
+        `name`; None without auth."""
+        from quartz_cluster.auth.cluster import ClusterCredentials, MemberIdentity
+
+        return MemberIdentity(ClusterCredentials.load(self.data_dir), name) if self.auth else None
+
     def client(self, router: int = 0, **kwargs):
         """A QuartzClient to a router of this cluster with the admin key."""
         from quartz_cluster.client import QuartzClient

@@ -9,11 +9,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import grpc
 import numpy as np
 import orjson
 
-from quartz_cluster.auth.cluster import ClusterCredentials, MemberIdentity
 from quartz_cluster.chaos.checker import availability, check, recovery_times
 from quartz_cluster.chaos.faults import FAULTS, NEEDS_NETWORK, SCENARIOS, Injected
 from quartz_cluster.chaos.netproxy import Network
@@ -21,7 +19,6 @@ from quartz_cluster.chaos.workload import History, Workload
 from quartz_cluster.cluster import LocalCluster
 from quartz_cluster.meta.schema import shard_of
 from quartz_cluster.node.client import NodeClient
-from quartz_cluster.proto.quartz.v1 import node_pb2_grpc
 
 COLLECTION = "chaos"
 CONVERGE_TIMEOUT_S = 120.0
@@ -186,24 +183,10 @@ def _replica_states(cluster: LocalCluster, attempted: list[str], shards: int) ->
     return out
 
 
-class _Metadata(grpc.UnaryUnaryClientInterceptor):
-    def __init__(self, identity: MemberIdentity) -> None:
-        self.identity = identity
-
-    def intercept_unary_unary(self, continuation, details, request):
-        metadata = (*(details.metadata or ()), *self.identity.metadata())
-        return continuation(details._replace(metadata=metadata), request)
-
-
 def member_client(cluster: LocalCluster, address: str) -> NodeClient:
     """A NodeClient to a node of the cluster that calls as a member ("chaos"): the checker reads
-    each replica directly, which the sealed node API allows cluster members only. Without auth
-    (a --no-auth cluster) a plain NodeClient."""
-    client = NodeClient(address)
-    if cluster.cluster_dir is not None:
-        identity = MemberIdentity(ClusterCredentials.load(cluster.cluster_dir), "chaos")
-        client.stub = node_pb2_grpc.NodeStub(grpc.intercept_channel(client.channel, _Metadata(identity)))
-    return client
+    each replica directly, which the sealed node API allows cluster members only."""
+    return NodeClient(address, identity=cluster.member_identity("chaos"))
 
 
 def _converge(cluster: LocalCluster, h: History, cfg: ChaosConfig) -> float | None:

@@ -10,8 +10,10 @@ import grpc
 import numpy as np
 import orjson
 
+from quartz_cluster.auth.cluster import MemberIdentity
 from quartz_cluster.node.service import METRIC_ENUMS
 from quartz_cluster.proto.quartz.v1 import node_pb2, node_pb2_grpc
+from quartz_cluster.rpc.guard import MemberStub
 from quartz_cluster.rpc.server import CHANNEL_OPTIONS
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -32,11 +34,22 @@ class Hit:
 
 
 class NodeClient:
-    def __init__(self, address: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    """A blocking client of one node's internal API (tests, benchmarks, the chaos checker).
+    `identity`: the member token to call a node of a secured cluster with (None: a standalone or
+    --no-auth node)."""
+
+    def __init__(
+        self, address: str, timeout_s: float = DEFAULT_TIMEOUT_S, identity: MemberIdentity | None = None
+    ) -> None:
         self.address = address
         self.timeout_s = timeout_s
+        self.identity = identity
+        self._connect(address)
+
+    def _connect(self, address: str) -> None:
         self.channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
-        self.stub = node_pb2_grpc.NodeStub(self.channel)
+        stub = node_pb2_grpc.NodeStub(self.channel)
+        self.stub = stub if self.identity is None else MemberStub(stub, self.identity)
 
     def close(self) -> None:
         self.channel.close()
@@ -45,8 +58,7 @@ class NodeClient:
         """Point at a (restarted) node's new address."""
         self.channel.close()
         self.address = address
-        self.channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
-        self.stub = node_pb2_grpc.NodeStub(self.channel)
+        self._connect(address)
 
     def __enter__(self) -> NodeClient:
         return self

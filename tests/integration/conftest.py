@@ -98,12 +98,5 @@ def with_metadata(channel: grpc.Channel, metadata) -> grpc.Channel:
 
 
 def member_node_client(cluster, address: str, **kwargs) -> NodeClient:
-    """A NodeClient to a node of the cluster that calls as a cluster member (NodeClient has no
-    credentials of its own: it talks to standalone --no-auth nodes)."""
-    from quartz_cluster.proto.quartz.v1 import node_pb2_grpc
-
-    client = NodeClient(address, **kwargs)
-    if cluster.auth:
-        md = member_metadata(cluster)
-        client.stub = node_pb2_grpc.NodeStub(with_metadata(client.channel, md))
-    return client
+    """A NodeClient to a node of the cluster that calls as a cluster member."""
+    return NodeClient(address, identity=cluster.member_identity("test"), **kwargs)
