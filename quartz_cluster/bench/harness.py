@@ -167,18 +167,67 @@ def cpu_s(pids: list[int]) -> float:
     return total
 
 
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has spent busy (not idle, not waiting on I/O) since boot."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:9]]  # user .. steal
+    except (OSError, ValueError):
+        return 0.0
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _rusage_s(who: int) -> float:
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process under pid (from /proc)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            parents.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        kids = parents.get(todo.pop(), [])
+        out += kids
+        todo += kids
+    return out
+
+
+def _cpu_now(pids: list[int]) -> tuple:
+    """CPU seconds so far of the servers, the reaped client processes, this process, each live
+    process under this one (etcd, coordinator, servers) and the whole machine (busy); the time."""
+    children, own = _rusage_s(resource.RUSAGE_CHILDREN), _rusage_s(resource.RUSAGE_SELF)
+    tree = {p: cpu_s([p]) for p in descendants(os.getpid())}
+    return cpu_s(pids), children, own, tree, machine_busy_s(), time.perf_counter()
+
+
 def closed_loop(system: System, queries: np.ndarray, clients: int, duration_s: float) -> dict:
     """The closed loop, with the CPU it cost per query: the servers' (from /proc) and the client
-    processes' (their rusage, warm-up and start-up included)."""
+    processes' (their rusage, warm-up and start-up included); and how busy the machine was with
+    other work meanwhile (this is a shared machine): the 1-minute load average after the level and
+    `other_cpu_cores`, the machine's busy CPU less that of this process and every process under
+    it (servers, etcd, coordinator, clients), per second of the level."""
     pids = server_pids(system)
-    server0, clients0 = cpu_s(pids), resource.getrusage(resource.RUSAGE_CHILDREN)
+    server0, clients0, self0, tree0, busy0, t0 = _cpu_now(pids)
     result = _closed_loop(system, queries, clients, duration_s)
-    server1, clients1 = cpu_s(pids), resource.getrusage(resource.RUSAGE_CHILDREN)
+    server1, clients1, self1, tree1, busy1, t1 = _cpu_now(pids)
+    wall = t1 - t0
     if pids and result["calls"]:
         result["server_cpu_ms_per_query"] = (server1 - server0) * 1000 / result["calls"]
         if getattr(system, "clients_are_processes", True):
-            used = (clients1.ru_utime + clients1.ru_stime) - (clients0.ru_utime + clients0.ru_stime)
-            result["client_cpu_ms_per_query"] = used * 1000 / result["calls"]
+            result["client_cpu_ms_per_query"] = (clients1 - clients0) * 1000 / result["calls"]
+    live = sum(c - tree0.get(p, 0.0) for p, c in tree1.items())  # servers, etcd, coordinator
+    ours = live + (clients1 - clients0) + (self1 - self0)
+    result["other_cpu_cores"] = max(0.0, (busy1 - busy0 - ours) / wall)
+    result["load_avg_1m"] = os.getloadavg()[0]
     return result
 
 
@@ -273,6 +322,7 @@ def bench_system(name: str, ds: Dataset, cfg: BenchConfig, workdir: Path, say=pr
     }
     if getattr(cls, "takes_auth", False):
         out["auth"] = cfg.auth
+    out["load_avg_at_start"] = list(os.getloadavg())
     queries = ds.queries[: cfg.serial_queries]
     truth = truth_ids(ds, ds.gt_ids[: len(queries)])
     system.start(workdir / name, ds.dim, ds.metric, cfg.m, cfg.ef_construction)
@@ -330,7 +380,8 @@ def bench_system(name: str, ds: Dataset, cfg: BenchConfig, workdir: Path, say=pr
             r = levels[str(clients)] = closed_loop(system, ds.queries, clients, cfg.duration_s)
             say(
                 f"  {clients:>2} clients: {r['qps']:,.0f} QPS, p50 {r['p50_ms']:.2f} ms, "
-                f"p99 {r['p99_ms']:.2f} ms, errors {r['error_rate']:.1%}"
+                f"p99 {r['p99_ms']:.2f} ms, errors {r['error_rate']:.1%} (load {r['load_avg_1m']:.2f}, "
+                f"other work {r['other_cpu_cores']:.2f} cores)"
             )
         out["concurrency"] = levels
 
@@ -352,6 +403,7 @@ def bench_system(name: str, ds: Dataset, cfg: BenchConfig, workdir: Path, say=pr
             say(f"  restart to ready: {out['restart_to_ready_s']:.2f} s")
     finally:
         system.stop()
+    out["load_avg_at_end"] = list(os.getloadavg())
     return out
 
 
