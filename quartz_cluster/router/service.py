@@ -701,6 +701,16 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
         access.authorize_tenant(principal, rec.tenant)
         if principal.role != access.ADMIN and rec.role == access.ADMIN:
             raise PermissionDenied(f"{principal.describe()} may not revoke admin keys", "id")
+        now = time.time()
+        if rec.role == access.ADMIN and not any(
+            k.role == access.ADMIN and k.id != rec.id and (not k.expires_at or k.expires_at > now)
+            for k in self.shardmap.view.keys.values()
+        ):
+            raise FailedPrecondition(
+                f"API key {rec.id} is the last admin key: revoking it would lock every administrator "
+                "out; create another admin key first",
+                "id",
+            )
         await admin.revoke_key(self.store, request.id)
         await self._caught_up(context)
         return quartz_pb2.RevokeKeyResponse(revoked=True)

@@ -299,3 +299,21 @@ def test_the_cli_manages_tenants_and_keys_with_the_data_dirs_admin_key(cluster, 
     assert refused.returncode == 1 and refused.stderr.startswith("error: UNAUTHENTICATED")
     assert quartz("tenants", "delete", "cli-tenant").returncode == 0
     assert "cli-tenant" not in quartz("tenants", "list").stdout
+
+
+def test_the_last_admin_key_cannot_be_revoked(cluster, keys):
+    """Revoking the last live admin key would lock every administrator out for good."""
+    admin = cluster.client(timeout=30)
+    me = admin.whoami()
+    live = [
+        k.id
+        for k in admin.list_keys()
+        if k.role == "admin" and (not k.expires_at or k.expires_at > time.time())
+    ]
+    assert live == [me.id]  # the expired admin key of the matrix does not count
+    with pytest.raises(QuartzError) as err:
+        admin.revoke_key(me.id)
+    assert err.value.code == "FAILED_PRECONDITION" and "last admin key" in str(err.value)
+    assert admin.whoami().id == me.id
+    _, other = admin.create_key(role="admin")
+    assert admin.revoke_key(other.id)  # not the last one: revoked
