@@ -62,6 +62,7 @@ def side(args: argparse.Namespace) -> None:
 
 
 FIELDS = ("qps", "p50_ms", "p99_ms", "server_cpu_ms_per_query", "error_rate")
+FIELDS += ("other_cpu_cores", "load_avg_1m")  # how busy the shared machine was with other work
 
 
 def summarize(runs: list[dict], levels: list[int]) -> list[dict]:
@@ -136,7 +137,8 @@ def main() -> None:
                         f"{row['qps']:>7,.0f} QPS  "
                         f"p50 {row['p50_ms']:.1f} ms  p99 {row['p99_ms']:.1f} ms  "
                         f"server CPU {row['server_cpu_ms_per_query']:.2f} ms/query  "
-                        f"(ingest {row['ingest_rows_per_s']:,} rows/s)",
+                        f"(ingest {row['ingest_rows_per_s']:,} rows/s; other work "
+                        f"{row.get('other_cpu_cores') or 0:.2f} cores)",
                         flush=True,
                     )
     summary = summarize(runs, args.clients)
