@@ -191,6 +191,7 @@ def test_schemathesis_finds_no_server_error_and_no_response_off_the_spec(st_clus
         text=True,
         timeout=1200,
         env={**os.environ, "NO_COLOR": "1"},
+        cwd=tmp_path,  # its .schemathesis/ cache goes there, not into the checkout
     )
     summary = out.stdout[-4000:]
     print(summary)
