@@ -65,6 +65,16 @@ FIELDS = ("qps", "p50_ms", "p99_ms", "server_cpu_ms_per_query", "error_rate")
 FIELDS += ("other_cpu_cores", "load_avg_1m")  # how busy the shared machine was with other work
 
 
+def _commit(repo: Path) -> str:
+    """The checkout's commit, "+dirty" when it has uncommitted changes to tracked files."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True).stdout.strip()
+
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else "")
+
+
 def summarize(runs: list[dict], levels: list[int]) -> list[dict]:
     """Per level: each side's mean QPS over the rounds and B against A in %."""
     out = []
@@ -113,6 +123,7 @@ def main() -> None:
         if not (getattr(args, name) / "quartz_cluster" / "__init__.py").exists():
             p.error(f"--{name}: {getattr(args, name)} is not a QuartzDB checkout")
     runs = []
+    started = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "load_avg": os.getloadavg()}
     for round_ in range(args.rounds):
         for name in ("a", "b"):
             repo = getattr(args, name).resolve()
@@ -152,7 +163,9 @@ def main() -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"ab-{time.strftime('%Y%m%dT%H%M%S')}.json"
     args_out = {k: str(v) for k, v in vars(args).items()}
-    path.write_text(json.dumps({"args": args_out, "runs": runs, "summary": summary}, indent=1))
+    commits = {name: _commit(getattr(args, name).resolve()) for name in ("a", "b")}
+    out = {"args": args_out, "commits": commits, "started": started, "runs": runs, "summary": summary}
+    path.write_text(json.dumps(out, indent=1))
     print(f"wrote {path}")
 
 
