@@ -216,6 +216,9 @@ def field_path(loc) -> str:
 
 
 class JSON(JSONResponse):
+    """orjson. The hot routes (search, get, upsert) return one directly: their replies are built
+    to the response model already, and FastAPI would otherwise validate and re-serialize them."""
+
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
@@ -363,7 +366,7 @@ def build_app(service, ready: Callable[[], bool]) -> FastAPI:
             ),
             write_consistency=sdk.WRITE_CONSISTENCY[body.write_consistency],
         )
-        return _write_result(await call("Upsert", req, caller, UPSERT_FIELDS))
+        return JSON(_write_result(await call("Upsert", req, caller, UPSERT_FIELDS)))
 
     @v1.post("/collections/{name}/points/delete", response_model=m.WriteResult, tags=["points"])
     async def delete_points(name: CollectionName, body: m.DeletePoints, caller: Caller):
@@ -393,14 +396,9 @@ def build_app(service, ready: Callable[[], bool]) -> FastAPI:
             }
             for p in resp.points
         ]
-        return {"points": points, "shards": _shards(resp.shards)}
+        return JSON({"points": points, "shards": _shards(resp.shards)})
 
-    @v1.post(
-        "/collections/{name}/search",
-        response_model=m.SearchResult,
-        response_model_exclude_none=True,
-        tags=["points"],
-    )
+    @v1.post("/collections/{name}/search", response_model=m.SearchResult, tags=["points"])
     async def search(name: CollectionName, body: m.Search, caller: Caller):
         """`vector` (one query: the reply has `hits`) or `vectors` (several: `results`, one list
         per query), best first."""
@@ -426,7 +424,7 @@ def build_app(service, ready: Callable[[], bool]) -> FastAPI:
             out["hits"] = lists[0] if lists else []
         else:
             out["results"] = lists
-        return out
+        return JSON(out)  # built to the model already: skip FastAPI's second pass over it
 
     @v1.get("/collections/{name}/count", response_model=m.CountResult, tags=["points"])
     async def count(name: CollectionName, caller: Caller, allow_partial: bool = False):
