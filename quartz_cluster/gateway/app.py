@@ -83,7 +83,7 @@ _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer qz_<ke
 _api_key = APIKeyHeader(name="api-key", auto_error=False, description="api-key: qz_<key id>_<secret>")
 
 
-def credentials(
+async def credentials(  # async: a plain def would cost a thread switch per request
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     api_key: Annotated[str | None, Depends(_api_key)],
     request: Request,
@@ -287,13 +287,6 @@ def build_app(service, ready: Callable[[], bool]) -> FastAPI:
         error_id = uuid.uuid4().hex[:12]
         log.error("unhandled error", exc_info=exc, extra={"path": request.url.path, "error_id": error_id})
         return problem(500, f"internal error (error id {error_id}; see the server log)", "INTERNAL")
-
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > BODY_BYTES_MAX):
-            return problem(413, f"body: more than {BODY_BYTES_MAX} bytes", "RESOURCE_EXHAUSTED")
-        return await call_next(request)
 
     probes = APIRouter(tags=["health"])
 

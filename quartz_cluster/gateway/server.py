@@ -25,7 +25,10 @@ class _Server(uvicorn.Server):
 class HttpGateway:
     def __init__(self, service, ready, listen: str, tls_files: tuple[str, str] | None = None) -> None:
         host, _, port = listen.rpartition(":")
-        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        # proto IPPROTO_TCP, not 0: asyncio turns TCP_NODELAY on only for such sockets' connections;
+        # without it every reply waited ~40 ms for the client's delayed ACK (docs/BENCHMARKS.md)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host or "127.0.0.1", int(port)))
         self.sock.listen(HTTP_BACKLOG)
