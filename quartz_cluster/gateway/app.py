@@ -123,42 +123,17 @@ def _shards(s: quartz_pb2.ShardsAnswered) -> dict:
     }
 
 
+def _fields(obj) -> dict:
+    return {f: getattr(obj, f) for f in obj.__slots__}
+
+
 def _collection(info: quartz_pb2.CollectionInfo) -> dict:
-    c = info.config
-    return {
-        "name": c.name,
-        "id": info.id,
-        "dim": c.dim,
-        "metric": sdk.METRIC_NAMES.get(c.metric, "cosine"),
-        "shards": c.shards,
-        "replication_factor": c.replication_factor,
-        "m": c.hnsw.m,
-        "ef_construction": c.hnsw.ef_construction,
-        "ef": c.hnsw.ef,
-        "ready": info.ready,
-        "shard_map": [
-            {
-                "shard": s.shard,
-                "epoch": s.epoch,
-                "primary": s.primary,
-                "replicas": list(s.replicas),
-                "in_sync": [i.node for i in s.in_sync],
-            }
-            for s in info.shards
-        ],
-    }
+    """The SDK's CollectionInfo (the same fields as models.CollectionInfo) as JSON."""
+    return _fields(sdk.parse_collection(info))
 
 
 def _key(info: quartz_pb2.ApiKeyInfo) -> dict:
-    return {
-        "id": info.id,
-        "tenant": info.tenant,
-        "role": info.role,
-        "collections": list(info.collections),
-        "created_at": info.created_at,
-        "expires_at": info.expires_at,
-        "description": info.description,
-    }
+    return _fields(sdk.parse_key(info))
 
 
 def _ids(ids: list[str | int], field: str) -> list[str]:
