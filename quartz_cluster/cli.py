@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 DEFAULT_DATA_DIR = ".quartz/cluster"
 SUPERVISE_INTERVAL_S = 0.5  # how often `quartz up` checks its children
@@ -47,7 +48,6 @@ def _etcd(args: argparse.Namespace) -> str:
 
 def _etcd_auth(args: argparse.Namespace):
     """etcd's credentials from the data dir's cluster secret (None: a --no-auth cluster)."""
-    from pathlib import Path
 
     from quartz_cluster.auth.cluster import SECRET_FILE, ClusterCredentials
 
@@ -122,8 +122,6 @@ def _router_cmd(args: argparse.Namespace) -> int:
         raise CliError("--tls-cert and --tls-key go together")
     tls = None
     if args.tls_cert:
-        from pathlib import Path
-
         tls = (Path(args.tls_cert).read_bytes(), Path(args.tls_key).read_bytes())
     settings = RouterSettings(
         etcd=args.etcd,
@@ -134,6 +132,9 @@ def _router_cmd(args: argparse.Namespace) -> int:
         tls_files=(args.tls_cert, args.tls_key) if args.tls_cert else None,
         router_id=args.id,
         http_listen=args.http_listen,
+        journal_dir=args.journal_dir
+        or (str(Path(args.cluster_dir) / "routers" / args.id / "journal") if args.cluster_dir else None),
+        journal_fsync=args.journal_fsync,
     )
     return run(settings, args.log_level)
 
@@ -620,6 +621,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--tls-cert", default=None, help="serve gRPC and HTTP with TLS: certificate chain (PEM)"
     )
     router.add_argument("--tls-key", default=None, help="... and its private key (PEM)")
+    router.add_argument(
+        "--journal-dir",
+        default=None,
+        help="the metering journal (default: CLUSTER_DIR/routers/ID/journal); keep it across restarts",
+    )
+    router.add_argument(
+        "--journal-fsync", action="store_true", help="fsync each metered call (survives losing the machine)"
+    )
     cluster_opts(router)
     router.add_argument("--log-level", default="info")
     router.set_defaults(func=_router_cmd)

@@ -45,6 +45,11 @@ class ResourceExhausted(QuartzError):
     code = "RESOURCE_EXHAUSTED"
 
 
+class QuotaExceeded(ResourceExhausted):
+    """A plan's quota is used up (HTTP 403): retrying soon does not help. A rate limit
+    (router/ratelimit.py RateLimited) stays a plain ResourceExhausted (HTTP 429)."""
+
+
 class Unavailable(QuartzError):
     code = "UNAVAILABLE"
 

@@ -16,6 +16,7 @@ from quartz_cluster.errors import AlreadyExists
 from quartz_cluster.meta import schema
 from quartz_cluster.meta.store import EtcdStore, parse_endpoints
 
+DEFAULT_TENANT_PLAN = "paid"  # the operator's own tenant: no quotas, generous rate limits
 CALL_TIMEOUT_S = 10.0
 
 
@@ -71,7 +72,7 @@ async def _bootstrap(endpoint: str, cluster_dir: Path) -> str | None:
     store = EtcdStore(endpoint, creds.etcd_auth)
     try:
         try:
-            await admin.create_tenant(store, schema.DEFAULT_TENANT)
+            await admin.create_tenant(store, schema.DEFAULT_TENANT, plan=DEFAULT_TENANT_PLAN)
         except AlreadyExists:
             pass
         key_file = cluster_dir / ADMIN_KEY_FILE

@@ -4,6 +4,7 @@ retry policy. No I/O here."""
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,6 +153,34 @@ def retryable(exc: grpc.RpcError, ever_connected: bool = True) -> bool:
     """UNAVAILABLE is retried (a shard failing over, the router restarting), except that a router
     never reached fails fast: nothing listens there."""
     return exc.code() == grpc.StatusCode.UNAVAILABLE and (ever_connected or not unreachable(exc))
+
+
+def request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def call_metadata(base: tuple, rid: str, attempt: int) -> tuple:
+    """The key plus the call's request id and attempt: the router meters a call once however
+    many attempts it takes (and however many routers they reach)."""
+    return (*base, ("quartz-request-id", rid), ("quartz-attempt", str(attempt)))
+
+
+def rate_limit_wait_s(exc: grpc.RpcError) -> float | None:
+    """How long a rate-limited call says to wait (its retry-after-ms trailer); None for any
+    other failure, a quota refusal included (waiting does not help there)."""
+    if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return None
+    try:
+        trailers = exc.trailing_metadata() or ()
+    except Exception:
+        return None
+    for k, v in trailers:
+        if k == "retry-after-ms":
+            try:
+                return max(0.001, int(v) / 1000)
+            except ValueError:
+                return None
+    return None
 
 
 API_KEY_ENV = "QUARTZ_API_KEY"

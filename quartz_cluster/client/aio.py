@@ -50,16 +50,26 @@ class AsyncQuartzClient:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (timeout or self.timeout)
         backoff = c.RETRY_BACKOFF_S_FIRST
+        rid, attempt = c.request_id(), 0  # one id for every attempt: metered once (DESIGN §12)
         while True:
+            attempt += 1
             remaining = deadline - loop.time()
             try:
                 reply = await getattr(self._stub, method)(
-                    request, timeout=max(remaining, 0.001), metadata=self._metadata
+                    request,
+                    timeout=max(remaining, 0.001),
+                    metadata=c.call_metadata(self._metadata, rid, attempt),
                 )
                 self._connected = True
                 return reply
             except grpc.RpcError as exc:
                 self._connected = self._connected or not c.unreachable(exc)
+                wait_s = c.rate_limit_wait_s(exc)
+                if wait_s is not None:  # rate limited: wait as told, within the deadline
+                    if deadline - loop.time() <= wait_s:
+                        raise c.to_error(exc, self.address, self._connected) from None
+                    await asyncio.sleep(wait_s)
+                    continue
                 if not c.retryable(exc, self._connected) or deadline - loop.time() <= backoff:
                     raise c.to_error(exc, self.address, self._connected) from None
                 await asyncio.sleep(backoff)

@@ -33,6 +33,7 @@ from quartz_cluster.rpc.status import status_message, status_of
 
 log = logging.getLogger("quartz.http")
 PROBLEM = "application/problem+json"
+PEER = ":peer"  # the client's address, passed from credentials() to CallContext
 BODY_BYTES_MAX = limits.MESSAGE_BYTES_MAX
 ERROR_STATUSES = (400, 401, 403, 404, 409, 412, 413, 429, 500, 503)
 _TITLES = {
@@ -69,8 +70,11 @@ def problem(status: int, detail: str, code: str | None = None, headers: dict | N
 class CallContext:
     """What a servicer method reads from its gRPC context, for a call that came over HTTP."""
 
-    def __init__(self, metadata: list[tuple[str, str]], timeout_s: float) -> None:
-        self._metadata, self._timeout_s = metadata, timeout_s
+    def __init__(self, metadata: list[tuple[str, str]], timeout_s: float, peer: str = "") -> None:
+        self._metadata, self._timeout_s, self._peer = metadata, timeout_s, peer
+
+    def peer(self) -> str:
+        return self._peer
 
     def invocation_metadata(self) -> list[tuple[str, str]]:
         return self._metadata
@@ -90,12 +94,24 @@ async def credentials(  # async: a plain def would cost a thread switch per requ
 ) -> list[tuple[str, str]]:
     """The caller's key as the metadata the servicer authenticates (both schemes in the spec, so
     /docs can send either)."""
-    header = request.headers.get("authorization")
+    headers = request.headers
+    out = []
+    header = headers.get("authorization")
     if header is not None:
-        return [("authorization", header)]
-    if api_key is not None:
-        return [("api-key", api_key)]
-    return []
+        out.append(("authorization", header))
+    elif api_key is not None:
+        out.append(("api-key", api_key))
+    # the request id of a call (the same on each retry) for exactly-once metering; its attempt
+    rid = headers.get("idempotency-key") or headers.get("x-request-id")
+    if rid:
+        out.append(("quartz-request-id", rid))
+    if headers.get("quartz-attempt"):
+        out.append(("quartz-attempt", headers["quartz-attempt"]))
+    if headers.get("user-agent"):
+        out.append(("user-agent", headers["user-agent"]))
+    if request.client is not None:
+        out.append((PEER, f"ipv4:{request.client.host}:{request.client.port}"))
+    return out
 
 
 Caller = Annotated[list[tuple[str, str]], Depends(credentials)]
@@ -190,6 +206,23 @@ def field_path(loc) -> str:
     return out
 
 
+def rate_limit_headers(exc) -> dict[str, str]:
+    """Retry-After (whole seconds, rounded up) and the IETF RateLimit-Policy / RateLimit fields
+    (draft-ietf-httpapi-ratelimit-headers: policy "<class>" with quota q per window w; r
+    remaining, t seconds until it allows a call again)."""
+    import math
+
+    retry_s = max(1, math.ceil(exc.retry_after_s))
+    name = exc.op_class
+    limit = exc.limit
+    window_s = max(1, round(limit.burst / limit.per_s)) if limit.per_s else 1
+    return {
+        "Retry-After": str(retry_s),
+        "RateLimit-Policy": f'"{name}";q={int(limit.burst)};w={window_s}',
+        "RateLimit": f'"{name}";r={int(exc.remaining)};t={retry_s}',
+    }
+
+
 class JSON(JSONResponse):
     """orjson. The hot routes (search, get, upsert) return one directly: their replies are built
     to the response model already, and FastAPI would otherwise validate and re-serialize them."""
@@ -221,8 +254,9 @@ def build_app(service, ready: Callable[[], bool]) -> FastAPI:
         (pattern, replacement) pairs that rename the gRPC request's field names at the start of
         an error message to the JSON body's (upserts.vectors[3] -> points[3].vector)."""
         fn = getattr(type(service), method).__wrapped__
+        peer = next((v for k, v in caller if k == PEER), "")
         try:
-            return await fn(service, request, CallContext(caller, timeout_s))
+            return await fn(service, request, CallContext(caller, timeout_s, peer))
         except errors.QuartzError as exc:
             text = str(exc)
             for pattern, replacement in fields:
@@ -235,6 +269,9 @@ def build_app(service, ready: Callable[[], bool]) -> FastAPI:
     async def on_domain_error(request: Request, exc: errors.QuartzError) -> Response:
         status = status_of(exc)[1]
         headers = {"WWW-Authenticate": 'Bearer realm="quartz"'} if status == 401 else None
+        retry_after_s = getattr(exc, "retry_after_s", None)
+        if retry_after_s is not None and status == 429:
+            headers = rate_limit_headers(exc)
         return problem(status, str(exc), exc.code, headers)
 
     @app.exception_handler(RequestValidationError)

@@ -329,6 +329,11 @@ class LeaderRecord(Record):
 class TenantRecord(Record):
     name: str
     created_at: int = 0  # unix seconds
+    plan: str = "free"  # billing/plans.py
+    stripe_customer: str = ""
+    webhook_url: str = ""  # usage alerts
+    webhook_secret: str = ""  # signs them
+    rate_limits: tuple[str, ...] = ()  # overrides of the plan's: "read=100/s:burst=200"
 
     def _check(self, where: str) -> None:
         _name(self.name, f"{where}.name")
@@ -347,6 +352,7 @@ class KeyRecord(Record):
     created_at: int = 0  # unix seconds
     expires_at: int = 0  # unix seconds; 0: never
     description: str = ""
+    rate_limits: tuple[str, ...] = ()  # the key's own limits, as TenantRecord.rate_limits
 
     def _check(self, where: str) -> None:
         _name(self.id, f"{where}.id")

@@ -127,6 +127,18 @@ class EtcdStore:
         ]
 
     @_retry_on_stale_token
+    async def range(self, start: bytes, end: bytes) -> list[KV]:
+        """Every key in [start, end), sorted by key."""
+        c = await self.client()
+        resp = await c.get_range(start, end)
+        return [KV(kv.key, kv.value, kv.mod_revision, kv.create_revision, kv.lease) for kv in resp]
+
+    @_retry_on_stale_token
+    async def delete_range(self, start: bytes, end: bytes) -> None:
+        c = await self.client()
+        await c.delete_range(start, end)
+
+    @_retry_on_stale_token
     async def revision(self) -> int:
         """etcd's current revision (>= that of every write this client has seen acknowledged)."""
         c = await self.client()

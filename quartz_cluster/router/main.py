@@ -35,6 +35,8 @@ class RouterSettings:
     tls_files: tuple[str, str] | None = None  # the same, as file paths (for the HTTP gateway)
     router_id: str = "router"
     http_listen: str | None = None  # serve the HTTP gateway here too (port 0 picks a free one)
+    journal_dir: str | None = None  # the metering journal (auth on); metering/journal.py
+    journal_fsync: bool = False  # fsync each record: survives losing the machine, not only the process
 
 
 async def serve(settings: RouterSettings) -> None:
@@ -45,6 +47,21 @@ async def serve(settings: RouterSettings) -> None:
     watch_store, store = EtcdStore(settings.etcd, etcd_auth), EtcdStore(settings.etcd, etcd_auth)
     nodes = NodePool(MemberIdentity(creds, settings.router_id) if creds else None)
     service = QuartzService(shardmap, store, nodes, creds)
+    stop = asyncio.Event()
+    shipping = None
+    if creds is not None:
+        from quartz_cluster.metering.journal import Journal
+        from quartz_cluster.metering.shipper import Shipper
+        from quartz_cluster.router.frontdoor import FrontDoor
+        from quartz_cluster.router.ratelimit import SharedLimiter
+
+        if not settings.journal_dir:
+            raise SystemExit("quartz router: a router with auth needs --journal-dir (or --cluster-dir)")
+        journal = Journal(settings.journal_dir, settings.journal_fsync)
+        shipper = Shipper(journal, EtcdStore(settings.etcd, etcd_auth), settings.router_id)
+        limiter = SharedLimiter(EtcdStore(settings.etcd, etcd_auth))
+        service.frontdoor = FrontDoor(lambda: shardmap.view, limiter, shipper, service.tenant_storage)
+        shipping = asyncio.create_task(shipper.run(stop))
     server, port, health = build_server(
         settings.listen,
         lambda s: decode.register(s, quartz_pb2_grpc.add_QuartzServicer_to_server, service),
@@ -54,7 +71,6 @@ async def serve(settings: RouterSettings) -> None:
     await set_serving(health, [SERVICE], False)
     await server.start()
     StallWatch().start()  # logs any stall that could cost a lease
-    stop = asyncio.Event()
     follower = asyncio.create_task(watch_store.follow(schema.ROOT, shardmap.update, stop))
     await asyncio.wait_for(shardmap.loaded.wait(), MAP_LOAD_TIMEOUT_S)
     address = f"{settings.listen.rsplit(':', 1)[0]}:{port}"
@@ -86,6 +102,12 @@ async def serve(settings: RouterSettings) -> None:
         await http.stop()
     await server.stop(STOP_GRACE_S)
     await follower
+    if shipping is not None:
+        await shipping
+        try:  # what the last calls journaled; a restart ships it otherwise
+            await asyncio.wait_for(service.frontdoor.shipper.flush(), STOP_GRACE_S)
+        except Exception as exc:
+            log.warning("usage not shipped at stop; it stays in the journal", extra={"error": repr(exc)})
     await nodes.close()
     await watch_store.close()
     await store.close()

@@ -6,18 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import time
 import uuid
 from dataclasses import dataclass
 
 import grpc
 import numpy as np
+import orjson
 
 from quartz_cluster import capacity, filters, limits, validation
+from quartz_cluster.audit import store as audit_store
 from quartz_cluster.auth import access, admin
 from quartz_cluster.auth.access import Action, Principal
 from quartz_cluster.auth.authenticator import Authenticator
 from quartz_cluster.auth.cluster import ClusterCredentials
+from quartz_cluster.billing import invoice, plans
 from quartz_cluster.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -31,6 +35,8 @@ from quartz_cluster.errors import (
 from quartz_cluster.meta import schema
 from quartz_cluster.meta.schema import CollectionRecord
 from quartz_cluster.meta.store import EtcdStore
+from quartz_cluster.metering import keys as usage_keys
+from quartz_cluster.metering import ledger, usage
 from quartz_cluster.node.service import METRIC_ENUMS, METRIC_NAMES, search_results
 from quartz_cluster.proto.quartz.v1 import node_pb2, quartz_pb2, quartz_pb2_grpc
 from quartz_cluster.router.coalesce import Coalescer
@@ -42,6 +48,8 @@ from quartz_cluster.rpc.status import error_from_rpc, rpc
 from quartz_cluster.topk import merge_hits
 
 DEADLINE_MARGIN_S = 0.05
+QUERY_HISTORY_DEFAULT, QUERY_HISTORY_LIMIT_MAX = 100, ledger.QUERY_HISTORY_MAX
+AUDIT_TAIL_DEFAULT, AUDIT_TAIL_MAX = 100, 10_000
 CALL_TIMEOUT_S_MIN = 0.01  # a node call is not started with less time than this left
 # a read falls through to the next replica on these (NOT_FOUND: that replica was just moved away)
 EVENTUAL = (quartz_pb2.EVENTUAL, quartz_pb2.READ_CONSISTENCY_UNSPECIFIED)
@@ -51,6 +59,15 @@ RETRYABLE = (
     grpc.StatusCode.NOT_FOUND,
     grpc.StatusCode.CANCELLED,  # the replica is shutting down
 )
+
+
+def billing_month(month: str) -> str:
+    """A YYYY-MM month (UTC); this month if empty."""
+    if not month:
+        return usage_keys.month_of(time.time())
+    if not re.fullmatch(r"20[0-9]{2}-(0[1-9]|1[0-2])", month):
+        raise InvalidArgument(f"must be YYYY-MM, got {echo(month)}", "month")
+    return month
 
 
 def required_in_sync(consistency: int, replication_factor: int) -> int:
@@ -105,12 +122,32 @@ def collection_info(coll: CollectionRecord, shardmap: ShardMap) -> quartz_pb2.Co
 def guarded(method):
     """Authenticate the caller's API key (UNAUTHENTICATED if it is missing, malformed, unknown,
     revoked or expired) and pass its Principal to the method, which authorizes the action.
-    Under `rpc`: every public method is wrapped, the HTTP gateway calls the same methods."""
+    With auth on, the front door (router/frontdoor.py) also applies rate limits and quotas
+    first and journals the call's meter record, audit event and query entry before it is
+    answered. Under `rpc`: every public method is wrapped, the HTTP gateway calls the same
+    methods."""
+    name = method.__name__
 
     @functools.wraps(method)
     async def wrapper(self, request, context):
-        principal = self.auth.authenticate(context.invocation_metadata())
-        return await method(self, request, context, principal)
+        metadata = context.invocation_metadata()
+        door = self.frontdoor
+        if door is None:
+            return await method(self, request, context, self.auth.authenticate(metadata))
+        received = time.time()
+        try:
+            principal = self.auth.authenticate(metadata)
+        except QuartzError as exc:
+            door.auth_failed(name, exc, context, metadata, received)
+            raise
+        rid, meter = await door.admit(principal, name, request, metadata)
+        try:
+            reply = await method(self, request, context, principal)
+        except Exception as exc:
+            door.finish(principal, name, request, None, exc, context, metadata, received, rid, False)
+            raise
+        door.finish(principal, name, request, reply, None, context, metadata, received, rid, meter)
+        return reply
 
     return wrapper
 
@@ -124,6 +161,18 @@ def key_info(rec) -> quartz_pb2.ApiKeyInfo:
         created_at=rec.created_at,
         expires_at=rec.expires_at,
         description=rec.description,
+        rate_limits=list(rec.rate_limits),
+    )
+
+
+def tenant_info(rec) -> quartz_pb2.Tenant:
+    return quartz_pb2.Tenant(
+        name=rec.name,
+        created_at=rec.created_at,
+        plan=rec.plan,
+        stripe_customer=rec.stripe_customer,
+        webhook_url=rec.webhook_url,
+        rate_limits=list(rec.rate_limits),
     )
 
 
@@ -175,6 +224,7 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
         self.hedges_sent = 0
         self.hedge_budget = HedgeBudget()
         self.searches = Coalescer()
+        self.frontdoor = None  # set by router/main.py when auth is on (router/frontdoor.py)
 
     def _collection(
         self, principal: Principal, name: str, action: Action, field: str = "collection"
@@ -637,18 +687,42 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
     async def CreateTenant(self, request, context, principal):
         access.authorize(principal, Action.CLUSTER)
         self._credentials()
-        rec = await admin.create_tenant(self.store, request.name)
+        rec = await admin.create_tenant(
+            self.store,
+            request.name,
+            limits=tuple(request.rate_limits),
+            plan=request.plan or "free",
+            stripe_customer=request.stripe_customer,
+            webhook_url=request.webhook_url,
+            webhook_secret=request.webhook_secret,
+        )
         await self._caught_up(context)
-        return quartz_pb2.Tenant(name=rec.name, created_at=rec.created_at)
+        return tenant_info(rec)
+
+    @rpc
+    @guarded
+    async def UpdateTenant(self, request, context, principal):
+        access.authorize(principal, Action.CLUSTER)
+        self._credentials()
+        has = request.HasField
+        rec = await admin.update_tenant(
+            self.store,
+            request.name,
+            limits=() if request.clear_rate_limits else (tuple(request.rate_limits) or None),
+            plan=request.plan if has("plan") else None,
+            stripe_customer=request.stripe_customer if has("stripe_customer") else None,
+            webhook_url=request.webhook_url if has("webhook_url") else None,
+            webhook_secret=request.webhook_secret if has("webhook_secret") else None,
+        )
+        await self._caught_up(context)
+        return tenant_info(rec)
 
     @rpc
     @guarded
     async def ListTenants(self, request, context, principal):
         access.authorize(principal, Action.CLUSTER)
         tenants = sorted(self.shardmap.view.tenants.values(), key=lambda t: t.name)
-        return quartz_pb2.ListTenantsResponse(
-            tenants=[quartz_pb2.Tenant(name=t.name, created_at=t.created_at) for t in tenants]
-        )
+        return quartz_pb2.ListTenantsResponse(tenants=[tenant_info(t) for t in tenants])
 
     @rpc
     @guarded
@@ -675,6 +749,7 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
             list(request.collections),
             request.expires_in_s,
             request.description,
+            limits=tuple(request.rate_limits),
         )
         await self._caught_up(context)
         return quartz_pb2.CreateKeyResponse(info=key_info(rec), key=key)
@@ -722,6 +797,146 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
         if rec is None:  # --no-auth
             return quartz_pb2.ApiKeyInfo(id=principal.key_id, tenant=principal.tenant, role=principal.role)
         return key_info(rec)
+
+    # ------------------------------------------------------------------ usage, billing, audit
+
+    def _tenant_of(self, principal: Principal, tenant: str, billing: bool = False) -> schema.TenantRecord:
+        """The tenant a usage or billing call is about: any key reads its own tenant's usage;
+        invoices need a tenant admin; another tenant's anything needs an admin key."""
+        tenant = tenant or principal.tenant
+        validation.name(tenant, "tenant")
+        if principal.role != access.ADMIN:
+            if tenant != principal.tenant:
+                raise PermissionDenied(
+                    f"{principal.describe()} may only read its own tenant's usage", "tenant"
+                )
+            if billing:
+                access.authorize_tenant(principal, tenant)
+        rec = self.shardmap.view.tenants.get(tenant)
+        if rec is None:
+            raise NotFound(f"tenant {echo(tenant)} does not exist", "tenant")
+        return rec
+
+    @rpc
+    @guarded
+    async def GetUsage(self, request, context, principal):
+        rec = self._tenant_of(principal, request.tenant)
+        month = billing_month(request.month)
+        u = await usage.month_usage(self.store, rec.name, month)
+        total = u.calls
+        calls_today = 0
+        plan = plans.plan(rec.plan)
+        if self.frontdoor is not None and plans.QUOTA_CALLS_PER_DAY in plan.quotas():
+            calls_today = await self.frontdoor.limiter.window_usage(
+                f"tenant/{rec.name}", plans.QUOTA_CALLS_PER_DAY, usage_keys.day_of(time.time())
+            )
+        return quartz_pb2.UsageResponse(
+            tenant=rec.name,
+            month=month,
+            plan=rec.plan,
+            days=[
+                quartz_pb2.UsageDay(
+                    day=d.day,
+                    calls=d.calls.total_calls,
+                    calls_by_operation=d.calls.by_operation(),
+                    vectors_written=d.calls.total_vectors,
+                    vector_months=u.months(d.vector_seconds),
+                    gb_months=usage.gb_months(d.byte_seconds, month),
+                )
+                for d in u.days.values()
+            ],
+            calls=total.total_calls,
+            calls_by_operation=total.by_operation(),
+            calls_by_key=u.calls_by_key(),
+            vectors_written=total.total_vectors,
+            vector_months=u.months(sum(d.vector_seconds for d in u.days.values())),
+            gb_months=usage.gb_months(sum(d.byte_seconds for d in u.days.values()), month),
+            stored_vectors=u.stored_vectors,
+            stored_bytes=u.stored_bytes,
+            stored_at=u.stored_at,
+            calls_today=calls_today,
+        )
+
+    @rpc
+    @guarded
+    async def GetInvoice(self, request, context, principal):
+        rec = self._tenant_of(principal, request.tenant, billing=True)
+        month = billing_month(request.month)
+        u = await usage.month_usage(self.store, rec.name, month)
+        bill = invoice.invoice(rec.name, plans.plan(rec.plan), month, u.usage(), rec.stripe_customer)
+        return quartz_pb2.InvoiceResponse(json=orjson.dumps(bill.to_json()).decode(), html=bill.to_html())
+
+    @rpc
+    @guarded
+    async def BillingHistory(self, request, context, principal):
+        rec = self._tenant_of(principal, request.tenant, billing=True)
+        out = []
+        for month in await usage.months_with_usage(self.store, rec.name):
+            u = await usage.month_usage(self.store, rec.name, month)
+            bill = invoice.invoice(rec.name, plans.plan(rec.plan), month, u.usage())
+            out.append(quartz_pb2.InvoiceSummary(month=month, total=f"{bill.total:.2f}", plan=rec.plan))
+        return quartz_pb2.BillingHistoryResponse(invoices=out)
+
+    @rpc
+    @guarded
+    async def QueryHistory(self, request, context, principal):
+        rec = self._tenant_of(principal, request.tenant)
+        limit = validation.bounded_int(
+            request.limit or QUERY_HISTORY_DEFAULT, "limit", 1, QUERY_HISTORY_LIMIT_MAX
+        )
+        rows = await usage.query_history(self.store, rec.name, limit)
+        return quartz_pb2.QueryHistoryResponse(
+            queries=[quartz_pb2.QueryRecord(**ledger.query_view(r)) for r in rows]
+        )
+
+    @rpc
+    @guarded
+    async def ListAudit(self, request, context, principal):
+        if request.tenant:
+            validation.name(request.tenant, "tenant")
+        if principal.role == access.ADMIN:
+            tenant = request.tenant or None
+        else:  # a tenant admin reads its own tenant's events only
+            access.authorize_tenant(principal, request.tenant or principal.tenant)
+            if principal.role != access.TENANT_ADMIN:
+                raise PermissionDenied(f"{principal.describe()} may not read the audit log", "tenant")
+            tenant = principal.tenant
+        limit = validation.bounded_int(request.limit or AUDIT_TAIL_DEFAULT, "limit", 1, AUDIT_TAIL_MAX)
+        if request.verb and not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", request.verb):
+            raise InvalidArgument("must be an operation name such as upsert", "verb")
+        if self.frontdoor is not None:
+            await self.frontdoor.shipper.flush()  # read-your-writes for this router's own events
+        records = await audit_store.tail(
+            self.store, limit, tenant, request.since or None, request.verb or None
+        )
+        return quartz_pb2.AuditResponse(records=[orjson.dumps(r).decode() for r in records])
+
+    @rpc
+    @guarded
+    async def VerifyAudit(self, request, context, principal):
+        access.authorize(principal, Action.CLUSTER)
+        if self.frontdoor is not None:
+            await self.frontdoor.shipper.flush()
+        report = await audit_store.verify(self.store)
+        return quartz_pb2.VerifyAuditResponse(
+            ok=report.ok,
+            records=report.records,
+            chains=report.chains,
+            problems=[str(p) for p in report.problems],
+        )
+
+    async def tenant_storage(self, tenant: str) -> tuple[int, int]:
+        """(vectors, bytes) a tenant stores now, from its shards' primaries (quota checks)."""
+        view = self.shardmap.view
+        colls = [c for c in view.collections.values() if c.tenant == tenant and c.id not in view.tombstones]
+
+        async def one(coll: CollectionRecord, shard: int) -> tuple[int, int]:
+            req = node_pb2.StatsRequest(ref=node_pb2.ShardRef(collection_id=coll.id, shard=shard))
+            st = await self._read(coll, shard, quartz_pb2.STRONG, "Stats", req, limits.ROUTER_CALL_TIMEOUT_S)
+            return st.count, st.storage_bytes
+
+        found = await asyncio.gather(*(one(c, s) for c in colls for s in range(c.shards)))
+        return sum(v for v, _ in found), sum(b for _, b in found)
 
     async def _caught_up(self, context) -> None:
         """Read-your-writes for a change this router made in etcd: its cached view includes it."""

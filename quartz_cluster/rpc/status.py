@@ -19,6 +19,7 @@ log = logging.getLogger("quartz.rpc")
 # turn the answer into RESOURCE_EXHAUSTED. Messages are cut to this (and values echoed in them by
 # `errors.echo`).
 STATUS_MESSAGE_CHARS_MAX = 1024
+RETRY_AFTER_MS = "retry-after-ms"  # trailing metadata of a rate-limited call
 
 STATUS: dict[type[errors.QuartzError], tuple[grpc.StatusCode, int]] = {
     errors.InvalidArgument: (grpc.StatusCode.INVALID_ARGUMENT, 400),
@@ -30,6 +31,7 @@ STATUS: dict[type[errors.QuartzError], tuple[grpc.StatusCode, int]] = {
     errors.Unauthenticated: (grpc.StatusCode.UNAUTHENTICATED, 401),
     errors.PermissionDenied: (grpc.StatusCode.PERMISSION_DENIED, 403),
     errors.Internal: (grpc.StatusCode.INTERNAL, 500),
+    errors.QuotaExceeded: (grpc.StatusCode.RESOURCE_EXHAUSTED, 403),  # a quota: waiting does not help
 }
 
 
@@ -61,6 +63,10 @@ def rpc(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
         try:
             return await method(self, request, context)
         except errors.QuartzError as exc:
+            retry_after_s = getattr(exc, "retry_after_s", None)
+            if retry_after_s is not None:  # a rate limit: when to try again (the SDK waits that long)
+                ms = str(max(1, round(retry_after_s * 1000)))
+                context.set_trailing_metadata(((RETRY_AFTER_MS, ms), ("grpc-retry-pushback-ms", ms)))
             await context.abort(status_of(exc)[0], status_message(str(exc)))
         except grpc.aio.AbortError:
             raise

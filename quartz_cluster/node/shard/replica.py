@@ -163,6 +163,7 @@ class ShardReplica:
             "epoch": self.roles.epoch,
             "log_end": self.store.log_end,
             "last_epoch": self.store.last_epoch,
+            "storage_bytes": self.store.size_bytes(),
             "health": self.health(),
         }
 

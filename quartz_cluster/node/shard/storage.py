@@ -96,6 +96,13 @@ class ShardStore:
         self.log_start = 0  # a snapshot installed the state up to here; the log begins after it
         self.log_start_epoch = 0
 
+    def size_bytes(self) -> int:
+        """What the replica's RocksDB holds: its live-data estimate plus the memtables (what
+        storage is billed by; docs/billing.md)."""
+        db = self.db
+        live = db.property_int_value("rocksdb.estimate-live-data-size") or 0
+        return live + (db.property_int_value("rocksdb.cur-size-all-mem-tables") or 0)
+
     def _current_name(self) -> str:
         try:
             with open(os.path.join(self.path, CURRENT_FILE)) as f:

@@ -208,7 +208,7 @@ class StatsRequest(_message.Message):
     def __init__(self, ref: _Optional[_Union[ShardRef, _Mapping]] = ...) -> None: ...
 
 class ShardStats(_message.Message):
-    __slots__ = ("spec", "count", "applied_lsn", "checkpoint_lsn", "index_bytes", "capacity", "free_labels", "rss_bytes", "epoch", "log_end", "last_epoch", "role", "health")
+    __slots__ = ("spec", "count", "applied_lsn", "checkpoint_lsn", "index_bytes", "capacity", "free_labels", "rss_bytes", "epoch", "log_end", "last_epoch", "role", "health", "storage_bytes")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     APPLIED_LSN_FIELD_NUMBER: _ClassVar[int]
@@ -222,6 +222,7 @@ class ShardStats(_message.Message):
     LAST_EPOCH_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     HEALTH_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     spec: ShardSpec
     count: int
     applied_lsn: int
@@ -235,7 +236,8 @@ class ShardStats(_message.Message):
     last_epoch: int
     role: str
     health: str
-    def __init__(self, spec: _Optional[_Union[ShardSpec, _Mapping]] = ..., count: _Optional[int] = ..., applied_lsn: _Optional[int] = ..., checkpoint_lsn: _Optional[int] = ..., index_bytes: _Optional[int] = ..., capacity: _Optional[int] = ..., free_labels: _Optional[int] = ..., rss_bytes: _Optional[int] = ..., epoch: _Optional[int] = ..., log_end: _Optional[int] = ..., last_epoch: _Optional[int] = ..., role: _Optional[str] = ..., health: _Optional[str] = ...) -> None: ...
+    storage_bytes: int
+    def __init__(self, spec: _Optional[_Union[ShardSpec, _Mapping]] = ..., count: _Optional[int] = ..., applied_lsn: _Optional[int] = ..., checkpoint_lsn: _Optional[int] = ..., index_bytes: _Optional[int] = ..., capacity: _Optional[int] = ..., free_labels: _Optional[int] = ..., rss_bytes: _Optional[int] = ..., epoch: _Optional[int] = ..., log_end: _Optional[int] = ..., last_epoch: _Optional[int] = ..., role: _Optional[str] = ..., health: _Optional[str] = ..., storage_bytes: _Optional[int] = ...) -> None: ...
 
 class ListShardsRequest(_message.Message):
     __slots__ = ()

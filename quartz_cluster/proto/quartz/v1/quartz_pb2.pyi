@@ -259,18 +259,54 @@ class CountResponse(_message.Message):
     def __init__(self, count: _Optional[int] = ..., shards: _Optional[_Union[ShardsAnswered, _Mapping]] = ...) -> None: ...
 
 class Tenant(_message.Message):
-    __slots__ = ("name", "created_at")
+    __slots__ = ("name", "created_at", "plan", "stripe_customer", "webhook_url", "rate_limits")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    STRIPE_CUSTOMER_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_URL_FIELD_NUMBER: _ClassVar[int]
+    RATE_LIMITS_FIELD_NUMBER: _ClassVar[int]
     name: str
     created_at: int
-    def __init__(self, name: _Optional[str] = ..., created_at: _Optional[int] = ...) -> None: ...
+    plan: str
+    stripe_customer: str
+    webhook_url: str
+    rate_limits: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., created_at: _Optional[int] = ..., plan: _Optional[str] = ..., stripe_customer: _Optional[str] = ..., webhook_url: _Optional[str] = ..., rate_limits: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CreateTenantRequest(_message.Message):
-    __slots__ = ("name",)
+    __slots__ = ("name", "plan", "stripe_customer", "webhook_url", "webhook_secret", "rate_limits")
     NAME_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    STRIPE_CUSTOMER_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_URL_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_SECRET_FIELD_NUMBER: _ClassVar[int]
+    RATE_LIMITS_FIELD_NUMBER: _ClassVar[int]
     name: str
-    def __init__(self, name: _Optional[str] = ...) -> None: ...
+    plan: str
+    stripe_customer: str
+    webhook_url: str
+    webhook_secret: str
+    rate_limits: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., plan: _Optional[str] = ..., stripe_customer: _Optional[str] = ..., webhook_url: _Optional[str] = ..., webhook_secret: _Optional[str] = ..., rate_limits: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class UpdateTenantRequest(_message.Message):
+    __slots__ = ("name", "plan", "stripe_customer", "webhook_url", "webhook_secret", "rate_limits", "clear_rate_limits")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    STRIPE_CUSTOMER_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_URL_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_SECRET_FIELD_NUMBER: _ClassVar[int]
+    RATE_LIMITS_FIELD_NUMBER: _ClassVar[int]
+    CLEAR_RATE_LIMITS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    plan: str
+    stripe_customer: str
+    webhook_url: str
+    webhook_secret: str
+    rate_limits: _containers.RepeatedScalarFieldContainer[str]
+    clear_rate_limits: bool
+    def __init__(self, name: _Optional[str] = ..., plan: _Optional[str] = ..., stripe_customer: _Optional[str] = ..., webhook_url: _Optional[str] = ..., webhook_secret: _Optional[str] = ..., rate_limits: _Optional[_Iterable[str]] = ..., clear_rate_limits: _Optional[bool] = ...) -> None: ...
 
 class ListTenantsRequest(_message.Message):
     __slots__ = ()
@@ -297,7 +333,7 @@ class DeleteTenantResponse(_message.Message):
     def __init__(self, deleted: _Optional[bool] = ..., keys_revoked: _Optional[int] = ...) -> None: ...
 
 class ApiKeyInfo(_message.Message):
-    __slots__ = ("id", "tenant", "role", "collections", "created_at", "expires_at", "description")
+    __slots__ = ("id", "tenant", "role", "collections", "created_at", "expires_at", "description", "rate_limits")
     ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
@@ -305,6 +341,7 @@ class ApiKeyInfo(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    RATE_LIMITS_FIELD_NUMBER: _ClassVar[int]
     id: str
     tenant: str
     role: str
@@ -312,21 +349,24 @@ class ApiKeyInfo(_message.Message):
     created_at: int
     expires_at: int
     description: str
-    def __init__(self, id: _Optional[str] = ..., tenant: _Optional[str] = ..., role: _Optional[str] = ..., collections: _Optional[_Iterable[str]] = ..., created_at: _Optional[int] = ..., expires_at: _Optional[int] = ..., description: _Optional[str] = ...) -> None: ...
+    rate_limits: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., tenant: _Optional[str] = ..., role: _Optional[str] = ..., collections: _Optional[_Iterable[str]] = ..., created_at: _Optional[int] = ..., expires_at: _Optional[int] = ..., description: _Optional[str] = ..., rate_limits: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CreateKeyRequest(_message.Message):
-    __slots__ = ("tenant", "role", "collections", "expires_in_s", "description")
+    __slots__ = ("tenant", "role", "collections", "expires_in_s", "description", "rate_limits")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_IN_S_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    RATE_LIMITS_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     role: str
     collections: _containers.RepeatedScalarFieldContainer[str]
     expires_in_s: int
     description: str
-    def __init__(self, tenant: _Optional[str] = ..., role: _Optional[str] = ..., collections: _Optional[_Iterable[str]] = ..., expires_in_s: _Optional[int] = ..., description: _Optional[str] = ...) -> None: ...
+    rate_limits: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, tenant: _Optional[str] = ..., role: _Optional[str] = ..., collections: _Optional[_Iterable[str]] = ..., expires_in_s: _Optional[int] = ..., description: _Optional[str] = ..., rate_limits: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CreateKeyResponse(_message.Message):
     __slots__ = ("info", "key")
@@ -363,3 +403,186 @@ class RevokeKeyResponse(_message.Message):
 class WhoAmIRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class UsageRequest(_message.Message):
+    __slots__ = ("tenant", "month")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    MONTH_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    month: str
+    def __init__(self, tenant: _Optional[str] = ..., month: _Optional[str] = ...) -> None: ...
+
+class UsageDay(_message.Message):
+    __slots__ = ("day", "calls", "calls_by_operation", "vectors_written", "vector_months", "gb_months")
+    class CallsByOperationEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    DAY_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    CALLS_BY_OPERATION_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_MONTHS_FIELD_NUMBER: _ClassVar[int]
+    GB_MONTHS_FIELD_NUMBER: _ClassVar[int]
+    day: str
+    calls: int
+    calls_by_operation: _containers.ScalarMap[str, int]
+    vectors_written: int
+    vector_months: float
+    gb_months: float
+    def __init__(self, day: _Optional[str] = ..., calls: _Optional[int] = ..., calls_by_operation: _Optional[_Mapping[str, int]] = ..., vectors_written: _Optional[int] = ..., vector_months: _Optional[float] = ..., gb_months: _Optional[float] = ...) -> None: ...
+
+class UsageResponse(_message.Message):
+    __slots__ = ("tenant", "month", "plan", "days", "calls", "calls_by_operation", "calls_by_key", "vectors_written", "vector_months", "gb_months", "stored_vectors", "stored_bytes", "stored_at", "calls_today")
+    class CallsByOperationEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class CallsByKeyEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    MONTH_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    DAYS_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    CALLS_BY_OPERATION_FIELD_NUMBER: _ClassVar[int]
+    CALLS_BY_KEY_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_MONTHS_FIELD_NUMBER: _ClassVar[int]
+    GB_MONTHS_FIELD_NUMBER: _ClassVar[int]
+    STORED_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    STORED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    STORED_AT_FIELD_NUMBER: _ClassVar[int]
+    CALLS_TODAY_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    month: str
+    plan: str
+    days: _containers.RepeatedCompositeFieldContainer[UsageDay]
+    calls: int
+    calls_by_operation: _containers.ScalarMap[str, int]
+    calls_by_key: _containers.ScalarMap[str, int]
+    vectors_written: int
+    vector_months: float
+    gb_months: float
+    stored_vectors: int
+    stored_bytes: int
+    stored_at: float
+    calls_today: int
+    def __init__(self, tenant: _Optional[str] = ..., month: _Optional[str] = ..., plan: _Optional[str] = ..., days: _Optional[_Iterable[_Union[UsageDay, _Mapping]]] = ..., calls: _Optional[int] = ..., calls_by_operation: _Optional[_Mapping[str, int]] = ..., calls_by_key: _Optional[_Mapping[str, int]] = ..., vectors_written: _Optional[int] = ..., vector_months: _Optional[float] = ..., gb_months: _Optional[float] = ..., stored_vectors: _Optional[int] = ..., stored_bytes: _Optional[int] = ..., stored_at: _Optional[float] = ..., calls_today: _Optional[int] = ...) -> None: ...
+
+class InvoiceRequest(_message.Message):
+    __slots__ = ("tenant", "month")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    MONTH_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    month: str
+    def __init__(self, tenant: _Optional[str] = ..., month: _Optional[str] = ...) -> None: ...
+
+class InvoiceResponse(_message.Message):
+    __slots__ = ("json", "html")
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    HTML_FIELD_NUMBER: _ClassVar[int]
+    json: str
+    html: str
+    def __init__(self, json: _Optional[str] = ..., html: _Optional[str] = ...) -> None: ...
+
+class BillingHistoryRequest(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
+
+class InvoiceSummary(_message.Message):
+    __slots__ = ("month", "total", "plan")
+    MONTH_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    month: str
+    total: str
+    plan: str
+    def __init__(self, month: _Optional[str] = ..., total: _Optional[str] = ..., plan: _Optional[str] = ...) -> None: ...
+
+class BillingHistoryResponse(_message.Message):
+    __slots__ = ("invoices",)
+    INVOICES_FIELD_NUMBER: _ClassVar[int]
+    invoices: _containers.RepeatedCompositeFieldContainer[InvoiceSummary]
+    def __init__(self, invoices: _Optional[_Iterable[_Union[InvoiceSummary, _Mapping]]] = ...) -> None: ...
+
+class QueryHistoryRequest(_message.Message):
+    __slots__ = ("tenant", "limit")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    limit: int
+    def __init__(self, tenant: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class QueryRecord(_message.Message):
+    __slots__ = ("time", "key", "collection", "k", "queries", "filter", "latency_ms", "status")
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    time: float
+    key: str
+    collection: str
+    k: int
+    queries: int
+    filter: bool
+    latency_ms: float
+    status: str
+    def __init__(self, time: _Optional[float] = ..., key: _Optional[str] = ..., collection: _Optional[str] = ..., k: _Optional[int] = ..., queries: _Optional[int] = ..., filter: _Optional[bool] = ..., latency_ms: _Optional[float] = ..., status: _Optional[str] = ...) -> None: ...
+
+class QueryHistoryResponse(_message.Message):
+    __slots__ = ("queries",)
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    queries: _containers.RepeatedCompositeFieldContainer[QueryRecord]
+    def __init__(self, queries: _Optional[_Iterable[_Union[QueryRecord, _Mapping]]] = ...) -> None: ...
+
+class AuditRequest(_message.Message):
+    __slots__ = ("tenant", "since", "limit", "verb")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    VERB_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    since: float
+    limit: int
+    verb: str
+    def __init__(self, tenant: _Optional[str] = ..., since: _Optional[float] = ..., limit: _Optional[int] = ..., verb: _Optional[str] = ...) -> None: ...
+
+class AuditResponse(_message.Message):
+    __slots__ = ("records",)
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, records: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class VerifyAuditRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class VerifyAuditResponse(_message.Message):
+    __slots__ = ("ok", "records", "chains", "problems")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    CHAINS_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    ok: bool
+    records: int
+    chains: int
+    problems: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ok: _Optional[bool] = ..., records: _Optional[int] = ..., chains: _Optional[int] = ..., problems: _Optional[_Iterable[str]] = ...) -> None: ...

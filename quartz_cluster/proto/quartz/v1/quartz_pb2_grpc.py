@@ -114,6 +114,41 @@ class QuartzStub:
                 request_serializer=quartz_dot_v1_dot_quartz__pb2.WhoAmIRequest.SerializeToString,
                 response_deserializer=quartz_dot_v1_dot_quartz__pb2.ApiKeyInfo.FromString,
                 _registered_method=True)
+        self.UpdateTenant = channel.unary_unary(
+                '/quartz.v1.Quartz/UpdateTenant',
+                request_serializer=quartz_dot_v1_dot_quartz__pb2.UpdateTenantRequest.SerializeToString,
+                response_deserializer=quartz_dot_v1_dot_quartz__pb2.Tenant.FromString,
+                _registered_method=True)
+        self.GetUsage = channel.unary_unary(
+                '/quartz.v1.Quartz/GetUsage',
+                request_serializer=quartz_dot_v1_dot_quartz__pb2.UsageRequest.SerializeToString,
+                response_deserializer=quartz_dot_v1_dot_quartz__pb2.UsageResponse.FromString,
+                _registered_method=True)
+        self.GetInvoice = channel.unary_unary(
+                '/quartz.v1.Quartz/GetInvoice',
+                request_serializer=quartz_dot_v1_dot_quartz__pb2.InvoiceRequest.SerializeToString,
+                response_deserializer=quartz_dot_v1_dot_quartz__pb2.InvoiceResponse.FromString,
+                _registered_method=True)
+        self.BillingHistory = channel.unary_unary(
+                '/quartz.v1.Quartz/BillingHistory',
+                request_serializer=quartz_dot_v1_dot_quartz__pb2.BillingHistoryRequest.SerializeToString,
+                response_deserializer=quartz_dot_v1_dot_quartz__pb2.BillingHistoryResponse.FromString,
+                _registered_method=True)
+        self.QueryHistory = channel.unary_unary(
+                '/quartz.v1.Quartz/QueryHistory',
+                request_serializer=quartz_dot_v1_dot_quartz__pb2.QueryHistoryRequest.SerializeToString,
+                response_deserializer=quartz_dot_v1_dot_quartz__pb2.QueryHistoryResponse.FromString,
+                _registered_method=True)
+        self.ListAudit = channel.unary_unary(
+                '/quartz.v1.Quartz/ListAudit',
+                request_serializer=quartz_dot_v1_dot_quartz__pb2.AuditRequest.SerializeToString,
+                response_deserializer=quartz_dot_v1_dot_quartz__pb2.AuditResponse.FromString,
+                _registered_method=True)
+        self.VerifyAudit = channel.unary_unary(
+                '/quartz.v1.Quartz/VerifyAudit',
+                request_serializer=quartz_dot_v1_dot_quartz__pb2.VerifyAuditRequest.SerializeToString,
+                response_deserializer=quartz_dot_v1_dot_quartz__pb2.VerifyAuditResponse.FromString,
+                _registered_method=True)
 
 
 class QuartzServicer:
@@ -216,6 +251,48 @@ class QuartzServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateTenant(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUsage(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetInvoice(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BillingHistory(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def QueryHistory(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAudit(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyAudit(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QuartzServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -298,6 +375,41 @@ def add_QuartzServicer_to_server(servicer, server):
                     servicer.WhoAmI,
                     request_deserializer=quartz_dot_v1_dot_quartz__pb2.WhoAmIRequest.FromString,
                     response_serializer=quartz_dot_v1_dot_quartz__pb2.ApiKeyInfo.SerializeToString,
+            ),
+            'UpdateTenant': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateTenant,
+                    request_deserializer=quartz_dot_v1_dot_quartz__pb2.UpdateTenantRequest.FromString,
+                    response_serializer=quartz_dot_v1_dot_quartz__pb2.Tenant.SerializeToString,
+            ),
+            'GetUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsage,
+                    request_deserializer=quartz_dot_v1_dot_quartz__pb2.UsageRequest.FromString,
+                    response_serializer=quartz_dot_v1_dot_quartz__pb2.UsageResponse.SerializeToString,
+            ),
+            'GetInvoice': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInvoice,
+                    request_deserializer=quartz_dot_v1_dot_quartz__pb2.InvoiceRequest.FromString,
+                    response_serializer=quartz_dot_v1_dot_quartz__pb2.InvoiceResponse.SerializeToString,
+            ),
+            'BillingHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.BillingHistory,
+                    request_deserializer=quartz_dot_v1_dot_quartz__pb2.BillingHistoryRequest.FromString,
+                    response_serializer=quartz_dot_v1_dot_quartz__pb2.BillingHistoryResponse.SerializeToString,
+            ),
+            'QueryHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryHistory,
+                    request_deserializer=quartz_dot_v1_dot_quartz__pb2.QueryHistoryRequest.FromString,
+                    response_serializer=quartz_dot_v1_dot_quartz__pb2.QueryHistoryResponse.SerializeToString,
+            ),
+            'ListAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAudit,
+                    request_deserializer=quartz_dot_v1_dot_quartz__pb2.AuditRequest.FromString,
+                    response_serializer=quartz_dot_v1_dot_quartz__pb2.AuditResponse.SerializeToString,
+            ),
+            'VerifyAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyAudit,
+                    request_deserializer=quartz_dot_v1_dot_quartz__pb2.VerifyAuditRequest.FromString,
+                    response_serializer=quartz_dot_v1_dot_quartz__pb2.VerifyAuditResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -732,6 +844,195 @@ class Quartz:
             '/quartz.v1.Quartz/WhoAmI',
             quartz_dot_v1_dot_quartz__pb2.WhoAmIRequest.SerializeToString,
             quartz_dot_v1_dot_quartz__pb2.ApiKeyInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateTenant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quartz.v1.Quartz/UpdateTenant',
+            quartz_dot_v1_dot_quartz__pb2.UpdateTenantRequest.SerializeToString,
+            quartz_dot_v1_dot_quartz__pb2.Tenant.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quartz.v1.Quartz/GetUsage',
+            quartz_dot_v1_dot_quartz__pb2.UsageRequest.SerializeToString,
+            quartz_dot_v1_dot_quartz__pb2.UsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInvoice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quartz.v1.Quartz/GetInvoice',
+            quartz_dot_v1_dot_quartz__pb2.InvoiceRequest.SerializeToString,
+            quartz_dot_v1_dot_quartz__pb2.InvoiceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BillingHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quartz.v1.Quartz/BillingHistory',
+            quartz_dot_v1_dot_quartz__pb2.BillingHistoryRequest.SerializeToString,
+            quartz_dot_v1_dot_quartz__pb2.BillingHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quartz.v1.Quartz/QueryHistory',
+            quartz_dot_v1_dot_quartz__pb2.QueryHistoryRequest.SerializeToString,
+            quartz_dot_v1_dot_quartz__pb2.QueryHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quartz.v1.Quartz/ListAudit',
+            quartz_dot_v1_dot_quartz__pb2.AuditRequest.SerializeToString,
+            quartz_dot_v1_dot_quartz__pb2.AuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quartz.v1.Quartz/VerifyAudit',
+            quartz_dot_v1_dot_quartz__pb2.VerifyAuditRequest.SerializeToString,
+            quartz_dot_v1_dot_quartz__pb2.VerifyAuditResponse.FromString,
             options,
             channel_credentials,
             insecure,
