@@ -44,9 +44,17 @@ class Usage:
     byte_seconds: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("calls", "batch_vectors", "vector_seconds", "byte_seconds"):
+        for name in ("calls", "batch_vectors"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not (math.isfinite(value) and value >= 0):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InvalidArgument(f"must be an integer >= 0, got {echo(value)}", f"usage.{name}")
+        for name in ("vector_seconds", "byte_seconds"):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not (math.isfinite(value) and value >= 0)
+            ):
                 raise InvalidArgument(f"must be a finite number >= 0, got {echo(value)}", f"usage.{name}")
 
     def __add__(self, other: Usage) -> Usage:

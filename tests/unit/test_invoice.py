@@ -165,6 +165,11 @@ def test_usage_add_and_refusals():
     assert e.value.field == "usage.calls"
     with pytest.raises(InvalidArgument):
         Usage(byte_seconds=float("nan"))
+    with pytest.raises(InvalidArgument) as e:
+        Usage(batch_vectors=1.5)
+    assert e.value.field == "usage.batch_vectors"
+    with pytest.raises(InvalidArgument):
+        Usage(vector_seconds="1")
 
 
 def test_hour_charge_of_the_example_sums_to_the_invoice():
