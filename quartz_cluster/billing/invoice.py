@@ -70,16 +70,16 @@ class Usage:
 
 @dataclass(frozen=True)
 class Line:
-    """One invoice line: `billable` = max(0, quantity - allowance), `amount_usd` = billable x
-    unit price rounded half-up to the cent."""
+    """One invoice line: `billable` = max(0, quantity - allowance), `amount` = billable x
+    `unit_price` rounded half-up to the cent. Prices and amounts are US dollars."""
 
     description: str
     unit: str
     quantity: Decimal
     allowance: Decimal
     billable: Decimal
-    unit_price_usd: Decimal
-    amount_usd: Decimal
+    unit_price: Decimal
+    amount: Decimal
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -88,19 +88,21 @@ class Line:
             "quantity": _json_number(self.quantity),
             "allowance": _json_number(self.allowance),
             "billable": _json_number(self.billable),
-            "unit_price": str(self.unit_price_usd),
-            "amount": str(self.amount_usd),
+            "unit_price": str(self.unit_price),
+            "amount": str(self.amount),
         }
 
 
 @dataclass(frozen=True)
 class Invoice:
+    """One tenant's invoice for one month; `total` (US dollars) is the sum of the lines' amounts."""
+
     tenant: str
     customer: str
     plan: str
     month: str
     lines: tuple[Line, ...]
-    total_usd: Decimal
+    total: Decimal
 
     def to_json(self) -> dict[str, object]:
         """Amounts and prices as strings ("50300.00"), quantities as numbers."""
@@ -111,7 +113,7 @@ class Invoice:
             "month": self.month,
             "currency": CURRENCY,
             "lines": [line.to_json() for line in self.lines],
-            "total": str(self.total_usd),
+            "total": str(self.total),
         }
 
     def to_html(self) -> str:
@@ -123,8 +125,8 @@ class Invoice:
             f'<td class="n">{e(_text_number(line.quantity))}</td>'
             f'<td class="n">{e(_text_number(line.allowance))}</td>'
             f'<td class="n">{e(_text_number(line.billable))}</td>'
-            f'<td class="n">{e(str(line.unit_price_usd))}</td>'
-            f'<td class="n">{e(f"{line.amount_usd:,}")}</td>'
+            f'<td class="n">{e(str(line.unit_price))}</td>'
+            f'<td class="n">{e(f"{line.amount:,}")}</td>'
             "</tr>"
             for line in self.lines
         )
@@ -157,7 +159,7 @@ dt {{ font-weight: bold; }}
 <tbody>
 {rows}
 </tbody>
-<tfoot><tr><th colspan="6">Total (USD)</th><th class="n">{e(f"{self.total_usd:,}")}</th></tr></tfoot>
+<tfoot><tr><th colspan="6">Total (USD)</th><th class="n">{e(f"{self.total:,}")}</th></tr></tfoot>
 </table>
 </body>
 </html>
@@ -205,10 +207,8 @@ def invoice(tenant: str, plan: Plan, month: str, usage: Usage, customer: str = "
             plan.price_gb_month_usd,
         ),
     )
-    total = sum((line.amount_usd for line in lines), Decimal("0.00"))
-    return Invoice(
-        tenant=tenant, customer=customer, plan=plan.name, month=month, lines=lines, total_usd=total
-    )
+    total = sum((line.amount for line in lines), Decimal("0.00"))
+    return Invoice(tenant=tenant, customer=customer, plan=plan.name, month=month, lines=lines, total=total)
 
 
 def hour_charge_microusd(plan: Plan, usage_hour: Usage, month: str) -> int:
@@ -240,8 +240,8 @@ def _line(description: str, unit: str, quantity: Decimal, allowance: Decimal, pr
         quantity=quantity,
         allowance=allowance,
         billable=billable,
-        unit_price_usd=price,
-        amount_usd=(billable * price).quantize(CENT, rounding=ROUND_HALF_UP),
+        unit_price=price,
+        amount=(billable * price).quantize(CENT, rounding=ROUND_HALF_UP),
     )
 
 
