@@ -140,6 +140,7 @@ def _router_cmd(args: argparse.Namespace) -> int:
 
 
 def _coordinator(args: argparse.Namespace) -> int:
+    from quartz_cluster.coordinator.billing import BillingSettings
     from quartz_cluster.coordinator.main import CoordinatorSettings, new_id, run
 
     settings = CoordinatorSettings(
@@ -151,6 +152,11 @@ def _coordinator(args: argparse.Namespace) -> int:
         listen=args.listen,
         info_file=args.info_file,
         credentials=_credentials(args, "coordinator"),
+        billing=BillingSettings(
+            sample_s=args.usage_sample,
+            stripe_api_key=os.environ.get("STRIPE_API_KEY") or None,
+            stripe_api_base=args.stripe_api_base,
+        ),
     )
     return run(settings, args.log_level)
 
@@ -432,15 +438,125 @@ def _collections(args: argparse.Namespace) -> int:
 def _tenants(args: argparse.Namespace) -> int:
     with _client(args) as c:
         if args.action == "create":
-            t = c.create_tenant(args.name)
-            print(f"created tenant {t.name}")
+            t = c.create_tenant(
+                args.name,
+                args.plan,
+                args.stripe_customer or "",
+                args.webhook_url or "",
+                args.webhook_secret or "",
+                args.rate_limit or (),
+            )
+            print(f"created tenant {t.name} (plan {t.plan})")
+        elif args.action == "update":
+            t = c.update_tenant(
+                args.name,
+                args.plan,
+                args.stripe_customer,
+                args.webhook_url,
+                args.webhook_secret,
+                [] if args.clear_rate_limits else args.rate_limit,
+            )
+            limits = ",".join(t.rate_limits) or "the plan's"
+            print(f"tenant {t.name}: plan {t.plan}, rate limits {limits}")
         elif args.action == "list":
             for t in c.list_tenants():
-                print(f"{t.name}\tcreated={time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(t.created_at))}")
+                created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t.created_at))
+                extra = f"\tstripe={t.stripe_customer}" if t.stripe_customer else ""
+                limits = f"\tlimits={','.join(t.rate_limits)}" if t.rate_limits else ""
+                print(f"{t.name}\tplan={t.plan}\tcreated={created}{extra}{limits}")
         else:
             revoked = c.delete_tenant(args.name)
             print(f"deleted tenant {args.name} ({revoked} key(s) revoked)")
     return 0
+
+
+def _usage(args: argparse.Namespace) -> int:
+    import orjson
+
+    with _client(args) as c:
+        u = c.usage(args.tenant, args.month)
+    if args.json:
+        print(orjson.dumps(u).decode())
+        return 0
+    print(f"tenant {u['tenant']} (plan {u['plan']}), {u['month']}")
+    print(f"{'day':<12}{'calls':>10}{'vectors written':>17}{'vector-months':>16}{'GB-months':>14}")
+    for d in u.get("days", []):
+        print(
+            f"{d['day']:<12}{int(d['calls']):>10}{int(d['vectors_written']):>17}"
+            f"{d['vector_months']:>16.6f}{d['gb_months']:>14.9f}"
+        )
+    print(
+        f"{'total':<12}{int(u['calls']):>10}{int(u['vectors_written']):>17}"
+        f"{u['vector_months']:>16.6f}{u['gb_months']:>14.9f}"
+    )
+    by_op = ", ".join(f"{k} {v}" for k, v in sorted(u.get("calls_by_operation", {}).items()))
+    print(f"calls by operation: {by_op or '-'}")
+    print(
+        f"stored now: {int(u['stored_vectors'])} vectors, {int(u['stored_bytes'])} bytes; "
+        f"calls today {u['calls_today']}"
+    )
+    return 0
+
+
+def _invoice(args: argparse.Namespace) -> int:
+    import orjson
+
+    with _client(args) as c:
+        bill = c.invoice(args.tenant, args.month)
+        if args.html:
+            Path(args.html).write_text(c.invoice(args.tenant, args.month, html=True))
+    if args.json:
+        print(orjson.dumps(bill).decode())
+    else:
+        print(f"invoice {bill['tenant']} {bill['month']} (plan {bill['plan']})")
+        for line in bill["lines"]:
+            print(
+                f"  {line['description']:<40} {line['quantity']:>18} {line['unit']:<14} "
+                f"- {line['allowance']} free = {line['billable']} x ${line['unit_price']} = ${line['amount']}"
+            )
+        print(f"  {'total':<40} ${bill['total']}")
+    if args.html:
+        print(f"HTML written to {args.html}", file=sys.stderr)
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    import orjson
+
+    from quartz_cluster.audit.chain import format_line
+
+    with _client(args) as c:
+        if args.action == "verify":
+            report = c.verify_audit()
+            if args.json:
+                print(orjson.dumps(report).decode())
+            for p in report.get("problems", []):
+                print(p, file=sys.stderr)
+            print(
+                f"audit log {'intact' if report['ok'] else 'TAMPERED'}: {int(report['records'])} records "
+                f"in {report['chains']} chain(s)"
+            )
+            return 0 if report["ok"] else 1
+        since = _since(args.since) if args.since else None
+        for rec in c.audit(args.tenant, since, args.limit, args.verb):
+            print(orjson.dumps(rec).decode() if args.json else format_line(rec))
+    return 0
+
+
+def _since(text: str) -> float:
+    """--since: a duration back from now (10m, 2h, 7d) or an RFC 3339 time."""
+    try:
+        return time.time() - _duration(text)
+    except argparse.ArgumentTypeError:
+        pass
+    from quartz_cluster.audit.event import parse_timestamp
+
+    try:
+        return parse_timestamp(text).timestamp()
+    except ValueError:
+        raise CliError(
+            f"--since: expected a duration (10m, 2h, 7d) or an RFC 3339 time, got {text!r}"
+        ) from None
 
 
 def _keys(args: argparse.Namespace) -> int:
@@ -452,7 +568,9 @@ def _keys(args: argparse.Namespace) -> int:
     with _client(args) as c:
         if args.action == "create":
             collections = [x for x in args.collections.split(",") if x]
-            key, info = c.create_key(args.tenant, args.role, collections, args.expires_in, args.description)
+            key, info = c.create_key(
+                args.tenant, args.role, collections, args.expires_in, args.description, args.rate_limit or ()
+            )
             if args.json:
                 print(orjson.dumps({"key": key, **{k: getattr(info, k) for k in info.__slots__}}).decode())
             else:
@@ -638,6 +756,18 @@ def build_parser() -> argparse.ArgumentParser:
     coord.add_argument("--id", default=None, help="coordinator id (default: random)")
     coord.add_argument("--lease-ttl", type=int, default=3, help="leadership lease TTL in seconds")
     coord.add_argument(
+        "--usage-sample",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="sample each tenant's storage (and send usage alerts and Stripe meter events) this often",
+    )
+    coord.add_argument(
+        "--stripe-api-base",
+        default=None,
+        help="Stripe API endpoint (default Stripe's); usage goes to Stripe when $STRIPE_API_KEY is set",
+    )
+    coord.add_argument(
         "--repair-grace",
         type=float,
         default=60.0,
@@ -707,15 +837,65 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--ef", type=int, default=None)
         p.set_defaults(func=_collections)
 
-    tenants = sub.add_parser("tenants", help="create | list | delete (admin key)")
+    tenants = sub.add_parser("tenants", help="create | update | list | delete (admin key)")
     tenants_sub = tenants.add_subparsers(dest="action", required=True)
-    for action in ("create", "list", "delete"):
+    for action in ("create", "update", "list", "delete"):
         p = tenants_sub.add_parser(action)
         find_opts(p, router=True)
         p.add_argument("--timeout", type=float, default=30.0)
         if action != "list":
             p.add_argument("name")
+        if action in ("create", "update"):
+            p.add_argument(
+                "--plan",
+                choices=["free", "paid"],
+                default="free" if action == "create" else None,
+                help="billing plan (docs/billing.md)" + ("; default free" if action == "create" else ""),
+            )
+            p.add_argument("--stripe-customer", default=None, help="the Stripe customer id billed (cus_...)")
+            p.add_argument("--webhook-url", default=None, help="where usage alerts are POSTed")
+            p.add_argument("--webhook-secret", default=None, help="signs usage alerts (Quartz-Signature)")
+            p.add_argument(
+                "--rate-limit",
+                action="append",
+                default=None,
+                metavar="CLASS=N/UNIT[:burst=N]",
+                help="override the plan's limit of a class (read, write, manage): read=100/s; repeatable",
+            )
+        if action == "update":
+            p.add_argument("--clear-rate-limits", action="store_true", help="back to the plan's limits")
         p.set_defaults(func=_tenants)
+
+    usage = sub.add_parser("usage", help="a tenant's metered usage in a month")
+    find_opts(usage, router=True)
+    usage.add_argument("--tenant", default=None, help="default: the calling key's")
+    usage.add_argument("--month", default=None, help="YYYY-MM (UTC); default this month")
+    usage.add_argument("--json", action="store_true")
+    usage.add_argument("--timeout", type=float, default=30.0)
+    usage.set_defaults(func=_usage)
+
+    inv = sub.add_parser("invoice", help="a tenant's invoice for a month (JSON or text; --html FILE)")
+    find_opts(inv, router=True)
+    inv.add_argument("--tenant", default=None, help="default: the calling key's")
+    inv.add_argument("--month", default=None, help="YYYY-MM (UTC); default this month")
+    inv.add_argument("--json", action="store_true")
+    inv.add_argument("--html", default=None, metavar="FILE", help="also write the invoice as an HTML page")
+    inv.add_argument("--timeout", type=float, default=30.0)
+    inv.set_defaults(func=_invoice)
+
+    audit = sub.add_parser("audit", help="tail | verify the audit log (admin key)")
+    audit_sub = audit.add_subparsers(dest="action", required=True)
+    for action in ("tail", "verify"):
+        p = audit_sub.add_parser(action)
+        find_opts(p, router=True)
+        p.add_argument("--json", action="store_true")
+        p.add_argument("--timeout", type=float, default=60.0)
+        if action == "tail":
+            p.add_argument("--tenant", default=None, help="only events concerning this tenant")
+            p.add_argument("--since", default=None, help="a duration back (10m, 2h, 7d) or an RFC 3339 time")
+            p.add_argument("--verb", default=None, help="only this operation (upsert, create_key, ...)")
+            p.add_argument("--limit", type=int, default=100)
+        p.set_defaults(func=_audit)
 
     keys = sub.add_parser("keys", help="create | list | revoke API keys")
     keys_sub = keys.add_subparsers(dest="action", required=True)
@@ -735,6 +915,13 @@ def build_parser() -> argparse.ArgumentParser:
                 "--expires-in", type=_duration, default=0, help="e.g. 30d, 12h, 90m (default: never)"
             )
             p.add_argument("--description", default="")
+            p.add_argument(
+                "--rate-limit",
+                action="append",
+                default=None,
+                metavar="CLASS=N/UNIT[:burst=N]",
+                help="this key's own limit of a class: read=100/s (the tenant's applies too); repeatable",
+            )
         if action == "revoke":
             p.add_argument("key_id")
         p.set_defaults(func=_keys)

@@ -229,6 +229,57 @@ def channel_credentials(tls: bool, ca_cert: str | bytes | None) -> grpc.ChannelC
 class Tenant:
     name: str
     created_at: int
+    plan: str = "free"
+    stripe_customer: str = ""
+    webhook_url: str = ""
+    rate_limits: tuple[str, ...] = ()
+
+
+def parse_tenant(t: quartz_pb2.Tenant) -> Tenant:
+    return Tenant(t.name, t.created_at, t.plan, t.stripe_customer, t.webhook_url, tuple(t.rate_limits))
+
+
+def tenant_request(name, plan, stripe_customer, webhook_url, webhook_secret, rate_limits, update=False):
+    """CreateTenantRequest, or UpdateTenantRequest (None: leave unchanged)."""
+    fields = {"name": text(name, "name")}
+    for field_, value in (
+        ("plan", plan),
+        ("stripe_customer", stripe_customer),
+        ("webhook_url", webhook_url),
+        ("webhook_secret", webhook_secret),
+    ):
+        if value is not None:
+            fields[field_] = text(value, field_)
+    limits = [text(x, f"rate_limits[{i}]") for i, x in enumerate(rate_limits or ())]
+    if update:
+        return quartz_pb2.UpdateTenantRequest(
+            **fields, rate_limits=limits, clear_rate_limits=rate_limits is not None and not limits
+        )
+    return quartz_pb2.CreateTenantRequest(**fields, rate_limits=limits)
+
+
+def message_dict(msg) -> dict:
+    """A reply as plain JSON-ready data (field names as in the proto)."""
+    from google.protobuf.json_format import MessageToDict
+
+    return MessageToDict(msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+
+
+def usage_request(tenant, month) -> quartz_pb2.UsageRequest:
+    return quartz_pb2.UsageRequest(tenant=text(tenant or "", "tenant"), month=text(month or "", "month"))
+
+
+def invoice_request(tenant, month) -> quartz_pb2.InvoiceRequest:
+    return quartz_pb2.InvoiceRequest(tenant=text(tenant or "", "tenant"), month=text(month or "", "month"))
+
+
+def audit_request(tenant, since, limit, verb) -> quartz_pb2.AuditRequest:
+    return quartz_pb2.AuditRequest(
+        tenant=text(tenant or "", "tenant"),
+        since=float(since or 0),
+        limit=uint(limit, "limit", 0, 2**32 - 1),
+        verb=text(verb or "", "verb"),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +293,7 @@ class KeyInfo:
     created_at: int
     expires_at: int  # 0: never
     description: str
+    rate_limits: tuple[str, ...] = ()
 
 
 def parse_key(info: quartz_pb2.ApiKeyInfo) -> KeyInfo:
@@ -253,13 +305,20 @@ def parse_key(info: quartz_pb2.ApiKeyInfo) -> KeyInfo:
         info.created_at,
         info.expires_at,
         info.description,
+        tuple(info.rate_limits),
     )
 
 
 def create_key_request(
-    tenant: str | None, role: str, collections: Sequence[str], expires_in_s: int, description: str
+    tenant: str | None,
+    role: str,
+    collections: Sequence[str],
+    expires_in_s: int,
+    description: str,
+    rate_limits: Sequence[str] = (),
 ) -> quartz_pb2.CreateKeyRequest:
     return quartz_pb2.CreateKeyRequest(
+        rate_limits=[text(x, f"rate_limits[{i}]") for i, x in enumerate(rate_limits)],
         tenant=text(tenant or "", "tenant"),
         role=text(role, "role"),
         collections=[text(x, f"collections[{i}]") for i, x in enumerate(collections)],

@@ -192,13 +192,38 @@ class QuartzClient:
 
     # tenants and API keys (DESIGN §11): an admin key manages tenants and every key; a
     # tenant-admin key its own tenant's keys
-    def create_tenant(self, name: str) -> c.Tenant:
-        t = self._call("CreateTenant", quartz_pb2.CreateTenantRequest(name=c.text(name, "name")))
-        return c.Tenant(t.name, t.created_at)
+    def create_tenant(
+        self,
+        name: str,
+        plan: str = "free",
+        stripe_customer: str = "",
+        webhook_url: str = "",
+        webhook_secret: str = "",
+        rate_limits: Sequence[str] = (),
+    ) -> c.Tenant:
+        """A tenant on `plan` (free | paid; docs/billing.md); rate_limits override the plan's,
+        e.g. ["read=100/s:burst=200"]."""
+        req = c.tenant_request(name, plan, stripe_customer, webhook_url, webhook_secret, rate_limits)
+        return c.parse_tenant(self._call("CreateTenant", req))
+
+    def update_tenant(
+        self,
+        name: str,
+        plan: str | None = None,
+        stripe_customer: str | None = None,
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
+        rate_limits: Sequence[str] | None = None,
+    ) -> c.Tenant:
+        """Change what is given (None: unchanged; rate_limits=[]: back to the plan's)."""
+        req = c.tenant_request(
+            name, plan, stripe_customer, webhook_url, webhook_secret, rate_limits, update=True
+        )
+        return c.parse_tenant(self._call("UpdateTenant", req))
 
     def list_tenants(self) -> list[c.Tenant]:
         resp = self._call("ListTenants", quartz_pb2.ListTenantsRequest())
-        return [c.Tenant(t.name, t.created_at) for t in resp.tenants]
+        return [c.parse_tenant(t) for t in resp.tenants]
 
     def delete_tenant(self, name: str) -> int:
         """Delete a tenant that owns no collection; returns how many of its keys were revoked."""
@@ -212,9 +237,11 @@ class QuartzClient:
         collections: Sequence[str] = (),
         expires_in_s: int = 0,
         description: str = "",
+        rate_limits: Sequence[str] = (),
     ) -> tuple[str, c.KeyInfo]:
-        """A new API key: (the key, shown only now, and its info). tenant: default the caller's."""
-        req = c.create_key_request(tenant, role, collections, expires_in_s, description)
+        """A new API key: (the key, shown only now, and its info). tenant: default the caller's.
+        rate_limits: the key's own limits, e.g. ["read=100/s"] (the tenant's apply too)."""
+        req = c.create_key_request(tenant, role, collections, expires_in_s, description, rate_limits)
         resp = self._call("CreateKey", req)
         return resp.key, c.parse_key(resp.info)
 
@@ -229,6 +256,42 @@ class QuartzClient:
     def whoami(self) -> c.KeyInfo:
         """The key this client sends (its id, tenant, role and scope)."""
         return c.parse_key(self._call("WhoAmI", quartz_pb2.WhoAmIRequest()))
+
+    # usage, billing, audit (DESIGN §12; docs/billing.md)
+    def usage(self, tenant: str | None = None, month: str | None = None) -> dict:
+        """A tenant's usage in a month (YYYY-MM, UTC; default this month): per day and in all."""
+        return c.message_dict(self._call("GetUsage", c.usage_request(tenant, month)))
+
+    def invoice(self, tenant: str | None = None, month: str | None = None, html: bool = False) -> dict | str:
+        """The invoice of a month: its lines, allowances and total (html=True: as an HTML page)."""
+        import orjson
+
+        resp = self._call("GetInvoice", c.invoice_request(tenant, month))
+        return resp.html if html else orjson.loads(resp.json)
+
+    def billing_history(self, tenant: str | None = None) -> list[dict]:
+        req = quartz_pb2.BillingHistoryRequest(tenant=c.text(tenant or "", "tenant"))
+        return c.message_dict(self._call("BillingHistory", req)).get("invoices", [])
+
+    def query_history(self, tenant: str | None = None, limit: int = 100) -> list[dict]:
+        """The latest searches (time, collection, k, filter present, latency, status), newest first."""
+        req = quartz_pb2.QueryHistoryRequest(
+            tenant=c.text(tenant or "", "tenant"), limit=c.uint(limit, "limit", 1, 10_000)
+        )
+        return c.message_dict(self._call("QueryHistory", req)).get("queries", [])
+
+    def audit(
+        self, tenant: str | None = None, since: float | None = None, limit: int = 100, verb: str | None = None
+    ) -> list[dict]:
+        """The latest audit records (oldest first): {chain, seq, prev, hash, event}."""
+        import orjson
+
+        resp = self._call("ListAudit", c.audit_request(tenant, since, limit, verb))
+        return [orjson.loads(r) for r in resp.records]
+
+    def verify_audit(self) -> dict:
+        """Check every audit chain: {ok, records, chains, problems} (each problem names its record)."""
+        return c.message_dict(self._call("VerifyAudit", quartz_pb2.VerifyAuditRequest()))
 
 
 __all__ = ["QuartzClient", "errors"]

@@ -20,6 +20,7 @@ import grpc
 
 from quartz_cluster import limits, logs
 from quartz_cluster.auth.cluster import ClusterCredentials, MemberIdentity
+from quartz_cluster.coordinator.billing import Billing, BillingSettings
 from quartz_cluster.coordinator.reconcile import (
     Action,
     ClusterView,
@@ -52,6 +53,7 @@ class CoordinatorSettings:
     listen: str = "127.0.0.1:0"  # gRPC health (and reflection) for probes; port 0 picks a free one
     info_file: str | None = None  # where to write {"address", "pid"} once serving
     credentials: ClusterCredentials | None = None  # None: --no-auth
+    billing: BillingSettings | None = None  # storage sampling, usage alerts, Stripe (auth on only)
 
 
 class Coordinator:
@@ -72,6 +74,7 @@ class Coordinator:
         self.absent_since: dict[str, float] = {}  # node -> when this leader first saw it without a lease
         self.present_since: dict[str, float] = {}  # node -> when this leader first saw it with one
         self.is_leader = asyncio.Event()
+        self.view: ClusterView | None = None  # the latest the leader decided on
 
     async def run(self, stop: asyncio.Event) -> None:
         self.keeper.start()
@@ -126,6 +129,10 @@ class Coordinator:
             deposed.set()
 
         relay = asyncio.create_task(relay_stop())
+        billing = None
+        if self.settings.billing is not None and self.settings.credentials is not None:
+            b = Billing(self.store, self.channels, self.settings.billing, lambda: self.leader_revision)
+            billing = asyncio.create_task(b.run(lambda: self.view, deposed))
 
         async def on_state(revision: int, kvs) -> None:
             leader = next((kv for kv in kvs if kv.key == schema.LEADER), None)
@@ -134,6 +141,7 @@ class Coordinator:
                 deposed.set()
                 return
             view = ClusterView.from_kvs(revision, kvs)
+            self.view = view
             view.positions = await self._positions(view, failover_candidates(view))
             now = time.monotonic()
             named = {n for by in view.shards.values() for rec, _ in by.values() for n in rec.replicas}
@@ -160,6 +168,9 @@ class Coordinator:
             await self.store.follow(schema.ROOT, on_state, deposed)
         finally:
             relay.cancel()
+            if billing is not None:
+                deposed.set()
+                await billing
             self.is_leader.clear()
             self.leader_revision = None
 

@@ -139,8 +139,10 @@ class FrontDoor:
         limiter: SharedLimiter,
         shipper: Shipper,
         storage_of: Callable[[str], Awaitable[tuple[int, int]]],
+        new_points: Callable[..., Awaitable[int]],
     ) -> None:
         self.view, self.limiter, self.shipper, self.storage_of = view, limiter, shipper, storage_of
+        self.new_points = new_points
         self._auth_failures = (0, 0)  # (second, count)
 
     # ------------------------------------------------------------------ before the call
@@ -176,6 +178,24 @@ class FrontDoor:
         tenant = self.view().tenants.get(principal.tenant)
         plan = plans.plan(tenant.plan if tenant else "free")
         quotas = plan.quotas()
+        if method == "Upsert" and (
+            quotas.get(plans.QUOTA_STORED_VECTORS) or quotas.get(plans.QUOTA_STORAGE_BYTES)
+        ):
+            vectors, nbytes = await self.storage_of(principal.tenant)
+            limit = quotas.get(plans.QUOTA_STORED_VECTORS)
+            adds = len(request.points.ids)
+            if limit and vectors + adds > limit:
+                adds = await self.new_points(principal, request.collection, request.points.ids)
+                if vectors + adds > limit:
+                    raise StoredQuotaExceeded(
+                        principal.tenant, plans.QUOTA_STORED_VECTORS, vectors, limit, adds, "vectors"
+                    )
+            limit = quotas.get(plans.QUOTA_STORAGE_BYTES)
+            adds = len(request.points.vectors.data) + sum(len(p) for p in request.points.payloads)
+            if limit and nbytes + adds > limit:
+                raise StoredQuotaExceeded(
+                    principal.tenant, plans.QUOTA_STORAGE_BYTES, nbytes, limit, adds, "bytes"
+                )
         if op.billable and meter and quotas.get(plans.QUOTA_CALLS_PER_DAY):
             await self.limiter.acquire_window(
                 f"tenant/{principal.tenant}",
@@ -184,26 +204,6 @@ class FrontDoor:
                 "day",
                 1,
             )
-        if method == "Upsert" and (
-            quotas.get(plans.QUOTA_STORED_VECTORS) or quotas.get(plans.QUOTA_STORAGE_BYTES)
-        ):
-            vectors, nbytes = await self.storage_of(principal.tenant)
-            limit = quotas.get(plans.QUOTA_STORED_VECTORS)
-            if limit and vectors + len(request.points.ids) > limit:
-                raise StoredQuotaExceeded(
-                    principal.tenant,
-                    plans.QUOTA_STORED_VECTORS,
-                    vectors,
-                    limit,
-                    len(request.points.ids),
-                    "vectors",
-                )
-            limit = quotas.get(plans.QUOTA_STORAGE_BYTES)
-            adds = len(request.points.vectors.data) + sum(len(p) for p in request.points.payloads)
-            if limit and nbytes + adds > limit:
-                raise StoredQuotaExceeded(
-                    principal.tenant, plans.QUOTA_STORAGE_BYTES, nbytes, limit, adds, "bytes"
-                )
         return rid, meter
 
     # ------------------------------------------------------------------ after the call

@@ -60,7 +60,9 @@ async def serve(settings: RouterSettings) -> None:
         journal = Journal(settings.journal_dir, settings.journal_fsync)
         shipper = Shipper(journal, EtcdStore(settings.etcd, etcd_auth), settings.router_id)
         limiter = SharedLimiter(EtcdStore(settings.etcd, etcd_auth))
-        service.frontdoor = FrontDoor(lambda: shardmap.view, limiter, shipper, service.tenant_storage)
+        service.frontdoor = FrontDoor(
+            lambda: shardmap.view, limiter, shipper, service.tenant_storage, service.new_points
+        )
         shipping = asyncio.create_task(shipper.run(stop))
     server, port, health = build_server(
         settings.listen,

@@ -828,7 +828,7 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
         plan = plans.plan(rec.plan)
         if self.frontdoor is not None and plans.QUOTA_CALLS_PER_DAY in plan.quotas():
             calls_today = await self.frontdoor.limiter.window_usage(
-                f"tenant/{rec.name}", plans.QUOTA_CALLS_PER_DAY, usage_keys.day_of(time.time())
+                f"tenant/{rec.name}", plans.QUOTA_CALLS_PER_DAY, "day"
             )
         return quartz_pb2.UsageResponse(
             tenant=rec.name,
@@ -938,9 +938,27 @@ class QuartzService(quartz_pb2_grpc.QuartzServicer):
         found = await asyncio.gather(*(one(c, s) for c in colls for s in range(c.shards)))
         return sum(v for v, _ in found), sum(b for _, b in found)
 
+    async def new_points(self, principal: Principal, collection: str, ids) -> int:
+        """How many of `ids` the collection does not hold yet (a storage quota counts only
+        those: overwriting a point stores nothing new)."""
+        req = quartz_pb2.GetPointsRequest(collection=collection, ids=list(ids), consistency=quartz_pb2.STRONG)
+        get = QuartzService.Get.__wrapped__.__wrapped__  # under @rpc and @guarded: the method itself
+        found = await get(self, req, _Internal(), principal)
+        return len(set(ids)) - len(found.points)
+
     async def _caught_up(self, context) -> None:
         """Read-your-writes for a change this router made in etcd: its cached view includes it."""
         await self.shardmap.wait_revision(await self.store.revision(), _timeout(context))
+
+
+class _Internal:
+    """The context of a call the router makes to its own methods (quota checks)."""
+
+    def time_remaining(self) -> float:
+        return limits.ROUTER_CALL_TIMEOUT_S
+
+    def invocation_metadata(self) -> tuple:
+        return ()
 
 
 def _answered(
