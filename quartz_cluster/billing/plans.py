@@ -52,6 +52,10 @@ class Rate:
                 f"burst must be >= 1 and <= {RATE_PER_S_MAX:g}, got {self.burst!r}", "rate_limit"
             )
 
+    def describe(self) -> str:
+        """For messages: `100/s (burst 200)`."""
+        return f"{self.per_s:g}/s (burst {self.burst:g})"
+
     def to_text(self) -> str:
         """`100/s:burst=200`; `parse_rate(f"{op}={rate.to_text()}")` gives the rate back."""
         return f"{_number_text(self.per_s)}/s:burst={_number_text(self.burst)}"

@@ -259,10 +259,21 @@ def tenant_request(name, plan, stripe_customer, webhook_url, webhook_secret, rat
 
 
 def message_dict(msg) -> dict:
-    """A reply as plain JSON-ready data (field names as in the proto)."""
-    from google.protobuf.json_format import MessageToDict
-
-    return MessageToDict(msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    """A reply as plain data: field names as in the proto, every field present, integers as
+    ints (protobuf's JSON mapping would make 64-bit ones strings)."""
+    out: dict = {}
+    for f in msg.DESCRIPTOR.fields:
+        value = getattr(msg, f.name)
+        if f.message_type is not None and f.message_type.GetOptions().map_entry:
+            out[f.name] = dict(value)
+        elif f.message_type is not None:
+            is_list = f.is_repeated
+            out[f.name] = [message_dict(v) for v in value] if is_list else message_dict(value)
+        elif f.is_repeated:
+            out[f.name] = list(value)
+        else:
+            out[f.name] = value
+    return out
 
 
 def usage_request(tenant, month) -> quartz_pb2.UsageRequest:

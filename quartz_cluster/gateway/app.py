@@ -441,12 +441,90 @@ def build_app(service, ready: Callable[[], bool]) -> FastAPI:
     @v1.get("/admin/tenants", response_model=m.TenantList, tags=["admin"])
     async def list_tenants(caller: Caller):
         resp = await call("ListTenants", quartz_pb2.ListTenantsRequest(), caller)
-        return {"tenants": [{"name": t.name, "created_at": t.created_at} for t in resp.tenants]}
+        return {"tenants": [_fields(sdk.parse_tenant(t)) for t in resp.tenants]}
 
     @v1.post("/admin/tenants", response_model=m.Tenant, status_code=201, tags=["admin"])
     async def create_tenant(body: m.CreateTenant, caller: Caller):
-        t = await call("CreateTenant", quartz_pb2.CreateTenantRequest(name=body.name), caller)
-        return {"name": t.name, "created_at": t.created_at}
+        req = quartz_pb2.CreateTenantRequest(**body.model_dump())
+        return _fields(sdk.parse_tenant(await call("CreateTenant", req, caller)))
+
+    @v1.patch("/admin/tenants/{name}", response_model=m.Tenant, tags=["admin"])
+    async def update_tenant(
+        name: Annotated[str, FastApiPath(pattern=m.NAME_REGEX)], body: m.UpdateTenant, caller: Caller
+    ):
+        """Change a tenant's plan, billing settings or rate limits (fields left out: unchanged)."""
+        given = body.model_dump(exclude_none=True)
+        limits_given = given.pop("rate_limits", None)
+        req = quartz_pb2.UpdateTenantRequest(
+            name=name,
+            **given,
+            rate_limits=limits_given or [],
+            clear_rate_limits=limits_given == [],
+        )
+        return _fields(sdk.parse_tenant(await call("UpdateTenant", req, caller)))
+
+    @v1.get("/usage", response_model=m.Usage, tags=["usage"])
+    async def get_usage(caller: Caller, tenant: str | None = None, month: str | None = None):
+        """A tenant's metered usage in a month (UTC; default this month), per day and in all.
+        Default tenant: the caller's; another tenant's needs an admin key."""
+        return sdk.message_dict(await call("GetUsage", sdk.usage_request(tenant, month), caller))
+
+    @v1.get("/invoices/{month}", response_model=m.Invoice, tags=["usage"])
+    async def get_invoice(
+        month: Annotated[str, FastApiPath(pattern=r"^[0-9]{4}-[0-9]{2}$")],
+        caller: Caller,
+        tenant: str | None = None,
+    ):
+        """The invoice of a month: lines per the plan, allowances deducted, the total."""
+        resp = await call("GetInvoice", sdk.invoice_request(tenant, month), caller)
+        return JSON(orjson.loads(resp.json))
+
+    @v1.get(
+        "/invoices/{month}/html",
+        response_class=HTMLResponse,
+        tags=["usage"],
+        responses={**PROBLEM_RESPONSES, 200: {"content": {"text/html": {}}}},
+    )
+    async def get_invoice_html(
+        month: Annotated[str, FastApiPath(pattern=r"^[0-9]{4}-[0-9]{2}$")],
+        caller: Caller,
+        tenant: str | None = None,
+    ):
+        resp = await call("GetInvoice", sdk.invoice_request(tenant, month), caller)
+        return HTMLResponse(resp.html)
+
+    @v1.get("/billing/history", response_model=m.BillingHistory, tags=["usage"])
+    async def billing_history(caller: Caller, tenant: str | None = None):
+        req = quartz_pb2.BillingHistoryRequest(tenant=tenant or "")
+        return sdk.message_dict(await call("BillingHistory", req, caller))
+
+    @v1.get("/queries", response_model=m.QueryHistory, tags=["usage"])
+    async def query_history(caller: Caller, tenant: str | None = None, limit: int = 100):
+        """The latest searches: time, collection, k, filter present, latency, status (never
+        vectors, filters or payloads)."""
+        req = quartz_pb2.QueryHistoryRequest(tenant=tenant or "", limit=max(0, min(limit, 2**32 - 1)))
+        return sdk.message_dict(await call("QueryHistory", req, caller))
+
+    @v1.get("/admin/audit", response_model=m.AuditLog, tags=["admin"])
+    async def audit_log(
+        caller: Caller,
+        tenant: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+        verb: str | None = None,
+    ):
+        """The latest audit records (oldest first), hash-chained; Kubernetes audit events."""
+        if since is not None and not (since >= 0 and since < 1e11):
+            raise errors.InvalidArgument("must be unix seconds", "since")
+        if not 0 <= limit < 2**32:
+            raise errors.InvalidArgument("must be in [0, 2^32)", "limit")
+        resp = await call("ListAudit", sdk.audit_request(tenant, since, limit, verb), caller)
+        return JSON({"records": [orjson.loads(r) for r in resp.records]})
+
+    @v1.get("/admin/audit/verify", response_model=m.AuditReport, tags=["admin"])
+    async def audit_verify(caller: Caller):
+        """Check every chain of the audit log; each problem names its record."""
+        return sdk.message_dict(await call("VerifyAudit", quartz_pb2.VerifyAuditRequest(), caller))
 
     @v1.delete("/admin/tenants/{name}", response_model=m.TenantDeleted, tags=["admin"])
     async def delete_tenant(name: Annotated[str, FastApiPath(pattern=m.NAME_REGEX)], caller: Caller):
@@ -466,6 +544,7 @@ def build_app(service, ready: Callable[[], bool]) -> FastAPI:
             collections=body.collections,
             expires_in_s=body.expires_in_s,
             description=body.description,
+            rate_limits=body.rate_limits,
         )
         resp = await call("CreateKey", req, caller)
         return {"key": resp.key, "info": _key(resp.info)}

@@ -163,13 +163,39 @@ class CountResult(BaseModel):
     shards: ShardsAnswered
 
 
+RateLimitStr = Annotated[
+    str,
+    StringConstraints(max_length=100),
+    Field(description="CLASS=N/UNIT[:burst=N], e.g. read=100/s or write=5000/s:burst=10000"),
+]
+
+
 class CreateTenant(Strict):
     name: str = Name
+    plan: Literal["free", "paid"] = "free"
+    stripe_customer: str = Field("", max_length=255, description="the Stripe customer id billed (cus_...)")
+    webhook_url: str = Field("", max_length=2048, description="where usage alerts are POSTed")
+    webhook_secret: str = Field("", max_length=256, description="signs usage alerts (Quartz-Signature)")
+    rate_limits: list[RateLimitStr] = Field(default_factory=list, max_length=8)
+
+
+class UpdateTenant(Strict):
+    plan: Literal["free", "paid"] | None = None
+    stripe_customer: str | None = Field(None, max_length=255)
+    webhook_url: str | None = Field(None, max_length=2048)
+    webhook_secret: str | None = Field(None, max_length=256)
+    rate_limits: list[RateLimitStr] | None = Field(
+        None, max_length=8, description="replaces the overrides; [] goes back to the plan's"
+    )
 
 
 class Tenant(BaseModel):
     name: str
     created_at: int
+    plan: str
+    stripe_customer: str
+    webhook_url: str
+    rate_limits: list[str]
 
 
 class TenantList(BaseModel):
@@ -187,6 +213,7 @@ class CreateKey(Strict):
     collections: list[NameStr] = Field(default_factory=list, max_length=100)
     expires_in_s: int = Field(0, ge=0, le=10 * 365 * 86400, description="0: never expires")
     description: str = Field("", max_length=256)
+    rate_limits: list[RateLimitStr] = Field(default_factory=list, max_length=8)
 
 
 class KeyInfo(BaseModel):
@@ -197,6 +224,7 @@ class KeyInfo(BaseModel):
     created_at: int
     expires_at: int
     description: str
+    rate_limits: list[str]
 
 
 class CreatedKey(BaseModel):
@@ -210,6 +238,90 @@ class KeyList(BaseModel):
 
 class Revoked(BaseModel):
     revoked: bool
+
+
+class UsageDay(BaseModel):
+    day: str
+    calls: int
+    calls_by_operation: dict[str, int]
+    vectors_written: int
+    vector_months: float
+    gb_months: float
+
+
+class Usage(BaseModel):
+    tenant: str
+    month: str
+    plan: str
+    days: list[UsageDay]
+    calls: int
+    calls_by_operation: dict[str, int]
+    calls_by_key: dict[str, int]
+    vectors_written: int
+    vector_months: float
+    gb_months: float
+    stored_vectors: int
+    stored_bytes: int
+    stored_at: float
+    calls_today: int
+
+
+class InvoiceLine(BaseModel):
+    description: str
+    unit: str
+    quantity: float
+    allowance: float
+    billable: float
+    unit_price: str
+    amount: str
+
+
+class Invoice(BaseModel):
+    tenant: str
+    customer: str
+    plan: str
+    month: str
+    currency: str
+    lines: list[InvoiceLine]
+    total: str
+
+
+class InvoiceSummary(BaseModel):
+    month: str
+    total: str
+    plan: str
+
+
+class BillingHistory(BaseModel):
+    invoices: list[InvoiceSummary]
+
+
+class QueryRecord(BaseModel):
+    time: float
+    key: str
+    collection: str
+    k: int
+    queries: int
+    filter: bool
+    latency_ms: float
+    status: str
+
+
+class QueryHistory(BaseModel):
+    queries: list[QueryRecord]
+
+
+class AuditLog(BaseModel):
+    records: list[dict[str, Any]] = Field(
+        description="{chain, seq, prev, hash, event}: event is a Kubernetes audit Event"
+    )
+
+
+class AuditReport(BaseModel):
+    ok: bool
+    records: int
+    chains: int
+    problems: list[str]
 
 
 class Problem(BaseModel):

@@ -14,7 +14,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from quartz_cluster import errors
 from quartz_cluster.audit.event import make_event, parse_peer
+from quartz_cluster.auth import keys as auth_keys
 from quartz_cluster.auth.access import Principal
 from quartz_cluster.billing import plans
 from quartz_cluster.errors import InvalidArgument, QuartzError, ResourceExhausted
@@ -40,7 +42,7 @@ HTTP_OF = {
 }
 
 
-class StoredQuotaExceeded(QuotaExceeded):
+class StoredQuotaExceeded(QuotaExceeded, errors.QuotaExceeded):
     """A batch would take a tenant past a storage quota of its plan (HTTP 403)."""
 
     def __init__(self, tenant: str, quota: str, current: int, limit: int, adds: int, unit: str) -> None:
@@ -166,8 +168,20 @@ class FrontDoor:
                 out.append((f"key/{principal.key_id}", op_class, r))
         return out
 
-    async def admit(self, principal: Principal, method: str, request, metadata) -> tuple[str, bool]:
-        """Rate limits and quotas; (request id, whether to meter the call when it succeeds)."""
+    def namespace(self, principal: Principal, method: str, request) -> str:
+        """The tenant an audited call acts on (an admin may act on another tenant's keys)."""
+        if method in ("CreateTenant", "UpdateTenant", "DeleteTenant"):
+            return request.name
+        if method == "CreateKey":
+            return request.tenant or principal.tenant
+        if method == "RevokeKey":
+            rec = self.view().keys.get(request.id)
+            return rec.tenant if rec is not None else principal.tenant
+        return principal.tenant
+
+    async def admit(self, principal: Principal, method: str, request, metadata) -> tuple[str, bool, str]:
+        """Rate limits and quotas; (request id, whether to meter the call when it succeeds, the
+        tenant it acts on)."""
         op = OPS[method]
         rid, attempt = request_id(metadata)
         n = cost(method, request)
@@ -204,7 +218,7 @@ class FrontDoor:
                 "day",
                 1,
             )
-        return rid, meter
+        return rid, meter, self.namespace(principal, method, request) if op.resource else principal.tenant
 
     # ------------------------------------------------------------------ after the call
 
@@ -220,6 +234,7 @@ class FrontDoor:
         received: float,
         rid: str,
         meter: bool,
+        namespace: str,
     ) -> None:
         """Journal what the call leaves behind, before its answer is sent."""
         op = OPS[method]
@@ -274,7 +289,7 @@ class FrontDoor:
                         tenant=principal.tenant,
                         role=principal.role,
                         resource=op.resource,
-                        namespace=principal.tenant,
+                        namespace=namespace,
                         name=object_name(method, request),
                         source_ips=[_peer(context)],
                         user_agent=_header(metadata, "user-agent"),
@@ -296,6 +311,13 @@ class FrontDoor:
         self._auth_failures = (second, count)
         if count > AUTH_FAILURES_AUDITED_PER_S:
             return
+        key_id = tenant = ""
+        try:  # the public part of the key presented, if it is shaped like one (never the secret)
+            key_id = auth_keys.parse(auth_keys.from_metadata(metadata) or "")[0]
+            rec = self.view().keys.get(key_id)
+            tenant = rec.tenant if rec is not None else ""
+        except QuartzError:
+            pass
         self.shipper.record(
             [
                 {
@@ -303,6 +325,8 @@ class FrontDoor:
                     "e": make_event(
                         verb="authenticate",
                         code=401,
+                        key_id=key_id,
+                        tenant=tenant,
                         reason=error.code,
                         message=str(error),
                         resource=None,

@@ -140,13 +140,15 @@ def guarded(method):
         except QuartzError as exc:
             door.auth_failed(name, exc, context, metadata, received)
             raise
-        rid, meter = await door.admit(principal, name, request, metadata)
+        rid, meter, namespace = await door.admit(principal, name, request, metadata)
         try:
             reply = await method(self, request, context, principal)
         except Exception as exc:
-            door.finish(principal, name, request, None, exc, context, metadata, received, rid, False)
+            door.finish(
+                principal, name, request, None, exc, context, metadata, received, rid, False, namespace
+            )
             raise
-        door.finish(principal, name, request, reply, None, context, metadata, received, rid, meter)
+        door.finish(principal, name, request, reply, None, context, metadata, received, rid, meter, namespace)
         return reply
 
     return wrapper

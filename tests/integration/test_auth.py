@@ -78,7 +78,7 @@ def keys(cluster):
     admin.upsert(
         "docs", ids=[f"p{i}" for i in range(20)], vectors=vecs, payloads=[{"i": i} for i in range(20)]
     )
-    admin.create_tenant("acme")
+    admin.create_tenant("acme", plan="paid")
     out = {"none": None, "malformed": "qz_not-a-key", "admin": cluster.admin_key}
     key_id = cluster.admin_key.split("_")[1]
     out["wrong_secret"] = f"qz_{key_id}_{'0' * 40}"
