@@ -367,7 +367,7 @@ def test_usage_invoice_and_history_through_cli_and_http(cluster, admin):
 class Receiver(http_server.BaseHTTPRequestHandler):
     received: list = []
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         body = self.rfile.read(int(self.headers["content-length"]))
         Receiver.received.append((dict(self.headers), body))
         self.send_response(200)
@@ -446,9 +446,8 @@ def test_audit_log_records_writes_key_ops_and_auth_failures(cluster, admin):
 def test_audit_verify_names_an_edited_and_a_deleted_record(cluster, admin):
     import asyncio
 
-    from tests.integration.conftest import etcd_store
-
     from quartz_cluster.metering import keys
+    from tests.integration.conftest import etcd_store
 
     key = tenant_key(admin, "tamper")
     c = QuartzClient(cluster.router_address, api_key=key, timeout=30)
