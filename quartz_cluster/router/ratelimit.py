@@ -472,8 +472,11 @@ class SharedLimiter:
                 return None, (False, count)
             return orjson.dumps({"window": label, "count": count + cost}), (True, count + cost)
 
-        async with w.lock:  # one CAS at a time per key in this router: contention only across routers
-            ok, count = await self._cas(w.cas, key, decide)
+        try:
+            async with w.lock:  # one CAS at a time per key in this router: contention only across routers
+                ok, count = await self._cas(w.cas, key, decide)
+        except Exception as exc:  # etcd unreachable or contended: the quota cannot be counted
+            raise Unavailable(f"quota {name} of {_scope_text(scope)} cannot be counted: {exc}") from exc
         if not ok:
             raise QuotaExceeded(scope, name, count, limit, period, window_reset_after(period, now))
         return count

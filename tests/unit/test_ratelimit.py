@@ -473,6 +473,9 @@ def test_window_counts_exactly_and_refuses_naming_the_quota():
             await lim.acquire_window("tenant/t1", "calls_per_day", 100, "day", cost=101)
         with pytest.raises(ValueError):
             await lim.acquire_window("tenant/t1", "calls_per_day", 100, "week")
+        store.down = True  # the quota is not counted, and not granted, without etcd
+        with pytest.raises(Unavailable):
+            await lim.acquire_window("tenant/t1", "calls_per_day", 100, "day")
 
     run(go())
 
