@@ -230,6 +230,7 @@ def _check(cfg: ChaosConfig, cluster: LocalCluster, h: History, converge_s: floa
             hits = c.search(COLLECTION, q, k=10, with_payload=False, consistency="strong")
             found = [{h_.id for h_ in row} for row in hits]
             recall = float(np.mean([len(found[i] & {ids[j] for j in truth[i]}) / 10 for i in range(len(q))]))
+        audit = _audit_check(c, sum(e["ok"] for e in h.events if e["type"] == "write"))
     wrong_vectors = sorted(i for i, v in present.items() if not np.array_equal(v, h.vectors[i]))
     states = _replica_states(cluster, attempted, cfg.shards)
     verdict = check(
@@ -247,7 +248,8 @@ def _check(cfg: ChaosConfig, cluster: LocalCluster, h: History, converge_s: floa
     reads = [e for e in events if e["type"] == "read"]
     return {
         "config": asdict(cfg),
-        "passed": verdict.passed and not wrong_vectors and converge_s is not None,
+        "passed": verdict.passed and not wrong_vectors and converge_s is not None and audit["passed"],
+        "audit": audit,
         "lost": verdict.lost,
         "unexpected": verdict.unexpected,
         "duplicated": verdict.duplicated,
@@ -265,6 +267,22 @@ def _check(cfg: ChaosConfig, cluster: LocalCluster, h: History, converge_s: floa
         "recovery": recovery_times(events),
         "availability": availability(events),
         "replay": cfg.replay(),
+    }
+
+
+def _audit_check(c, writes_ok: int) -> dict:
+    """The audit log came through the faults: every chain verifies, and every write the
+    workload had acknowledged has its audit event (it is journaled before the answer)."""
+    report = c.verify_audit()
+    limit = 10_000  # the most one tail returns (router/service.py AUDIT_TAIL_MAX)
+    audited = sum(r["event"]["responseStatus"]["code"] == 200 for r in c.audit(verb="upsert", limit=limit))
+    return {
+        "passed": report["ok"] and audited >= min(writes_ok, limit),
+        "verified": report["ok"],
+        "problems": report["problems"][:10],
+        "records": report["records"],
+        "writes_audited": audited,
+        "writes_acknowledged": writes_ok,
     }
 
 
@@ -287,6 +305,12 @@ def summary(r: dict) -> str:
         )
     if "epoch_bumps" in r:
         lines.append(f"  failovers and handovers (epoch bumps): {r['epoch_bumps']}")
+    if "audit" in r:
+        a = r["audit"]
+        lines.append(
+            f"  audit log: {'verified' if a['verified'] else 'BROKEN'} ({a['records']:,} records); "
+            f"{a['writes_audited']:,} write events for {a['writes_acknowledged']:,} acknowledged writes"
+        )
     for h in r.get("heavy_load", []):
         lines.append(
             f"  heavy load: {h['writes']} batches written, {h['searches']} searches answered, "

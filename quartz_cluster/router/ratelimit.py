@@ -24,12 +24,13 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 
+from quartz_cluster import errors
+from quartz_cluster.billing.plans import Rate
 from quartz_cluster.errors import InvalidArgument, ResourceExhausted, Unavailable
 from quartz_cluster.meta.store import EtcdStore
 
@@ -51,21 +52,7 @@ PERIODS = {"hour": "%Y-%m-%dT%H", "day": "%Y-%m-%d", "month": "%Y-%m"}
 PERIOD_TEXT = {"hour": "this hour (UTC)", "day": "today (UTC)", "month": "this month (UTC)"}
 
 
-@dataclass(frozen=True, slots=True)
-class Rate:
-    """A token bucket's limit: `per_s` tokens a second, at most `burst` at once."""
-
-    per_s: float
-    burst: float
-
-    def __post_init__(self) -> None:
-        if not (self.per_s > 0 and math.isfinite(self.per_s)):
-            raise ValueError(f"rate per_s must be a positive number, not {self.per_s!r}")
-        if not (self.burst > 0 and math.isfinite(self.burst)):
-            raise ValueError(f"rate burst must be a positive number, not {self.burst!r}")
-
-    def describe(self) -> str:
-        return f"{self.per_s:g}/s (burst {self.burst:g})"
+# Rate (per_s, burst) is the plans' own: one definition of a limit (billing/plans.py)
 
 
 def _scope_text(scope: str) -> str:
@@ -87,7 +74,7 @@ class RateLimited(ResourceExhausted):
         )
 
 
-class QuotaExceeded(ResourceExhausted):
+class QuotaExceeded(errors.QuotaExceeded):
     """A quota window is used up (HTTP 403, gRPC RESOURCE_EXHAUSTED): it resets after
     `reset_after_s`."""
 

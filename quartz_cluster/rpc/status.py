@@ -81,7 +81,7 @@ def rpc(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
     return wrapper
 
 
-_BY_CODE = {code: cls for cls, (code, _) in STATUS.items()}
+_BY_CODE = {code: cls for cls, (code, _) in STATUS.items() if cls.__base__ is errors.QuartzError}
 
 
 def error_from_rpc(exc: grpc.RpcError, context: str = "") -> errors.QuartzError:
@@ -89,6 +89,8 @@ def error_from_rpc(exc: grpc.RpcError, context: str = "") -> errors.QuartzError:
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     details = exc.details() if hasattr(exc, "details") else str(exc)
     cls = _BY_CODE.get(code)
+    if cls is errors.ResourceExhausted and (details or "").startswith("quota "):
+        cls = errors.QuotaExceeded  # a plan's quota (router/frontdoor.py, ratelimit.py): not a rate limit
     if cls is None:
         # a peer too slow, or shutting down mid-call (CANCELLED): transient, worth a retry elsewhere
         transient = code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)

@@ -22,6 +22,7 @@ import pytest
 from quartz_cluster.client import QuartzClient
 from quartz_cluster.errors import QuartzError
 from quartz_cluster.proto.quartz.v1 import quartz_pb2, quartz_pb2_grpc
+from tests.integration.test_stripe_meter import fake_stripe  # noqa: F401 (a fixture)
 
 DIM = 8
 WAIT_S_MAX = 60.0  # a bound on waiting for something asynchronous (shipping, sampling), not a speed claim
@@ -477,3 +478,63 @@ def test_audit_verify_names_an_edited_and_a_deleted_record(cluster, admin):
     assert f"{deleted['chain']}:{deleted['seq']:012d}: missing" in out.stderr, out.stderr
     status, _, body = http(cluster, "GET", "/v1/admin/audit/verify", cluster.admin_key)
     assert status == 200 and body["ok"] is False and len(body["problems"]) >= 2
+
+
+# ------------------------------------------------------------------ Stripe
+
+
+def test_usage_leaves_as_an_hourly_stripe_meter_event_and_a_failed_send_is_retried(
+    cluster,
+    admin,
+    fake_stripe,  # noqa: F811 (the fixture imported above)
+):
+    """The coordinator's billing pass, run for the hour after this one (so this hour is
+    complete), sends the paid tenant's hour once through the real stripe library; a failed
+    send moves nothing and goes again on the next pass, with the same identifier."""
+    import asyncio
+
+    from quartz_cluster.billing.stripe_meter import StripeMeter
+    from quartz_cluster.coordinator.billing import Billing, BillingSettings
+    from quartz_cluster.coordinator.reconcile import ClusterView
+    from quartz_cluster.meta import schema
+    from quartz_cluster.metering import keys
+    from tests.integration.conftest import etcd_store
+
+    key = tenant_key(admin, "striped", stripe_customer="cus_striped")
+    c = QuartzClient(cluster.router_address, api_key=key, timeout=30)
+    c.create_collection("docs", dim=DIM, shards=1, replication_factor=1)
+    c.upsert("docs", ids=[str(i) for i in range(20)], vectors=np.ones((20, DIM), dtype="f4"))
+    wait_for("calls shipped", lambda: c.usage()["calls"] >= 2)
+    fake_stripe.answers = ["500"]
+    later = time.time() + 3600
+
+    async def one_pass() -> bytes | None:
+        store = etcd_store(cluster)
+        rev, kvs = await store.list(schema.ROOT)
+        leader = await store.get(schema.LEADER)
+        billing = Billing(
+            store, None, BillingSettings(stripe_api_key="sk_test_q"), lambda: leader.create_revision
+        )
+        billing.stripe = StripeMeter("sk_test_q", fake_stripe.base)
+        await billing.send_stripe(ClusterView.from_kvs(rev, kvs), now=later)
+        cursor = await store.get(keys.stripe_key("striped"))
+        await store.close()
+        return cursor.value if cursor else None
+
+    assert asyncio.run(one_pass()) is None  # refused: nothing recorded as sent
+    mine = [r for r in fake_stripe.requests if r.form.get("payload[stripe_customer_id]") == "cus_striped"]
+    assert [r.answer for r in mine] == ["500"]
+    cursor = asyncio.run(one_pass())
+    mine = [r for r in fake_stripe.requests if r.form.get("payload[stripe_customer_id]") == "cus_striped"]
+    assert [r.answer for r in mine] == ["500", "ok"]
+    hour = keys.hour_of(time.time())
+    assert orjson.loads(cursor)["hour"] == hour
+    sent = mine[-1].form
+    assert sent["identifier"] == mine[0].form["identifier"] == f"quartz-striped-{hour}"
+    assert int(sent["payload[value]"]) >= 2 * 100  # at least two calls at $0.0001 (100 micro-dollars)
+    assert mine[-1].headers["Authorization"] == "Bearer sk_test_q"
+    asyncio.run(one_pass())  # nothing new: nothing sent
+    assert (
+        len([r for r in fake_stripe.requests if r.form.get("payload[stripe_customer_id]") == "cus_striped"])
+        == 2
+    )

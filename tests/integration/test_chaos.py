@@ -26,6 +26,10 @@ def test_short_chaos_run_keeps_every_acknowledged_write(tmp_path, scenario):
     assert report["acknowledged"] > 100, "too little was written for the run to mean anything"
     assert any(e["fault"] == scenario for e in report["recovery"]), "no fault was injected"
     assert report["passed"]
+    # the audit log is as durable as the data: through a killed node or etcd member, every chain
+    # verifies and every acknowledged write has its event
+    audit = report["audit"]
+    assert audit["verified"] and audit["writes_audited"] >= audit["writes_acknowledged"] > 0, audit
     if scenario == "etcd-quorum-loss":  # without etcd the data path keeps serving eventual reads
         for f in report["recovery"]:
             assert f["reads_during"]["eventual_ok"] > 0 and f["reads_during"]["eventual_failed"] == 0, f
@@ -41,6 +45,10 @@ def test_losing_a_node_for_good_keeps_writes_going_and_restores_the_replication_
         ChaosConfig("lose-node", duration_s=20, seed=7, out_dir=str(tmp_path / "lose")), say=lambda _: None
     )
     assert report["passed"] and report["lost"] == [] and report["divergent_shards"] == []
+    assert (
+        report["audit"]["verified"]
+        and report["audit"]["writes_audited"] >= report["audit"]["writes_acknowledged"]
+    )
     assert report["config"]["nodes"] == 4 and report["config"]["rf"] == 3  # a spare node for the copy
     (loss,) = [f for f in report["recovery"] if f["fault"] == "lose-node"]
     assert loss["recovered_after_s"] is not None  # writes came back (the figure is in RELIABILITY.md)

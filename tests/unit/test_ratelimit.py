@@ -101,7 +101,7 @@ def test_settle_changed_limits_clamp_and_apply_from_now():
 
 def test_rate_validates():
     for per_s, burst in [(0, 1), (-1, 1), (1, 0), (float("inf"), 1), (1, float("nan"))]:
-        with pytest.raises(ValueError):
+        with pytest.raises(InvalidArgument, match="rate_limit"):
             Rate(per_s, burst)
     assert R100.describe() == "100/s (burst 100)"
 

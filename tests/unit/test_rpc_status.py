@@ -22,12 +22,15 @@ EXPECTED = {
     errors.Unauthenticated: (grpc.StatusCode.UNAUTHENTICATED, 401),
     errors.PermissionDenied: (grpc.StatusCode.PERMISSION_DENIED, 403),
     errors.Internal: (grpc.StatusCode.INTERNAL, 500),
+    errors.QuotaExceeded: (grpc.StatusCode.RESOURCE_EXHAUSTED, 403),  # waiting does not help: 403
 }
 
 
 def test_the_table_covers_every_domain_error_exactly():
     assert STATUS == EXPECTED
-    assert set(STATUS) == set(errors.QuartzError.__subclasses__())
+    direct = set(errors.QuartzError.__subclasses__())
+    assert set(STATUS) == direct | {errors.QuotaExceeded}
+    assert errors.QuotaExceeded.__base__ is errors.ResourceExhausted
     for cls, (code, _) in STATUS.items():
         assert cls.code == code.name  # the error's canonical name is its gRPC code's
 
@@ -147,7 +150,7 @@ class FakeRpcError(grpc.RpcError):
         return self._details
 
 
-@pytest.mark.parametrize("cls", list(EXPECTED))
+@pytest.mark.parametrize("cls", [c for c in EXPECTED if c is not errors.QuotaExceeded])
 def test_error_from_rpc_gives_back_the_domain_error_with_its_message(cls):
     err = error_from_rpc(FakeRpcError(EXPECTED[cls][0], "ids[0]: must be a non-empty string"), "shard 2: ")
     assert type(err) is cls
@@ -156,9 +159,20 @@ def test_error_from_rpc_gives_back_the_domain_error_with_its_message(cls):
 
 def test_the_round_trip_keeps_the_class_and_the_message():
     for cls in EXPECTED:
+        if cls is errors.QuotaExceeded:
+            continue
         context = call(Service(cls("bad", "k")))
         err = error_from_rpc(FakeRpcError(*context.aborted))
         assert type(err) is cls and str(err) == "k: bad"
+
+
+def test_a_quota_refusal_comes_back_as_one_and_a_rate_limit_does_not():
+    quota = error_from_rpc(
+        FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "quota calls_per_day of t: 100 of 100")
+    )
+    assert type(quota) is errors.QuotaExceeded and status_of(quota)[1] == 403
+    rate = error_from_rpc(FakeRpcError(grpc.StatusCode.RESOURCE_EXHAUSTED, "rate limit of key k: read 1/s"))
+    assert type(rate) is errors.ResourceExhausted and status_of(rate)[1] == 429
 
 
 @pytest.mark.parametrize(

@@ -145,7 +145,17 @@ def test_record_json_is_a_plain_object_of_its_fields():
         "created_at": 0,
         "expires_at": 0,
         "description": "",
+        "rate_limits": [],
     }
+    # a tenant written before plans existed is on the free plan, with no overrides
+    tenant = TenantRecord.from_json(b'{"name": "acme", "created_at": 5}')
+    assert (tenant.plan, tenant.rate_limits, tenant.stripe_customer, tenant.webhook_url) == (
+        "free",
+        (),
+        "",
+        "",
+    )
+    assert TenantRecord.from_json(tenant.to_json()) == tenant
     assert KeyRecord.from_json(KeyRecord("k1", "t", "admin", "h", ("a",)).to_json()).collections == ("a",)
 
 

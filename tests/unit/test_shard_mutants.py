@@ -1196,9 +1196,10 @@ def test_a_replica_shows_its_state(tmp_path):
             "epoch": 3,
             "log_end": 1,
             "last_epoch": 3,
+            "storage_bytes": r.store.size_bytes(),
             "health": "ok",
         }
-        assert stats["count"] == 2 and stats["applied_lsn"] == 1
+        assert stats["count"] == 2 and stats["applied_lsn"] == 1 and stats["storage_bytes"] > 0
         r.become_follower(4, "n2")
         assert (r.role, r.primary_hint, r.replicator) == ("follower", "n2", None)
         await r.close(checkpoint=False)
