@@ -229,6 +229,27 @@ def _up(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- operations
 
 
+async def _audit_drain(store, node: str, verb: str) -> None:
+    """`quartz drain` changes the cluster through etcd (cluster credentials, no API key): it
+    records its own audit event (user: the operator's login, as etcd's root)."""
+    import getpass
+
+    from quartz_cluster.audit.event import make_event
+    from quartz_cluster.audit.store import append_one
+
+    event = make_event(
+        verb=verb,
+        code=200,
+        key_id="",
+        role="cluster",
+        resource="nodes",
+        name=node,
+        user_agent=f"quartz-cli (user {getpass.getuser()})",
+        annotations={"quartz/via": "etcd"},
+    )
+    await append_one(store, event, "cli")
+
+
 def _drain(args: argparse.Namespace) -> int:
     """Mark a node draining; the coordinator moves each replica off it (new replica first,
     caught up, primary handed over, old replica removed). Waits and shows progress."""
@@ -249,6 +270,7 @@ def _drain(args: argparse.Namespace) -> int:
                 if await store.get(schema.drain_key(args.node)) is None:
                     raise CliError(f"node {args.node!r} is not draining")
                 await store.delete(schema.drain_key(args.node))
+                await _audit_drain(store, args.node, "cancel_drain")
                 console.print(f"drain of {args.node} cancelled")
                 return 0
             rev, kvs = await store.list(schema.ROOT)
@@ -258,6 +280,7 @@ def _drain(args: argparse.Namespace) -> int:
                 known = ", ".join(sorted(view.nodes)) or "none"
                 raise CliError(f"no node {args.node!r} in the cluster (nodes: {known}); nothing drained")
             await store.put(schema.drain_key(args.node), b"{}")
+            await _audit_drain(store, args.node, "drain")
             deadline = time.monotonic() + args.timeout
             with console.status(f"draining {args.node}") as status:
                 while True:

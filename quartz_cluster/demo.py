@@ -148,6 +148,13 @@ def run_demo(data_dir: str, shared_dir: str | None, rows: int, nodes: int = 3) -
                 f"{len(ds.queries)} queries in one call: {seconds * 1000:.0f} ms; recall@10 {recall:.3f} "
                 f"vs exact ground truth; {client.count(COLLECTION):,} points in the collection"
             )
+            usage = client.usage()  # metered per call, shipped by the router within a second
+            ops = ", ".join(f"{op} {n}" for op, n in sorted(usage["calls_by_operation"].items()))
+            console.print(
+                f"client.usage(): tenant {usage['tenant']} (plan {usage['plan']}) this month: "
+                f"{usage['calls']} calls ({ops or 'not shipped yet'}), "
+                f"{usage['vectors_written']:,} vectors written"
+            )
     finally:
         up.send_signal(signal.SIGINT)
         code = up.wait(60)

@@ -82,3 +82,26 @@ async def verify(store: EtcdStore) -> chains.Report:
             rec = {"damaged": True}
         by_chain.setdefault(chain_id, []).append((f"{chain_id}:{seq}", rec))
     return chains.verify(by_chain, {c: (h.seq, h.hash) for c, h in hs.items()})
+
+
+async def append_one(store: EtcdStore, event: dict, writer: str) -> str:
+    """Record one event from a process that has no journal (the CLI's etcd-level commands, such
+    as `quartz drain`): a chain of its own, one record and its head, in one transaction."""
+    import uuid
+
+    chain = chains.Chain(f"{writer}-{uuid.uuid4().hex[:12]}")
+    rec = chain.append(event)
+    head = chain.head
+    await store.client()
+    t = store.txn
+    await store.transaction(
+        compare=[],
+        success=[
+            t.put(keys.audit_record_key(chain.chain_id, rec["seq"]), orjson.dumps(rec)),
+            t.put(
+                keys.audit_head_key(chain.chain_id),
+                orjson.dumps({"seq": head.seq, "hash": head.hash, "cursor": None}),
+            ),
+        ],
+    )
+    return chain.chain_id

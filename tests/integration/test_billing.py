@@ -471,6 +471,18 @@ def test_audit_verify_names_an_edited_and_a_deleted_record(cluster, admin):
         await store.delete(keys.audit_record_key(deleted["chain"], deleted["seq"]))
         await store.close()
 
+    async def from_the_cli():  # an etcd-level command (quartz drain) records its own chain
+        from quartz_cluster.audit.event import make_event
+        from quartz_cluster.audit.store import append_one
+
+        store = etcd_store(cluster)
+        await append_one(store, make_event(verb="drain", code=200, resource="nodes", name="n9"), "cli")
+        await store.close()
+
+    asyncio.run(from_the_cli())
+    assert any(r["event"]["verb"] == "drain" for r in admin.audit(verb="drain"))
+    out = quartz(cluster, "audit", "verify")
+    assert out.returncode == 0 and "intact" in out.stdout, out.stdout + out.stderr
     asyncio.run(tamper())
     out = quartz(cluster, "audit", "verify")
     assert out.returncode == 1 and "TAMPERED" in out.stdout
