@@ -7,6 +7,7 @@ not a test: nothing is asserted, and some parts reach into the gateway's interna
     python -m quartz_cluster.bench.frontdoor auth          # authenticate(); member token + MemberGuard
     python -m quartz_cluster.bench.frontdoor router-share  # router vs nodes CPU per query, gRPC vs HTTP
     python -m quartz_cluster.bench.frontdoor idle          # an idle cluster's CPU, auth on and off
+    python -m quartz_cluster.bench.frontdoor meter         # limits + metering per call (issue 14)
 
 nodelay, asgi and auth run in this process (no cluster); router-share and idle start clusters
 (pydocs 20k when ../shared/data is there, else generated rows)."""
@@ -430,14 +431,78 @@ def idle(rows: int = 2000, settle_s: float = 10.0, measure_s: float = 30.0, roun
     return out
 
 
+def meter(calls: int = 2000, rounds: int = 10) -> dict:
+    """What the front door adds to a call after authentication (router/frontdoor.py), in this
+    process: `admit` (the tenant's read bucket, held locally: no etcd round trip, as on the hot
+    path; a paid tenant has no quotas) and `finish` (the meter record and query entry, encoded and
+    appended to a real journal with one write(2)), for a one-query search. A real etcd (for the
+    limiter's grants and the shipper's cursor) and a real journal on disk; the shipper runs
+    alongside as in a router."""
+    from quartz_cluster.auth.access import Principal
+    from quartz_cluster.coordinator.reconcile import ClusterView
+    from quartz_cluster.meta.schema import TenantRecord
+    from quartz_cluster.meta.store import EtcdStore
+    from quartz_cluster.metering.journal import Journal
+    from quartz_cluster.metering.shipper import Shipper
+    from quartz_cluster.procs import EtcdProcess
+    from quartz_cluster.proto.quartz.v1 import node_pb2, quartz_pb2
+    from quartz_cluster.router.frontdoor import FrontDoor
+    from quartz_cluster.router.ratelimit import SharedLimiter
+
+    work = Path(tempfile.mkdtemp(prefix="quartz-meter-"))
+    etcd = EtcdProcess("e1", work / "etcd", work / "etcd.log").start()
+    # a limit the loop cannot reach: the bucket is taken from on every call, never refuses
+    view = ClusterView(
+        tenants={"t": TenantRecord("t", plan="paid", rate_limits=("read=1000000/s:burst=1000000",))}
+    )
+    principal = Principal("k1", "t", "read-write", frozenset())
+    req = quartz_pb2.SearchPointsRequest(
+        collection="docs", queries=node_pb2.Vectors(data=b"\0" * 4 * DIM, count=1, dim=DIM), k=10
+    )
+    reply = quartz_pb2.SearchPointsResponse()
+
+    class Context:
+        def peer(self) -> str:
+            return "ipv4:127.0.0.1:5000"
+
+    async def run() -> dict:
+        store = EtcdStore(etcd.endpoint)
+        shipper = Shipper(Journal(work / "journal"), EtcdStore(etcd.endpoint), "bench")
+        stop = asyncio.Event()
+        task = asyncio.create_task(shipper.run(stop))
+        door = FrontDoor(lambda: view, SharedLimiter(store), shipper, None, None)
+        md = (("quartz-request-id", "x" * 32), ("quartz-attempt", "1"))
+        ctx = Context()
+        per_call_us = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                rid, metered, ns = await door.admit(principal, "Search", req, md)
+                door.finish(principal, "Search", req, reply, None, ctx, md, time.time(), rid, metered, ns)
+            per_call_us.append((time.perf_counter() - t0) / calls * 1e6)
+        stop.set()
+        await task
+        await shipper.flush()
+        return {
+            "admit_and_finish_us_per_call_median": round(statistics.median(per_call_us), 2),
+            "quartiles_us": [round(q, 2) for q in statistics.quantiles(per_call_us, n=4)],
+            "calls_shipped": shipper.shipped,
+        }
+
+    try:
+        return asyncio.run(run())
+    finally:
+        etcd.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["nodelay", "asgi", "auth", "router-share", "idle"])
+    p.add_argument("what", choices=["nodelay", "asgi", "auth", "router-share", "idle", "meter"])
     args = p.parse_args(argv)
     print(f"load average {os.getloadavg()[0]:.2f} at start", file=sys.stderr)
-    fn = {"nodelay": nodelay, "asgi": asgi, "auth": auth, "router-share": router_share, "idle": idle}[
-        args.what
-    ]
+    fns = {"nodelay": nodelay, "asgi": asgi, "auth": auth, "router-share": router_share, "idle": idle}
+    fn = {**fns, "meter": meter}[args.what]
     print(json.dumps(fn(), indent=1))
     print(f"load average {os.getloadavg()[0]:.2f} at end", file=sys.stderr)
     return 0

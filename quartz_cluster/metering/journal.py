@@ -23,6 +23,9 @@ ID_FILE = "JOURNAL_ID"
 LOCK_FILE = "LOCK"
 
 
+SKIPPED: dict = {"k": ""}  # read(kinds=...): records passed over up to this entry's cursor
+
+
 class JournalLocked(RuntimeError):
     pass
 
@@ -84,6 +87,9 @@ class Journal:
 
     def append(self, records: list[dict]) -> None:
         """Write records durably (one write(2) for all of them) before the call is answered."""
+        for r in records:
+            if next(iter(r), None) != "k":  # read(kinds=...) finds the kind at a fixed offset
+                raise ValueError("a journal record's first key must be 'k'")
         data = b"".join(orjson.dumps(r) + b"\n" for r in records)
         if self.size + len(data) > SEGMENT_BYTES_MAX and self.size > 0:
             os.close(self._fd)
@@ -99,9 +105,16 @@ class Journal:
     def end(self) -> Cursor:
         return Cursor(self.segment, self.size)
 
-    def read(self, cursor: Cursor, limit: int = READ_RECORDS_MAX) -> list[tuple[dict, Cursor]]:
-        """Up to `limit` whole records after `cursor`, each with the cursor just after it."""
+    def read(
+        self, cursor: Cursor, limit: int = READ_RECORDS_MAX, kinds: tuple[str, ...] = ()
+    ) -> list[tuple[dict, Cursor]]:
+        """Up to `limit` whole records after `cursor`, each with the cursor just after it.
+        kinds: only records whose "k" is one of these are decoded and returned (the others are
+        passed over without parsing; records are written with "k" first); the last entry is
+        then a `SKIPPED` marker when records were passed over after the last one returned, so
+        the caller's cursor still moves past them."""
         out: list[tuple[dict, Cursor]] = []
+        wanted = {k.encode() for k in kinds}
         for s in self.segments():
             if s < cursor.segment:
                 continue
@@ -114,7 +127,12 @@ class Journal:
                 nl = data.find(b"\n", pos)
                 if nl < 0:
                     break
-                out.append((orjson.loads(data[pos:nl]), Cursor(s, off + nl + 1)))
+                if not wanted or data[pos + 6 : pos + 7] in wanted:
+                    out.append((orjson.loads(data[pos:nl]), Cursor(s, off + nl + 1)))
+                elif out and out[-1][0] is SKIPPED:
+                    out[-1] = (SKIPPED, Cursor(s, off + nl + 1))
+                else:
+                    out.append((SKIPPED, Cursor(s, off + nl + 1)))
                 pos = nl + 1
             if len(out) >= limit:
                 break

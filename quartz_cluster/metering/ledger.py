@@ -71,26 +71,54 @@ class Batch:
     rids: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     queries: dict[str, list[dict]] = field(default_factory=dict)
     metered: int = 0
+    keys: int = 0  # etcd keys the batch writes
+    consumed: int = 0  # records folded (the rest go in the next batch)
 
 
-def aggregate(records: list[dict], skip_rids: frozenset[str] = frozenset()) -> Batch:
+def aggregate(records: list[dict], skip_rids: frozenset[str] = frozenset(), keys_max: int = 0) -> Batch:
     """Fold journal records into a Batch; meter records whose request id is in `skip_rids`
-    (counted already, by another router) are left out."""
+    (counted already, by another router) are left out. keys_max > 0: stop before the record
+    that would make the batch write more than that many etcd keys; `Batch.consumed` says how
+    many records it folded."""
     b = Batch()
-    for r in records:
+    times: dict[int, tuple[str, str]] = {}  # minute -> (hour, minute) strings: one strftime per minute
+    for i, r in enumerate(records):
         kind = r.get("k")
         if kind == METER:
+            minute_n = int(r["t"]) // 60
+            names = times.get(minute_n)
+            if names is None:
+                names = times[minute_n] = (keys.hour_of(r["t"]), keys.minute_of(r["t"]))
+            hour_key = (r["tn"], names[0])
+            rid_key = (keys.rid_bucket(r["rid"]), names[1])
+            if keys_max and (hour_key not in b.hours) + (rid_key not in b.rids) + b.keys > keys_max:
+                b.consumed = i
+                return b
             if r["rid"] in skip_rids:
                 continue
-            hour = b.hours.setdefault((r["tn"], keys.hour_of(r["t"])), CallsHour())
+            hour = b.hours.get(hour_key)
+            if hour is None:
+                hour = b.hours[hour_key] = CallsHour()
+                b.keys += 1
             ops = hour.calls.setdefault(r["key"], {})
             ops[r["op"]] = ops.get(r["op"], 0) + 1
             if r.get("n"):
                 hour.vectors[r["key"]] = hour.vectors.get(r["key"], 0) + r["n"]
-            b.rids.setdefault((keys.rid_bucket(r["rid"]), keys.minute_of(r["t"])), []).append(r["rid"])
+            rids = b.rids.get(rid_key)
+            if rids is None:
+                rids = b.rids[rid_key] = []
+                b.keys += 1
+            rids.append(r["rid"])
             b.metered += 1
         elif kind == QUERY:
-            b.queries.setdefault(r["tn"], []).append(r)
+            if keys_max and r["tn"] not in b.queries and b.keys + 1 > keys_max:
+                b.consumed = i
+                return b
+            if r["tn"] not in b.queries:
+                b.queries[r["tn"]] = []
+                b.keys += 1
+            b.queries[r["tn"]].append(r)
+    b.consumed = len(records)
     return b
 
 

@@ -39,6 +39,7 @@ TXN_PUTS_MAX = 120  # etcd refuses a transaction of more than 128 operations (--
 AUDIT_BATCH_MAX = 100
 CAS_ATTEMPTS_MAX = 20
 MEMORY_RIDS_MAX = 1_000_000
+COUNTED_TIMEOUT_S = 0.25
 
 
 class Shipper:
@@ -48,7 +49,7 @@ class Shipper:
         self.recover_until = journal.end  # records written before this process started
         self.started = time.monotonic()
         self.recent: collections.OrderedDict[str, float] = collections.OrderedDict()
-        for rec, _ in journal.read(Cursor(0, 0), limit=10**9):
+        for rec, _ in journal.read(Cursor(0, 0), limit=10**9, kinds=(ledger.METER,)):
             if rec.get("k") == ledger.METER:
                 self._remember(rec["rid"], rec["t"])
         self.meter_cursor: Cursor | None = None
@@ -56,7 +57,7 @@ class Shipper:
         self._audit_scanned: Cursor | None = None  # read past, no audit event there (not persisted)
         self.shipped = 0  # meter records shipped by this process
         self.audited = 0
-        self.wake = asyncio.Event()
+        self.passes = asyncio.Lock()  # one shipping pass at a time (the loop, or a flush)
 
     # ------------------------------------------------------------------ retried calls
 
@@ -78,10 +79,16 @@ class Shipper:
 
     async def counted(self, rid: str) -> bool:
         """Whether a call with this request id has been metered already (by this router, or
-        shipped by any in the last RID_WINDOW_S): asked for retried calls only."""
+        shipped by any in the last RID_WINDOW_S): asked for retried calls only. The data path
+        does not wait on etcd: if etcd does not answer within COUNTED_TIMEOUT_S the call is
+        metered (a retry may then count twice; logged)."""
         if rid in self.recent:
             return True
-        return rid in await self._shipped_rids({rid}, time.time())
+        try:
+            return rid in await asyncio.wait_for(self._shipped_rids({rid}, time.time()), COUNTED_TIMEOUT_S)
+        except Exception as exc:
+            log.warning("retried call metered without the shipped-ids check", extra={"error": repr(exc)})
+            return False
 
     async def _shipped_rids(self, rids: set[str], oldest_t: float) -> set[str]:
         """Those of `rids` that some journal has shipped since `oldest_t` - RID_WINDOW_S."""
@@ -100,8 +107,7 @@ class Shipper:
         last_gc = 0.0
         while not stop.is_set():
             try:
-                while await self.ship_usage() or await self.ship_audit():
-                    pass
+                await self.flush()
                 if time.monotonic() - last_gc > RID_GC_INTERVAL_S:
                     await self.gc()
                     last_gc = time.monotonic()
@@ -115,9 +121,10 @@ class Shipper:
                 pass
 
     async def flush(self) -> None:
-        """Ship everything journaled so far (tests, shutdown)."""
-        while await self.ship_usage() or await self.ship_audit():
-            pass
+        """Ship everything journaled so far (the loop; ListAudit and VerifyAudit; shutdown)."""
+        async with self.passes:
+            while await self.ship_usage() or await self.ship_audit():
+                pass
 
     async def _cursor(self, key: bytes) -> tuple[Cursor, int]:
         kv = await self.store.get(key)
@@ -130,7 +137,7 @@ class Shipper:
         key = keys.cursor_key(self.journal.id)
         cursor, rev = await self._cursor(key)
         self.meter_cursor = cursor
-        entries = self.journal.read(cursor)
+        entries = self.journal.read(cursor, kinds=(ledger.METER, ledger.QUERY))
         recovering = cursor < self.recover_until
         if recovering:
             entries = [e for e in entries if e[1] <= self.recover_until]
@@ -139,23 +146,7 @@ class Shipper:
                 return True
         if not entries:
             return False
-        # cut where the transaction would grow past etcd's limit
-        hours: set = set()
-        rid_keys: set = set()
-        tenants: set = set()
-        cut = len(entries)
-        for i, (r, _) in enumerate(entries):
-            if r.get("k") == ledger.METER:
-                hours.add((r["tn"], keys.hour_of(r["t"])))
-                rid_keys.add((keys.rid_bucket(r["rid"]), keys.minute_of(r["t"])))
-            elif r.get("k") == ledger.QUERY:
-                tenants.add(r["tn"])
-            if len(hours) + len(rid_keys) + len(tenants) + 1 > TXN_PUTS_MAX:
-                cut = i
-                break
-        entries = entries[: max(cut, 1)]
         records = [r for r, _ in entries]
-        end = entries[-1][1]
         skip: frozenset[str] = frozenset()
         if recovering:
             # records from before a crash: another router may have counted their retries
@@ -165,7 +156,9 @@ class Shipper:
                 skip = frozenset(await self._shipped_rids(set(meters), min(meters.values())))
                 if skip:
                     log.info("retried calls already counted elsewhere", extra={"calls": len(skip)})
-        batch = ledger.aggregate(records, skip)
+        # cut where the transaction would grow past etcd's limit
+        batch = ledger.aggregate(records, skip, keys_max=TXN_PUTS_MAX - 1)
+        end = entries[max(batch.consumed, 1) - 1][1]
         for attempt in range(CAS_ATTEMPTS_MAX):
             t = self.store.txn
             compare = [t.mod(key) == rev] if rev else [t.create(key) == 0]
@@ -204,7 +197,7 @@ class Shipper:
         cursor = Cursor.from_obj(head["cursor"]) if head["cursor"] else Cursor(0, 0)
         self.audit_cursor = cursor
         scan = max(cursor, self._audit_scanned) if self._audit_scanned else cursor
-        entries = self.journal.read(scan, limit=5000)
+        entries = self.journal.read(scan, limit=5000, kinds=(ledger.AUDIT,))
         events, end = [], scan
         for r, after in entries:
             if r.get("k") == ledger.AUDIT:
