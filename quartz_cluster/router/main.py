@@ -106,6 +106,10 @@ async def serve(settings: RouterSettings) -> None:
     await follower
     if shipping is not None:
         await shipping
+        try:  # the tokens this router holds go back to the buckets
+            await asyncio.wait_for(service.frontdoor.limiter.close(), STOP_GRACE_S)
+        except Exception as exc:
+            log.warning("rate-limit tokens not returned at stop", extra={"error": repr(exc)})
         try:  # what the last calls journaled; a restart ships it otherwise
             await asyncio.wait_for(service.frontdoor.shipper.flush(), STOP_GRACE_S)
         except Exception as exc:
