@@ -28,7 +28,7 @@ import orjson
 from quartz_cluster.audit.chain import Chain
 from quartz_cluster.meta.store import EtcdStore
 from quartz_cluster.metering import keys, ledger
-from quartz_cluster.metering.journal import Cursor, Journal
+from quartz_cluster.metering.journal import READ_RECORDS_MAX, Cursor, Journal
 
 log = logging.getLogger("quartz.metering")
 SHIP_INTERVAL_S = 0.5
@@ -39,6 +39,9 @@ TXN_PUTS_MAX = 120  # etcd refuses a transaction of more than 128 operations (--
 AUDIT_BATCH_MAX = 100
 CAS_ATTEMPTS_MAX = 20
 MEMORY_RIDS_MAX = 1_000_000
+# a tenant's query history is rewritten at most this often per router (each write is a new etcd
+# revision of a document of up to QUERY_HISTORY_MAX entries: kept small and rare)
+QUERY_SHIP_INTERVAL_S = 5.0
 COUNTED_TIMEOUT_S = 0.25
 
 
@@ -57,6 +60,8 @@ class Shipper:
         self._audit_scanned: Cursor | None = None  # read past, no audit event there (not persisted)
         self.shipped = 0  # meter records shipped by this process
         self.audited = 0
+        self.pending_queries: dict[str, collections.deque] = {}  # tenant -> latest searches to ship
+        self.queries_shipped_at: dict[str, float] = {}  # tenant -> monotonic time of its last write
         self.passes = asyncio.Lock()  # one shipping pass at a time (the loop, or a flush)
 
     # ------------------------------------------------------------------ retried calls
@@ -123,7 +128,9 @@ class Shipper:
     async def flush(self) -> None:
         """Ship everything journaled so far (the loop; ListAudit and VerifyAudit; shutdown)."""
         async with self.passes:
-            while await self.ship_usage() or await self.ship_audit():
+            while await self.ship_usage():
+                pass
+            while await self.ship_audit():
                 pass
 
     async def _cursor(self, key: bytes) -> tuple[Cursor, int]:
@@ -133,7 +140,7 @@ class Shipper:
         )
 
     async def ship_usage(self) -> bool:
-        """One pass; True if it shipped something (call again)."""
+        """One pass; True if records are left that it did not take (call again at once)."""
         key = keys.cursor_key(self.journal.id)
         cursor, rev = await self._cursor(key)
         self.meter_cursor = cursor
@@ -159,6 +166,18 @@ class Shipper:
         # cut where the transaction would grow past etcd's limit
         batch = ledger.aggregate(records, skip, keys_max=TXN_PUTS_MAX - 1)
         end = entries[max(batch.consumed, 1) - 1][1]
+        more = batch.consumed < len(entries) or len(entries) >= READ_RECORDS_MAX
+        for tenant, queries in batch.queries.items():
+            self.pending_queries.setdefault(
+                tenant, collections.deque(maxlen=ledger.QUERY_HISTORY_MAX)
+            ).extend(queries)
+        now = time.monotonic()
+        room = TXN_PUTS_MAX - 1 - len(batch.hours) - len(batch.rids)
+        due = [
+            t
+            for t, q in self.pending_queries.items()
+            if q and now - self.queries_shipped_at.get(t, 0.0) >= QUERY_SHIP_INTERVAL_S
+        ][: max(0, room)]
         for attempt in range(CAS_ATTEMPTS_MAX):
             t = self.store.txn
             compare = [t.mod(key) == rev] if rev else [t.create(key) == 0]
@@ -175,15 +194,19 @@ class Shipper:
                     bucket, minute, self.journal.id, end.segment * 10**10 + end.offset * 100 + n
                 )
                 success.append(t.put(rk, " ".join(rids).encode()))
-            for tenant, queries in batch.queries.items():
+            for tenant in due:
                 qk = keys.queries_key(tenant, self.journal.id)
                 kv = await self.store.get(qk)
-                success.append(t.put(qk, ledger.merge_queries(kv.value if kv else None, queries)))
+                merged = ledger.merge_queries(kv.value if kv else None, list(self.pending_queries[tenant]))
+                success.append(t.put(qk, merged))
             ok, _ = await self.store.transaction(compare=compare, success=success)
             if ok:
                 self.meter_cursor = end
                 self.shipped += batch.metered
-                return True
+                for tenant in due:
+                    self.pending_queries[tenant].clear()
+                    self.queries_shipped_at[tenant] = now
+                return more
             cursor2, rev = await self._cursor(key)
             if cursor2 != cursor:  # another process ships this journal: never two
                 raise RuntimeError(f"journal {self.journal.id} cursor moved under this router")
@@ -198,10 +221,11 @@ class Shipper:
         self.audit_cursor = cursor
         scan = max(cursor, self._audit_scanned) if self._audit_scanned else cursor
         entries = self.journal.read(scan, limit=5000, kinds=(ledger.AUDIT,))
-        events, end = [], scan
+        events, end, more = [], scan, len(entries) >= 5000
         for r, after in entries:
             if r.get("k") == ledger.AUDIT:
                 if len(events) == AUDIT_BATCH_MAX:
+                    more = True
                     break
                 events.append(r["e"])
             end = after
@@ -224,7 +248,7 @@ class Shipper:
             raise RuntimeError(f"audit chain {self.chain_id} head moved under this router")
         self.audit_cursor = self._audit_scanned = end
         self.audited += len(events)
-        return True
+        return more
 
     async def gc(self) -> None:
         """Forget request ids older than the retry window."""
