@@ -107,7 +107,7 @@ def main() -> None:
             tenant="hammer", role="read-write", rate_limits=[f"read={args.limit:g}/s:burst={args.limit:g}"]
         )
         admin.create_tenant("bystander", plan="paid")
-        bkey, _ = admin.create_key(tenant="bystander", role="read-write")
+        bkey, _ = admin.create_key(tenant="bystander", role="tenant-admin")
         bystander = QuartzClient(cluster.routers[1].address, api_key=bkey, timeout=30)
         bystander.create_collection("c", dim=DIM, shards=1, replication_factor=1)
         rng = np.random.default_rng(1)
