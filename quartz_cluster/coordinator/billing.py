@@ -23,6 +23,7 @@ from quartz_cluster.meta import schema
 from quartz_cluster.meta.store import EtcdStore
 from quartz_cluster.metering import keys
 from quartz_cluster.proto.quartz.v1 import node_pb2
+from quartz_cluster.router.ratelimit import SharedLimiter
 
 log = logging.getLogger("quartz.billing")
 STATS_TIMEOUT_S = 2.0
@@ -58,7 +59,8 @@ class Billing:
             if settings.stripe_api_key
             else None
         )
-        self.deliveries: set[asyncio.Task] = set()
+        self.deliveries: set[asyncio.Task] = set()  # one per pending alert (bounded by the alerts)
+        self.limits = SharedLimiter(store)  # only to read the daily call counters
 
     def _fence(self) -> list:
         rev = self.leader_revision()

@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from quartz_cluster import errors
 from quartz_cluster.audit.event import make_event, parse_peer
 from quartz_cluster.auth import keys as auth_keys
 from quartz_cluster.auth.access import Principal
@@ -42,7 +41,7 @@ HTTP_OF = {
 }
 
 
-class StoredQuotaExceeded(QuotaExceeded, errors.QuotaExceeded):
+class StoredQuotaExceeded(QuotaExceeded):
     """A batch would take a tenant past a storage quota of its plan (HTTP 403)."""
 
     def __init__(self, tenant: str, quota: str, current: int, limit: int, adds: int, unit: str) -> None:
