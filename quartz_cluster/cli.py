@@ -992,6 +992,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench_arguments(bench)
     bench.set_defaults(func=_bench)
 
+    from quartz_cluster.backup import cli as backup_cli
+
+    backup_cli.add_commands(sub, cluster_opts, find_opts)
+
     demo = sub.add_parser("demo", help="start a cluster, load demo data, run example searches, stop")
     demo.add_argument("--data-dir", default=None, help="where the demo keeps its data (default .quartz/demo)")
     demo.add_argument("--shared-dir", default=None, help="dataset dir (default: ../shared/data if present)")

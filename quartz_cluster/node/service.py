@@ -10,6 +10,7 @@ import psutil
 
 from quartz_cluster import filters, limits, validation
 from quartz_cluster.errors import FailedPrecondition, InvalidArgument, NotFound
+from quartz_cluster.node.backup_rpcs import NodeBackupRpcs
 from quartz_cluster.node.memory import NodeBudget
 from quartz_cluster.node.registry import ShardRegistry
 from quartz_cluster.node.shard import ShardReplica, ShardSpec
@@ -57,7 +58,7 @@ def _session_wait(context) -> float:
     return limits.SESSION_WAIT_S_MAX if remaining is None else min(limits.SESSION_WAIT_S_MAX, remaining / 2)
 
 
-class NodeService(node_pb2_grpc.NodeServicer):
+class NodeService(NodeBackupRpcs, node_pb2_grpc.NodeServicer):
     def __init__(self, registry: ShardRegistry) -> None:
         self.registry = registry
         self.process = psutil.Process()

@@ -72,6 +72,7 @@ OPS: dict[str, Op] = {
     "Get": Op("get", "read"),
     "Search": Op("search", "read"),
     "Count": Op("count", "read"),
+    "Scroll": Op("scroll", "read"),
     # the account itself: rate limited, not billed
     "CreateTenant": Op("create_tenant", "manage", False, "tenants"),
     "UpdateTenant": Op("update_tenant", "manage", False, "tenants"),
@@ -87,6 +88,16 @@ OPS: dict[str, Op] = {
     "QueryHistory": Op("query_history", "manage", False),
     "ListAudit": Op("list_audit", "manage", False),
     "VerifyAudit": Op("verify_audit", "manage", False),
+    # backups (admin keys): rate limited, not billed
+    "CreateBackup": Op("create_backup", "manage", False, "backups"),
+    "GetBackup": Op("get_backup", "manage", False),
+    "ListBackups": Op("list_backups", "manage", False),
+    "DescribeBackup": Op("describe_backup", "manage", False),
+    "DeleteBackup": Op("delete_backup", "manage", False, "backups"),
+    "RestoreBackup": Op("restore_backup", "manage", False, "collections"),
+    "SetBackupSchedule": Op("set_backup_schedule", "manage", False, "backup-schedules"),
+    "ListBackupSchedules": Op("list_backup_schedules", "manage", False),
+    "DeleteBackupSchedule": Op("delete_backup_schedule", "manage", False, "backup-schedules"),
 }
 
 

@@ -5,7 +5,6 @@ fans out with a deadline and a cap on in-flight calls, and merges."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import re
 import time
 import uuid
@@ -39,7 +38,9 @@ from quartz_cluster.metering import keys as usage_keys
 from quartz_cluster.metering import ledger, usage
 from quartz_cluster.node.service import METRIC_ENUMS, METRIC_NAMES, search_results
 from quartz_cluster.proto.quartz.v1 import node_pb2, quartz_pb2, quartz_pb2_grpc
+from quartz_cluster.router.backup_rpcs import BackupRpcs
 from quartz_cluster.router.coalesce import Coalescer
+from quartz_cluster.router.guard import guarded
 from quartz_cluster.router.hedging import HedgeBudget, Latencies, hedged, size_class
 from quartz_cluster.router.routing import split_by_shard
 from quartz_cluster.router.shardmap import ReadGroup, ShardMap
@@ -119,41 +120,6 @@ def collection_info(coll: CollectionRecord, shardmap: ShardMap) -> quartz_pb2.Co
     )
 
 
-def guarded(method):
-    """Authenticate the caller's API key (UNAUTHENTICATED if it is missing, malformed, unknown,
-    revoked or expired) and pass its Principal to the method, which authorizes the action.
-    With auth on, the front door (router/frontdoor.py) also applies rate limits and quotas
-    first and journals the call's meter record, audit event and query entry before it is
-    answered. Under `rpc`: every public method is wrapped, the HTTP gateway calls the same
-    methods."""
-    name = method.__name__
-
-    @functools.wraps(method)
-    async def wrapper(self, request, context):
-        metadata = context.invocation_metadata()
-        door = self.frontdoor
-        if door is None:
-            return await method(self, request, context, self.auth.authenticate(metadata))
-        received = time.time()
-        try:
-            principal = self.auth.authenticate(metadata)
-        except QuartzError as exc:
-            door.auth_failed(name, exc, context, metadata, received)
-            raise
-        rid, meter, namespace = await door.admit(principal, name, request, metadata)
-        try:
-            reply = await method(self, request, context, principal)
-        except Exception as exc:
-            door.finish(
-                principal, name, request, None, exc, context, metadata, received, rid, False, namespace
-            )
-            raise
-        door.finish(principal, name, request, reply, None, context, metadata, received, rid, meter, namespace)
-        return reply
-
-    return wrapper
-
-
 def key_info(rec) -> quartz_pb2.ApiKeyInfo:
     return quartz_pb2.ApiKeyInfo(
         id=rec.id,
@@ -211,7 +177,7 @@ class SearchShape:
         return merge_hits(self.coll.metric, self.k, replies, count)
 
 
-class QuartzService(quartz_pb2_grpc.QuartzServicer):
+class QuartzService(BackupRpcs, quartz_pb2_grpc.QuartzServicer):
     def __init__(
         self,
         shardmap: ShardMap,

@@ -160,6 +160,7 @@ def test_every_public_method_has_an_operation_class():
         "Get",
         "Search",
         "Count",
+        "Scroll",
     }
 
 

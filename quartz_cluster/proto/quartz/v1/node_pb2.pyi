@@ -314,3 +314,73 @@ class SnapshotChunk(_message.Message):
     keys: _containers.RepeatedScalarFieldContainer[bytes]
     values: _containers.RepeatedScalarFieldContainer[bytes]
     def __init__(self, ref: _Optional[_Union[ShardRef, _Mapping]] = ..., epoch: _Optional[int] = ..., lsn: _Optional[int] = ..., lsn_epoch: _Optional[int] = ..., next_label: _Optional[int] = ..., keys: _Optional[_Iterable[bytes]] = ..., values: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class ScrollRequest(_message.Message):
+    __slots__ = ("ref", "filter", "offset", "limit", "with_vectors", "with_payload", "min_lsn", "strong", "epoch")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    WITH_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    WITH_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    MIN_LSN_FIELD_NUMBER: _ClassVar[int]
+    STRONG_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    ref: ShardRef
+    filter: str
+    offset: str
+    limit: int
+    with_vectors: bool
+    with_payload: bool
+    min_lsn: int
+    strong: bool
+    epoch: int
+    def __init__(self, ref: _Optional[_Union[ShardRef, _Mapping]] = ..., filter: _Optional[str] = ..., offset: _Optional[str] = ..., limit: _Optional[int] = ..., with_vectors: _Optional[bool] = ..., with_payload: _Optional[bool] = ..., min_lsn: _Optional[int] = ..., strong: _Optional[bool] = ..., epoch: _Optional[int] = ...) -> None: ...
+
+class ScrollResponse(_message.Message):
+    __slots__ = ("points", "next_offset")
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    points: _containers.RepeatedCompositeFieldContainer[Point]
+    next_offset: str
+    def __init__(self, points: _Optional[_Iterable[_Union[Point, _Mapping]]] = ..., next_offset: _Optional[str] = ...) -> None: ...
+
+class CountPointsRequest(_message.Message):
+    __slots__ = ("ref", "filter", "min_lsn", "strong", "epoch")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    MIN_LSN_FIELD_NUMBER: _ClassVar[int]
+    STRONG_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    ref: ShardRef
+    filter: str
+    min_lsn: int
+    strong: bool
+    epoch: int
+    def __init__(self, ref: _Optional[_Union[ShardRef, _Mapping]] = ..., filter: _Optional[str] = ..., min_lsn: _Optional[int] = ..., strong: _Optional[bool] = ..., epoch: _Optional[int] = ...) -> None: ...
+
+class CountPointsResponse(_message.Message):
+    __slots__ = ("count",)
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    def __init__(self, count: _Optional[int] = ...) -> None: ...
+
+class BackupShardRequest(_message.Message):
+    __slots__ = ("ref", "epoch", "repository", "backup_id", "parent")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    BACKUP_ID_FIELD_NUMBER: _ClassVar[int]
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    ref: ShardRef
+    epoch: int
+    repository: str
+    backup_id: str
+    parent: bytes
+    def __init__(self, ref: _Optional[_Union[ShardRef, _Mapping]] = ..., epoch: _Optional[int] = ..., repository: _Optional[str] = ..., backup_id: _Optional[str] = ..., parent: _Optional[bytes] = ...) -> None: ...
+
+class BackupShardResponse(_message.Message):
+    __slots__ = ("part",)
+    PART_FIELD_NUMBER: _ClassVar[int]
+    part: bytes
+    def __init__(self, part: _Optional[bytes] = ...) -> None: ...

@@ -79,6 +79,21 @@ class NodeStub:
                 request_serializer=quartz_dot_v1_dot_node__pb2.SnapshotChunk.SerializeToString,
                 response_deserializer=quartz_dot_v1_dot_node__pb2.ReplicateResponse.FromString,
                 _registered_method=True)
+        self.Scroll = channel.unary_unary(
+                '/quartz.v1.Node/Scroll',
+                request_serializer=quartz_dot_v1_dot_node__pb2.ScrollRequest.SerializeToString,
+                response_deserializer=quartz_dot_v1_dot_node__pb2.ScrollResponse.FromString,
+                _registered_method=True)
+        self.CountPoints = channel.unary_unary(
+                '/quartz.v1.Node/CountPoints',
+                request_serializer=quartz_dot_v1_dot_node__pb2.CountPointsRequest.SerializeToString,
+                response_deserializer=quartz_dot_v1_dot_node__pb2.CountPointsResponse.FromString,
+                _registered_method=True)
+        self.BackupShard = channel.unary_unary(
+                '/quartz.v1.Node/BackupShard',
+                request_serializer=quartz_dot_v1_dot_node__pb2.BackupShardRequest.SerializeToString,
+                response_deserializer=quartz_dot_v1_dot_node__pb2.BackupShardResponse.FromString,
+                _registered_method=True)
 
 
 class NodeServicer:
@@ -138,6 +153,24 @@ class NodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Scroll(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CountPoints(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BackupShard(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -185,6 +218,21 @@ def add_NodeServicer_to_server(servicer, server):
                     servicer.InstallSnapshot,
                     request_deserializer=quartz_dot_v1_dot_node__pb2.SnapshotChunk.FromString,
                     response_serializer=quartz_dot_v1_dot_node__pb2.ReplicateResponse.SerializeToString,
+            ),
+            'Scroll': grpc.unary_unary_rpc_method_handler(
+                    servicer.Scroll,
+                    request_deserializer=quartz_dot_v1_dot_node__pb2.ScrollRequest.FromString,
+                    response_serializer=quartz_dot_v1_dot_node__pb2.ScrollResponse.SerializeToString,
+            ),
+            'CountPoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.CountPoints,
+                    request_deserializer=quartz_dot_v1_dot_node__pb2.CountPointsRequest.FromString,
+                    response_serializer=quartz_dot_v1_dot_node__pb2.CountPointsResponse.SerializeToString,
+            ),
+            'BackupShard': grpc.unary_unary_rpc_method_handler(
+                    servicer.BackupShard,
+                    request_deserializer=quartz_dot_v1_dot_node__pb2.BackupShardRequest.FromString,
+                    response_serializer=quartz_dot_v1_dot_node__pb2.BackupShardResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -430,6 +478,87 @@ class Node:
             '/quartz.v1.Node/InstallSnapshot',
             quartz_dot_v1_dot_node__pb2.SnapshotChunk.SerializeToString,
             quartz_dot_v1_dot_node__pb2.ReplicateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Scroll(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quartz.v1.Node/Scroll',
+            quartz_dot_v1_dot_node__pb2.ScrollRequest.SerializeToString,
+            quartz_dot_v1_dot_node__pb2.ScrollResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CountPoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quartz.v1.Node/CountPoints',
+            quartz_dot_v1_dot_node__pb2.CountPointsRequest.SerializeToString,
+            quartz_dot_v1_dot_node__pb2.CountPointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BackupShard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quartz.v1.Node/BackupShard',
+            quartz_dot_v1_dot_node__pb2.BackupShardRequest.SerializeToString,
+            quartz_dot_v1_dot_node__pb2.BackupShardResponse.FromString,
             options,
             channel_credentials,
             insecure,

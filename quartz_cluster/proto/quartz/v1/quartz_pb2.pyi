@@ -69,16 +69,20 @@ class ShardInfo(_message.Message):
     def __init__(self, shard: _Optional[int] = ..., epoch: _Optional[int] = ..., primary: _Optional[str] = ..., replicas: _Optional[_Iterable[str]] = ..., in_sync: _Optional[_Iterable[_Union[InSyncReplica, _Mapping]]] = ...) -> None: ...
 
 class CollectionInfo(_message.Message):
-    __slots__ = ("config", "id", "ready", "shards")
+    __slots__ = ("config", "id", "ready", "shards", "restore", "status")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     READY_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
+    RESTORE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
     config: CollectionConfig
     id: str
     ready: bool
     shards: _containers.RepeatedCompositeFieldContainer[ShardInfo]
-    def __init__(self, config: _Optional[_Union[CollectionConfig, _Mapping]] = ..., id: _Optional[str] = ..., ready: _Optional[bool] = ..., shards: _Optional[_Iterable[_Union[ShardInfo, _Mapping]]] = ...) -> None: ...
+    restore: str
+    status: str
+    def __init__(self, config: _Optional[_Union[CollectionConfig, _Mapping]] = ..., id: _Optional[str] = ..., ready: _Optional[bool] = ..., shards: _Optional[_Iterable[_Union[ShardInfo, _Mapping]]] = ..., restore: _Optional[str] = ..., status: _Optional[str] = ...) -> None: ...
 
 class CreateCollectionRequest(_message.Message):
     __slots__ = ("config", "wait")
@@ -177,14 +181,16 @@ class UpsertRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ..., points: _Optional[_Union[_node_pb2.PointBatch, _Mapping]] = ..., write_consistency: _Optional[_Union[WriteConsistency, str]] = ...) -> None: ...
 
 class DeleteRequest(_message.Message):
-    __slots__ = ("collection", "ids", "write_consistency")
+    __slots__ = ("collection", "ids", "write_consistency", "filter")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     WRITE_CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
     collection: str
     ids: _containers.RepeatedScalarFieldContainer[str]
     write_consistency: WriteConsistency
-    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ..., write_consistency: _Optional[_Union[WriteConsistency, str]] = ...) -> None: ...
+    filter: str
+    def __init__(self, collection: _Optional[str] = ..., ids: _Optional[_Iterable[str]] = ..., write_consistency: _Optional[_Union[WriteConsistency, str]] = ..., filter: _Optional[str] = ...) -> None: ...
 
 class GetPointsRequest(_message.Message):
     __slots__ = ("collection", "ids", "with_vectors", "with_payload", "consistency", "session", "allow_partial")
@@ -243,12 +249,42 @@ class SearchPointsResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[_node_pb2.SearchResult, _Mapping]]] = ..., shards: _Optional[_Union[ShardsAnswered, _Mapping]] = ...) -> None: ...
 
 class CountRequest(_message.Message):
-    __slots__ = ("collection", "allow_partial")
+    __slots__ = ("collection", "allow_partial", "filter")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     ALLOW_PARTIAL_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
     collection: str
     allow_partial: bool
-    def __init__(self, collection: _Optional[str] = ..., allow_partial: _Optional[bool] = ...) -> None: ...
+    filter: str
+    def __init__(self, collection: _Optional[str] = ..., allow_partial: _Optional[bool] = ..., filter: _Optional[str] = ...) -> None: ...
+
+class ScrollPointsRequest(_message.Message):
+    __slots__ = ("collection", "filter", "limit", "offset", "with_vectors", "with_payload", "consistency")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    WITH_VECTORS_FIELD_NUMBER: _ClassVar[int]
+    WITH_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    filter: str
+    limit: int
+    offset: str
+    with_vectors: bool
+    with_payload: bool
+    consistency: ReadConsistency
+    def __init__(self, collection: _Optional[str] = ..., filter: _Optional[str] = ..., limit: _Optional[int] = ..., offset: _Optional[str] = ..., with_vectors: _Optional[bool] = ..., with_payload: _Optional[bool] = ..., consistency: _Optional[_Union[ReadConsistency, str]] = ...) -> None: ...
+
+class ScrollPointsResponse(_message.Message):
+    __slots__ = ("points", "next_offset", "shards")
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    points: _containers.RepeatedCompositeFieldContainer[_node_pb2.Point]
+    next_offset: str
+    shards: ShardsAnswered
+    def __init__(self, points: _Optional[_Iterable[_Union[_node_pb2.Point, _Mapping]]] = ..., next_offset: _Optional[str] = ..., shards: _Optional[_Union[ShardsAnswered, _Mapping]] = ...) -> None: ...
 
 class CountResponse(_message.Message):
     __slots__ = ("count", "shards")
@@ -586,3 +622,165 @@ class VerifyAuditResponse(_message.Message):
     chains: int
     problems: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, ok: _Optional[bool] = ..., records: _Optional[int] = ..., chains: _Optional[int] = ..., problems: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class BackupRequest(_message.Message):
+    __slots__ = ("repository", "collections")
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    repository: str
+    collections: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, repository: _Optional[str] = ..., collections: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class BackupJob(_message.Message):
+    __slots__ = ("id", "repository", "state", "error", "collections", "schedule", "requested_at", "finished_at", "shards_total", "shards_done", "bytes_total", "bytes_copied", "vectors", "parent")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_DONE_FIELD_NUMBER: _ClassVar[int]
+    BYTES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    BYTES_COPIED_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    repository: str
+    state: str
+    error: str
+    collections: _containers.RepeatedScalarFieldContainer[str]
+    schedule: str
+    requested_at: float
+    finished_at: float
+    shards_total: int
+    shards_done: int
+    bytes_total: int
+    bytes_copied: int
+    vectors: int
+    parent: str
+    def __init__(self, id: _Optional[str] = ..., repository: _Optional[str] = ..., state: _Optional[str] = ..., error: _Optional[str] = ..., collections: _Optional[_Iterable[str]] = ..., schedule: _Optional[str] = ..., requested_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., shards_total: _Optional[int] = ..., shards_done: _Optional[int] = ..., bytes_total: _Optional[int] = ..., bytes_copied: _Optional[int] = ..., vectors: _Optional[int] = ..., parent: _Optional[str] = ...) -> None: ...
+
+class GetBackupRequest(_message.Message):
+    __slots__ = ("id", "repository")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    repository: str
+    def __init__(self, id: _Optional[str] = ..., repository: _Optional[str] = ...) -> None: ...
+
+class ListBackupsRequest(_message.Message):
+    __slots__ = ("repository",)
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    repository: str
+    def __init__(self, repository: _Optional[str] = ...) -> None: ...
+
+class ListBackupsResponse(_message.Message):
+    __slots__ = ("backups",)
+    BACKUPS_FIELD_NUMBER: _ClassVar[int]
+    backups: _containers.RepeatedCompositeFieldContainer[BackupJob]
+    def __init__(self, backups: _Optional[_Iterable[_Union[BackupJob, _Mapping]]] = ...) -> None: ...
+
+class DescribeBackupRequest(_message.Message):
+    __slots__ = ("id", "repository")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    repository: str
+    def __init__(self, id: _Optional[str] = ..., repository: _Optional[str] = ...) -> None: ...
+
+class DescribeBackupResponse(_message.Message):
+    __slots__ = ("backup", "manifest")
+    BACKUP_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    backup: BackupJob
+    manifest: bytes
+    def __init__(self, backup: _Optional[_Union[BackupJob, _Mapping]] = ..., manifest: _Optional[bytes] = ...) -> None: ...
+
+class DeleteBackupRequest(_message.Message):
+    __slots__ = ("id", "repository")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    repository: str
+    def __init__(self, id: _Optional[str] = ..., repository: _Optional[str] = ...) -> None: ...
+
+class DeleteBackupResponse(_message.Message):
+    __slots__ = ("deleted", "bytes_freed")
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FREED_FIELD_NUMBER: _ClassVar[int]
+    deleted: bool
+    bytes_freed: int
+    def __init__(self, deleted: _Optional[bool] = ..., bytes_freed: _Optional[int] = ...) -> None: ...
+
+class RestoreRequest(_message.Message):
+    __slots__ = ("repository", "backup_id", "collections", "as_name", "replication_factor", "tenant")
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    BACKUP_ID_FIELD_NUMBER: _ClassVar[int]
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    AS_NAME_FIELD_NUMBER: _ClassVar[int]
+    REPLICATION_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    repository: str
+    backup_id: str
+    collections: _containers.RepeatedScalarFieldContainer[str]
+    as_name: str
+    replication_factor: int
+    tenant: str
+    def __init__(self, repository: _Optional[str] = ..., backup_id: _Optional[str] = ..., collections: _Optional[_Iterable[str]] = ..., as_name: _Optional[str] = ..., replication_factor: _Optional[int] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class RestoreResponse(_message.Message):
+    __slots__ = ("collections",)
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    collections: _containers.RepeatedCompositeFieldContainer[CollectionInfo]
+    def __init__(self, collections: _Optional[_Iterable[_Union[CollectionInfo, _Mapping]]] = ...) -> None: ...
+
+class BackupSchedule(_message.Message):
+    __slots__ = ("name", "repository", "interval_s", "keep", "collections", "last_backup", "last_state", "next_at")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    KEEP_FIELD_NUMBER: _ClassVar[int]
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    LAST_BACKUP_FIELD_NUMBER: _ClassVar[int]
+    LAST_STATE_FIELD_NUMBER: _ClassVar[int]
+    NEXT_AT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    repository: str
+    interval_s: int
+    keep: int
+    collections: _containers.RepeatedScalarFieldContainer[str]
+    last_backup: str
+    last_state: str
+    next_at: float
+    def __init__(self, name: _Optional[str] = ..., repository: _Optional[str] = ..., interval_s: _Optional[int] = ..., keep: _Optional[int] = ..., collections: _Optional[_Iterable[str]] = ..., last_backup: _Optional[str] = ..., last_state: _Optional[str] = ..., next_at: _Optional[float] = ...) -> None: ...
+
+class SetBackupScheduleRequest(_message.Message):
+    __slots__ = ("schedule",)
+    SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    schedule: BackupSchedule
+    def __init__(self, schedule: _Optional[_Union[BackupSchedule, _Mapping]] = ...) -> None: ...
+
+class ListBackupSchedulesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListBackupSchedulesResponse(_message.Message):
+    __slots__ = ("schedules",)
+    SCHEDULES_FIELD_NUMBER: _ClassVar[int]
+    schedules: _containers.RepeatedCompositeFieldContainer[BackupSchedule]
+    def __init__(self, schedules: _Optional[_Iterable[_Union[BackupSchedule, _Mapping]]] = ...) -> None: ...
+
+class DeleteBackupScheduleRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DeleteBackupScheduleResponse(_message.Message):
+    __slots__ = ("deleted",)
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    deleted: bool
+    def __init__(self, deleted: _Optional[bool] = ...) -> None: ...

@@ -79,6 +79,11 @@ class QuartzStub:
                 request_serializer=quartz_dot_v1_dot_quartz__pb2.CountRequest.SerializeToString,
                 response_deserializer=quartz_dot_v1_dot_quartz__pb2.CountResponse.FromString,
                 _registered_method=True)
+        self.Scroll = channel.unary_unary(
+                '/quartz.v1.Quartz/Scroll',
+                request_serializer=quartz_dot_v1_dot_quartz__pb2.ScrollPointsRequest.SerializeToString,
+                response_deserializer=quartz_dot_v1_dot_quartz__pb2.ScrollPointsResponse.FromString,
+                _registered_method=True)
         self.CreateTenant = channel.unary_unary(
                 '/quartz.v1.Quartz/CreateTenant',
                 request_serializer=quartz_dot_v1_dot_quartz__pb2.CreateTenantRequest.SerializeToString,
@@ -149,6 +154,51 @@ class QuartzStub:
                 request_serializer=quartz_dot_v1_dot_quartz__pb2.VerifyAuditRequest.SerializeToString,
                 response_deserializer=quartz_dot_v1_dot_quartz__pb2.VerifyAuditResponse.FromString,
                 _registered_method=True)
+        self.CreateBackup = channel.unary_unary(
+                '/quartz.v1.Quartz/CreateBackup',
+                request_serializer=quartz_dot_v1_dot_quartz__pb2.BackupRequest.SerializeToString,
+                response_deserializer=quartz_dot_v1_dot_quartz__pb2.BackupJob.FromString,
+                _registered_method=True)
+        self.GetBackup = channel.unary_unary(
+                '/quartz.v1.Quartz/GetBackup',
+                request_serializer=quartz_dot_v1_dot_quartz__pb2.GetBackupRequest.SerializeToString,
+                response_deserializer=quartz_dot_v1_dot_quartz__pb2.BackupJob.FromString,
+                _registered_method=True)
+        self.ListBackups = channel.unary_unary(
+                '/quartz.v1.Quartz/ListBackups',
+                request_serializer=quartz_dot_v1_dot_quartz__pb2.ListBackupsRequest.SerializeToString,
+                response_deserializer=quartz_dot_v1_dot_quartz__pb2.ListBackupsResponse.FromString,
+                _registered_method=True)
+        self.DescribeBackup = channel.unary_unary(
+                '/quartz.v1.Quartz/DescribeBackup',
+                request_serializer=quartz_dot_v1_dot_quartz__pb2.DescribeBackupRequest.SerializeToString,
+                response_deserializer=quartz_dot_v1_dot_quartz__pb2.DescribeBackupResponse.FromString,
+                _registered_method=True)
+        self.DeleteBackup = channel.unary_unary(
+                '/quartz.v1.Quartz/DeleteBackup',
+                request_serializer=quartz_dot_v1_dot_quartz__pb2.DeleteBackupRequest.SerializeToString,
+                response_deserializer=quartz_dot_v1_dot_quartz__pb2.DeleteBackupResponse.FromString,
+                _registered_method=True)
+        self.RestoreBackup = channel.unary_unary(
+                '/quartz.v1.Quartz/RestoreBackup',
+                request_serializer=quartz_dot_v1_dot_quartz__pb2.RestoreRequest.SerializeToString,
+                response_deserializer=quartz_dot_v1_dot_quartz__pb2.RestoreResponse.FromString,
+                _registered_method=True)
+        self.SetBackupSchedule = channel.unary_unary(
+                '/quartz.v1.Quartz/SetBackupSchedule',
+                request_serializer=quartz_dot_v1_dot_quartz__pb2.SetBackupScheduleRequest.SerializeToString,
+                response_deserializer=quartz_dot_v1_dot_quartz__pb2.BackupSchedule.FromString,
+                _registered_method=True)
+        self.ListBackupSchedules = channel.unary_unary(
+                '/quartz.v1.Quartz/ListBackupSchedules',
+                request_serializer=quartz_dot_v1_dot_quartz__pb2.ListBackupSchedulesRequest.SerializeToString,
+                response_deserializer=quartz_dot_v1_dot_quartz__pb2.ListBackupSchedulesResponse.FromString,
+                _registered_method=True)
+        self.DeleteBackupSchedule = channel.unary_unary(
+                '/quartz.v1.Quartz/DeleteBackupSchedule',
+                request_serializer=quartz_dot_v1_dot_quartz__pb2.DeleteBackupScheduleRequest.SerializeToString,
+                response_deserializer=quartz_dot_v1_dot_quartz__pb2.DeleteBackupScheduleResponse.FromString,
+                _registered_method=True)
 
 
 class QuartzServicer:
@@ -203,6 +253,12 @@ class QuartzServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Count(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Scroll(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -293,6 +349,60 @@ class QuartzServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateBackup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBackup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBackups(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeBackup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteBackup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestoreBackup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetBackupSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBackupSchedules(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteBackupSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_QuartzServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -340,6 +450,11 @@ def add_QuartzServicer_to_server(servicer, server):
                     servicer.Count,
                     request_deserializer=quartz_dot_v1_dot_quartz__pb2.CountRequest.FromString,
                     response_serializer=quartz_dot_v1_dot_quartz__pb2.CountResponse.SerializeToString,
+            ),
+            'Scroll': grpc.unary_unary_rpc_method_handler(
+                    servicer.Scroll,
+                    request_deserializer=quartz_dot_v1_dot_quartz__pb2.ScrollPointsRequest.FromString,
+                    response_serializer=quartz_dot_v1_dot_quartz__pb2.ScrollPointsResponse.SerializeToString,
             ),
             'CreateTenant': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateTenant,
@@ -410,6 +525,51 @@ def add_QuartzServicer_to_server(servicer, server):
                     servicer.VerifyAudit,
                     request_deserializer=quartz_dot_v1_dot_quartz__pb2.VerifyAuditRequest.FromString,
                     response_serializer=quartz_dot_v1_dot_quartz__pb2.VerifyAuditResponse.SerializeToString,
+            ),
+            'CreateBackup': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateBackup,
+                    request_deserializer=quartz_dot_v1_dot_quartz__pb2.BackupRequest.FromString,
+                    response_serializer=quartz_dot_v1_dot_quartz__pb2.BackupJob.SerializeToString,
+            ),
+            'GetBackup': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBackup,
+                    request_deserializer=quartz_dot_v1_dot_quartz__pb2.GetBackupRequest.FromString,
+                    response_serializer=quartz_dot_v1_dot_quartz__pb2.BackupJob.SerializeToString,
+            ),
+            'ListBackups': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBackups,
+                    request_deserializer=quartz_dot_v1_dot_quartz__pb2.ListBackupsRequest.FromString,
+                    response_serializer=quartz_dot_v1_dot_quartz__pb2.ListBackupsResponse.SerializeToString,
+            ),
+            'DescribeBackup': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeBackup,
+                    request_deserializer=quartz_dot_v1_dot_quartz__pb2.DescribeBackupRequest.FromString,
+                    response_serializer=quartz_dot_v1_dot_quartz__pb2.DescribeBackupResponse.SerializeToString,
+            ),
+            'DeleteBackup': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteBackup,
+                    request_deserializer=quartz_dot_v1_dot_quartz__pb2.DeleteBackupRequest.FromString,
+                    response_serializer=quartz_dot_v1_dot_quartz__pb2.DeleteBackupResponse.SerializeToString,
+            ),
+            'RestoreBackup': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestoreBackup,
+                    request_deserializer=quartz_dot_v1_dot_quartz__pb2.RestoreRequest.FromString,
+                    response_serializer=quartz_dot_v1_dot_quartz__pb2.RestoreResponse.SerializeToString,
+            ),
+            'SetBackupSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetBackupSchedule,
+                    request_deserializer=quartz_dot_v1_dot_quartz__pb2.SetBackupScheduleRequest.FromString,
+                    response_serializer=quartz_dot_v1_dot_quartz__pb2.BackupSchedule.SerializeToString,
+            ),
+            'ListBackupSchedules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBackupSchedules,
+                    request_deserializer=quartz_dot_v1_dot_quartz__pb2.ListBackupSchedulesRequest.FromString,
+                    response_serializer=quartz_dot_v1_dot_quartz__pb2.ListBackupSchedulesResponse.SerializeToString,
+            ),
+            'DeleteBackupSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteBackupSchedule,
+                    request_deserializer=quartz_dot_v1_dot_quartz__pb2.DeleteBackupScheduleRequest.FromString,
+                    response_serializer=quartz_dot_v1_dot_quartz__pb2.DeleteBackupScheduleResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -655,6 +815,33 @@ class Quartz:
             '/quartz.v1.Quartz/Count',
             quartz_dot_v1_dot_quartz__pb2.CountRequest.SerializeToString,
             quartz_dot_v1_dot_quartz__pb2.CountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Scroll(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quartz.v1.Quartz/Scroll',
+            quartz_dot_v1_dot_quartz__pb2.ScrollPointsRequest.SerializeToString,
+            quartz_dot_v1_dot_quartz__pb2.ScrollPointsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1033,6 +1220,249 @@ class Quartz:
             '/quartz.v1.Quartz/VerifyAudit',
             quartz_dot_v1_dot_quartz__pb2.VerifyAuditRequest.SerializeToString,
             quartz_dot_v1_dot_quartz__pb2.VerifyAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateBackup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quartz.v1.Quartz/CreateBackup',
+            quartz_dot_v1_dot_quartz__pb2.BackupRequest.SerializeToString,
+            quartz_dot_v1_dot_quartz__pb2.BackupJob.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBackup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quartz.v1.Quartz/GetBackup',
+            quartz_dot_v1_dot_quartz__pb2.GetBackupRequest.SerializeToString,
+            quartz_dot_v1_dot_quartz__pb2.BackupJob.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBackups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quartz.v1.Quartz/ListBackups',
+            quartz_dot_v1_dot_quartz__pb2.ListBackupsRequest.SerializeToString,
+            quartz_dot_v1_dot_quartz__pb2.ListBackupsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeBackup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quartz.v1.Quartz/DescribeBackup',
+            quartz_dot_v1_dot_quartz__pb2.DescribeBackupRequest.SerializeToString,
+            quartz_dot_v1_dot_quartz__pb2.DescribeBackupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteBackup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quartz.v1.Quartz/DeleteBackup',
+            quartz_dot_v1_dot_quartz__pb2.DeleteBackupRequest.SerializeToString,
+            quartz_dot_v1_dot_quartz__pb2.DeleteBackupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestoreBackup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quartz.v1.Quartz/RestoreBackup',
+            quartz_dot_v1_dot_quartz__pb2.RestoreRequest.SerializeToString,
+            quartz_dot_v1_dot_quartz__pb2.RestoreResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetBackupSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quartz.v1.Quartz/SetBackupSchedule',
+            quartz_dot_v1_dot_quartz__pb2.SetBackupScheduleRequest.SerializeToString,
+            quartz_dot_v1_dot_quartz__pb2.BackupSchedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBackupSchedules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quartz.v1.Quartz/ListBackupSchedules',
+            quartz_dot_v1_dot_quartz__pb2.ListBackupSchedulesRequest.SerializeToString,
+            quartz_dot_v1_dot_quartz__pb2.ListBackupSchedulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteBackupSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/quartz.v1.Quartz/DeleteBackupSchedule',
+            quartz_dot_v1_dot_quartz__pb2.DeleteBackupScheduleRequest.SerializeToString,
+            quartz_dot_v1_dot_quartz__pb2.DeleteBackupScheduleResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,1 @@
+"""Backups and restores (DESIGN §13, ADR 17)."""
