@@ -77,3 +77,13 @@ WRITER_JOBS_QUEUED_MAX = 64  # replication/snapshot/exclusive jobs waiting for a
 # plus the bytes at this rate, scaled by ef_construction / 200.
 REPLICATION_APPLY_BYTES_PER_S_MIN = 200_000
 REPLICATION_CALL_BYTES_MAX = 16 * 1024 * 1024  # catch-up sends the log in calls of at most this
+
+# Paging and export (issue 15; DESIGN §13)
+SCROLL_LIMIT_DEFAULT = 100  # points per scroll page when the request says 0
+SCROLL_LIMIT_MAX = 1000  # points per scroll page (and per batch of a delete by filter)
+SCROLL_REPLY_BYTES_MAX = 16 * 1024 * 1024  # a page's ids, vectors and payloads (node and router); a
+# page that would exceed it ends early (at least one point), its next_offset the first point left out
+SCROLL_SORTED_CANDIDATES_MAX = 50_000  # a filter admitting at most this many points on a shard: its
+# matches are sorted by id from the payload index; more: the rows are read in id order and tested
+SCROLL_SCAN_ROWS_MAX = 100_000  # rows one scroll call reads in id order; then the page ends early
+# (possibly empty) and its next_offset is the next row to read

@@ -9,11 +9,11 @@ from collections.abc import Callable
 import psutil
 
 from quartz_cluster import filters, limits, validation
-from quartz_cluster.errors import FailedPrecondition, InvalidArgument, NotFound
+from quartz_cluster.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from quartz_cluster.node.backup_rpcs import NodeBackupRpcs
 from quartz_cluster.node.memory import NodeBudget
 from quartz_cluster.node.registry import ShardRegistry
-from quartz_cluster.node.shard import ShardReplica, ShardSpec
+from quartz_cluster.node.shard import ShardReplica, ShardSpec, scan
 from quartz_cluster.node.shard.search import attach_payloads
 from quartz_cluster.proto.quartz.v1 import node_pb2, node_pb2_grpc
 from quartz_cluster.rpc.status import rpc
@@ -156,6 +156,50 @@ class NodeService(NodeBackupRpcs, node_pb2_grpc.NodeServicer):
             results=search_results(merged, plans, request.with_payload),
             searched_shards=[s.spec.shard for s in shards],
         )
+
+    async def _read_state(self, request, context) -> ShardReplica:
+        """A replica to read from, as Get and Search wait for it: the session's LSN applied, a
+        strong read's lease held."""
+        shard = self._shard(request.ref)
+        if shard.broken:
+            raise Unavailable(f"shard {shard.spec.name} is out of service: {shard.broken}")
+        if request.min_lsn:
+            await shard.wait_applied(request.min_lsn, _session_wait(context))
+        if request.strong:
+            shard.check_strong_read(request.epoch)
+        return shard
+
+    @rpc
+    async def Scroll(self, request, context):
+        limit = validation.bounded_int(request.limit, "limit", 1, limits.SCROLL_LIMIT_MAX)
+        offset = scan.offset_id(request.offset)
+        flt = filters.parse(request.filter)
+        shard = await self._read_state(request, context)
+        page = await asyncio.to_thread(
+            scan.scroll,
+            shard.state,
+            shard.store,
+            flt,
+            offset,
+            limit,
+            request.with_vectors,
+            request.with_payload,
+        )
+        if request.strong:  # the lease may have lapsed while the read waited or ran
+            shard.check_strong_read(request.epoch)
+        return node_pb2.ScrollResponse(
+            points=[node_pb2.Point(id=pid, vector=vec, payload=pay) for pid, vec, pay in page.points],
+            next_offset=page.next_offset,
+        )
+
+    @rpc
+    async def CountPoints(self, request, context):
+        flt = filters.parse(request.filter)
+        shard = await self._read_state(request, context)
+        found = await asyncio.to_thread(scan.count, shard.state, shard.store, flt)
+        if request.strong:
+            shard.check_strong_read(request.epoch)
+        return node_pb2.CountPointsResponse(count=found)
 
     def _also_shards(self, request: node_pb2.SearchRequest) -> list[ShardReplica]:
         also = list(request.also_shards)
