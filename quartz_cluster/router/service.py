@@ -37,6 +37,7 @@ from quartz_cluster.meta.store import EtcdStore
 from quartz_cluster.metering import keys as usage_keys
 from quartz_cluster.metering import ledger, usage
 from quartz_cluster.node.service import METRIC_ENUMS, METRIC_NAMES, search_results
+from quartz_cluster.node.shard import scan
 from quartz_cluster.proto.quartz.v1 import node_pb2, quartz_pb2, quartz_pb2_grpc
 from quartz_cluster.router.backup_rpcs import BackupRpcs
 from quartz_cluster.router.coalesce import Coalescer
@@ -45,7 +46,7 @@ from quartz_cluster.router.hedging import HedgeBudget, Latencies, hedged, size_c
 from quartz_cluster.router.routing import split_by_shard
 from quartz_cluster.router.shardmap import ReadGroup, ShardMap
 from quartz_cluster.rpc.channels import NodeChannels
-from quartz_cluster.rpc.status import error_from_rpc, rpc
+from quartz_cluster.rpc.status import STATUS, error_from_rpc, rpc
 from quartz_cluster.topk import merge_hits
 
 DEADLINE_MARGIN_S = 0.05
@@ -369,9 +370,19 @@ class QuartzService(BackupRpcs, quartz_pb2_grpc.QuartzServicer):
     @rpc
     @guarded
     async def Delete(self, request, context, principal):
+        """By ids, or every point matching `filter` (exactly one of the two)."""
         coll = self._collection(principal, request.collection, Action.WRITE)
+        if request.filter:
+            if request.ids:
+                raise InvalidArgument("give ids or a filter, not both", "filter")
+            if filters.parse(request.filter) is None:
+                raise InvalidArgument(
+                    "has no condition: it would delete every point (drop the collection instead)", "filter"
+                )
+            timeout_s = _timeout(context)
+            return await self._delete_matching(coll, request.filter, timeout_s, request.write_consistency)
         if not 1 <= len(request.ids) <= limits.BATCH_POINTS_MAX:
-            raise InvalidArgument(f"must hold 1..{limits.BATCH_POINTS_MAX} ids", "ids")
+            raise InvalidArgument(f"must hold 1..{limits.BATCH_POINTS_MAX} ids (or give a filter)", "ids")
         ids = validation.point_ids(request.ids, "ids")
         return await self._write(
             coll,
@@ -379,6 +390,59 @@ class QuartzService(BackupRpcs, quartz_pb2_grpc.QuartzServicer):
             lambda ref, idx: node_pb2.WriteRequest(ref=ref, delete_ids=[ids[i] for i in idx]),
             _timeout(context),
             request.write_consistency,
+        )
+
+    async def _delete_matching(
+        self, coll: CollectionRecord, flt: str, timeout_s: float, consistency: int
+    ) -> quartz_pb2.WriteResult:
+        """Delete by filter: each shard in parallel, its matching ids read from its primary a page
+        (SCROLL_LIMIT_MAX) at a time and deleted through the write path. Not atomic across shards
+        or pages: a failure raises (the points deleted so far stay deleted) and a retry deletes the
+        rest. One WriteResult: no point errors, the last position written on each shard."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        positions: dict[int, quartz_pb2.ShardPosition] = {}
+
+        def left_s() -> float:
+            return max(CALL_TIMEOUT_S_MIN, deadline - asyncio.get_running_loop().time())
+
+        async def one(shard: int) -> None:
+            offset = ""
+            while True:
+                req = node_pb2.ScrollRequest(
+                    ref=node_pb2.ShardRef(collection_id=coll.id, shard=shard),
+                    filter=flt,
+                    offset=offset,
+                    limit=limits.SCROLL_LIMIT_MAX,
+                )
+                page = await self._read(coll, shard, quartz_pb2.STRONG, "Scroll", req, left_s())
+                ids = [p.id for p in page.points]
+                if ids:
+                    result = await self._write(
+                        coll,
+                        ids,
+                        lambda ref, idx, ids=ids: node_pb2.WriteRequest(
+                            ref=ref, delete_ids=[ids[i] for i in idx]
+                        ),
+                        left_s(),
+                        consistency,
+                    )
+                    if result.errors:
+                        raise _error_of(
+                            result.errors[0].code,
+                            f"{len(result.errors)} matching points not deleted (retry to delete them): "
+                            f"{result.errors[0].message}",
+                        )
+                    for p in result.positions:
+                        positions[p.shard] = p
+                if not page.next_offset:
+                    return
+                offset = page.next_offset
+
+        outcomes = await asyncio.gather(*(one(s) for s in range(coll.shards)), return_exceptions=True)
+        answered = _answered(list(enumerate(outcomes)), False)
+        return quartz_pb2.WriteResult(
+            positions=[positions[s] for s in sorted(positions)],
+            shards=answered,
         )
 
     # ------------------------------------------------------------------ reads
@@ -404,7 +468,7 @@ class QuartzService(BackupRpcs, quartz_pb2_grpc.QuartzServicer):
         routes = self.shardmap.read_routes(coll, shard, consistency == quartz_pb2.STRONG)
         if avoid is not None:
             routes.sort(key=lambda r: r.address == avoid)  # stable: the others keep their order
-        if consistency == quartz_pb2.STRONG and method in ("Get", "Search"):
+        if consistency == quartz_pb2.STRONG and method in ("Get", "Search", "Scroll", "CountPoints"):
             # the node refuses unless it is that epoch's primary with a live lease
             req.strong, req.epoch = True, routes[0].record.epoch
         if consistency in EVENTUAL and len(routes) >= 2 and routes[1].address != avoid:
@@ -628,13 +692,49 @@ class QuartzService(BackupRpcs, quartz_pb2_grpc.QuartzServicer):
 
     @rpc
     @guarded
+    async def Scroll(self, request, context, principal):
+        """A page of the collection's points matching `filter`, in id order from `offset`
+        (inclusive): each shard's page from `offset`, merged (node/shard/scan.py merge_pages)."""
+        coll = self._collection(principal, request.collection, Action.READ)
+        limit = scan.page_limit(request.limit)
+        offset = scan.offset_id(request.offset)
+        filters.parse(request.filter)
+        timeout_s = _timeout(context)
+
+        async def one(shard: int) -> node_pb2.ScrollResponse:
+            # `limit` per shard is enough: a shard's next_offset names its next point, so the
+            # merge knows where every shard's page ends
+            req = node_pb2.ScrollRequest(
+                ref=node_pb2.ShardRef(collection_id=coll.id, shard=shard),
+                filter=request.filter,
+                offset=offset,
+                limit=limit,
+                with_vectors=request.with_vectors,
+                with_payload=request.with_payload,
+            )
+            return await self._read(coll, shard, request.consistency, "Scroll", req, timeout_s)
+
+        replies = await asyncio.gather(*(one(s) for s in range(coll.shards)), return_exceptions=True)
+        answered = _answered(list(enumerate(replies)), False)
+        points, next_offset = scan.merge_pages(
+            [(r.points, r.next_offset) for r in replies], limit, limits.SCROLL_REPLY_BYTES_MAX
+        )
+        return quartz_pb2.ScrollPointsResponse(points=points, next_offset=next_offset, shards=answered)
+
+    @rpc
+    @guarded
     async def Count(self, request, context, principal):
         coll = self._collection(principal, request.collection, Action.READ)
+        filters.parse(request.filter)
         timeout_s = _timeout(context)
 
         async def one(shard: int) -> int:
             # the primary's count: only committed writes (a follower may hold a few not yet committed)
-            req = node_pb2.StatsRequest(ref=node_pb2.ShardRef(collection_id=coll.id, shard=shard))
+            ref = node_pb2.ShardRef(collection_id=coll.id, shard=shard)
+            if request.filter:
+                req = node_pb2.CountPointsRequest(ref=ref, filter=request.filter)
+                return (await self._read(coll, shard, quartz_pb2.STRONG, "CountPoints", req, timeout_s)).count
+            req = node_pb2.StatsRequest(ref=ref)
             return (await self._read(coll, shard, quartz_pb2.STRONG, "Stats", req, timeout_s)).count
 
         counts = await asyncio.gather(*(one(s) for s in range(coll.shards)), return_exceptions=True)
@@ -954,6 +1054,14 @@ def _answered(
         answered=total - len(failed),
         failed=[quartz_pb2.ShardFailure(shard=s, code=e.code, message=str(e)) for s, e in failed],
     )
+
+
+def _error_of(code: str, message: str) -> QuartzError:
+    """The domain error of a status name (a PointError's code); UNAVAILABLE when unknown."""
+    for cls in STATUS:
+        if cls.code == code and cls.__base__ is QuartzError:
+            return cls(message)
+    return Unavailable(message)
 
 
 def _check_answers(reply: node_pb2.SearchResponse, queries: int, source: str) -> None:
