@@ -96,6 +96,21 @@ class Results(list):
         return self.shards.partial
 
 
+class ScrollPage(list):
+    """scroll()'s answer: a list of Point in id order (the byte order of the UTF-8 ids), plus
+    `next_offset`, the offset of the next page (None after the last page), and `.shards`. A page
+    may hold fewer points than asked (its bytes reached the reply limit) and still have a next
+    page: go on until next_offset is None."""
+
+    next_offset: str | None
+    shards: ShardsAnswered
+
+    def __init__(self, items, next_offset: str | None, shards: ShardsAnswered) -> None:
+        super().__init__(items)
+        self.next_offset = next_offset
+        self.shards = shards
+
+
 class Count(int):
     """count()'s answer: an int that also says which shards answered (`.shards`, `.partial`)."""
 
@@ -445,11 +460,16 @@ def upsert_request(collection, ids, vectors, payloads, write_consistency):
     )
 
 
-def delete_request(collection, ids, write_consistency):
-    ids = str_ids(ids)
+def delete_request(collection, ids, write_consistency, filter=None):
+    """By ids, or (ids None) every point matching `filter`: exactly one of the two."""
+    if (ids is None) == (filter is None):
+        raise errors.InvalidArgument(
+            "give exactly one of ids and filter", "filter" if filter is not None else "ids"
+        )
     return quartz_pb2.DeleteRequest(
         collection=text(collection, "collection"),
-        ids=ids,
+        ids=str_ids(ids) if ids is not None else [],
+        filter=filter_json(filter) if filter is not None else "",
         write_consistency=_choice(write_consistency, WRITE_CONSISTENCY, "write_consistency"),
     )
 
@@ -479,9 +499,56 @@ def get_request(collection, ids, with_vectors, with_payload, consistency, allow_
     )
 
 
-def count_request(collection, allow_partial=False):
+def count_request(collection, allow_partial=False, filter=None):
     return quartz_pb2.CountRequest(
-        collection=text(collection, "collection"), allow_partial=bool(allow_partial)
+        collection=text(collection, "collection"),
+        allow_partial=bool(allow_partial),
+        filter=filter_json(filter),
+    )
+
+
+def offset_id(offset: str | int | None, field_: str = "offset") -> str:
+    """A scroll offset (a point id; integers as their decimal strings); None: the first page."""
+    if offset is None:
+        return ""
+    if isinstance(offset, int | np.integer) and not isinstance(offset, bool):
+        offset = str(offset)
+    if not isinstance(offset, str):
+        raise errors.InvalidArgument(f"must be a string or an integer, got {type(offset).__name__}", field_)
+    pid = offset
+    if not pid or len(pid.encode()) > limits.ID_BYTES_MAX:
+        raise errors.InvalidArgument(f"must be a point id of 1..{limits.ID_BYTES_MAX} bytes", field_)
+    return pid
+
+
+def scroll_request(collection, filter, limit, offset, with_vectors, with_payload, consistency):
+    return quartz_pb2.ScrollPointsRequest(
+        collection=text(collection, "collection"),
+        filter=filter_json(filter),
+        limit=uint(limit, "limit", 1, limits.SCROLL_LIMIT_MAX),
+        offset=offset_id(offset),
+        with_vectors=bool(with_vectors),
+        with_payload=bool(with_payload),
+        consistency=_choice(consistency, READ_CONSISTENCY, "consistency"),
+    )
+
+
+def parse_scroll(resp: quartz_pb2.ScrollPointsResponse, with_vectors: bool, with_payload: bool) -> ScrollPage:
+    return ScrollPage(
+        [_point(p, with_vectors, with_payload) for p in resp.points],
+        resp.next_offset or None,
+        shards_answered(resp.shards),
+    )
+
+
+def export_line(pid: str, vector: np.ndarray, payload: dict | None) -> bytes:
+    """One line of an export (NDJSON): {"id", "vector", "payload"}. float32 values are written in
+    their shortest form that reads back (as a float64, then rounded to float32) bit for bit."""
+    return (
+        orjson.dumps(
+            {"id": pid, "vector": vector, "payload": payload or {}}, option=orjson.OPT_SERIALIZE_NUMPY
+        )
+        + b"\n"
     )
 
 
@@ -514,6 +581,8 @@ def retry_subset(request, result: quartz_pb2.WriteResult):
     """The part of a write worth retrying: the points whose shard answered UNAVAILABLE (failing
     over, moving). None when some point failed for another reason (that is final)."""
     failed = [e.index for e in result.errors]
+    if isinstance(request, quartz_pb2.DeleteRequest) and request.filter:
+        return None  # a delete by filter reports no point errors: it raises, and is retried whole
     if not failed or any(e.code != "UNAVAILABLE" for e in result.errors):
         return None
     if isinstance(request, quartz_pb2.DeleteRequest):
@@ -560,18 +629,16 @@ def parse_hits(resp: quartz_pb2.SearchPointsResponse, single: bool, with_payload
     return Results(out[0] if single else out, shards_answered(resp.shards))
 
 
-def parse_points(resp: quartz_pb2.GetPointsResponse, with_vectors: bool, with_payload: bool) -> Results:
-    return Results(
-        [
-            Point(
-                p.id,
-                np.frombuffer(p.vector, dtype="<f4").copy() if with_vectors else None,
-                (orjson.loads(p.payload) if p.payload else {}) if with_payload else None,
-            )
-            for p in resp.points
-        ],
-        shards_answered(resp.shards),
+def _point(p, with_vectors: bool, with_payload: bool) -> Point:
+    return Point(
+        p.id,
+        np.frombuffer(p.vector, dtype="<f4").copy() if with_vectors else None,
+        (orjson.loads(p.payload) if p.payload else {}) if with_payload else None,
     )
+
+
+def parse_points(resp: quartz_pb2.GetPointsResponse, with_vectors: bool, with_payload: bool) -> Results:
+    return Results([_point(p, with_vectors, with_payload) for p in resp.points], shards_answered(resp.shards))
 
 
 def parse_collection(info: quartz_pb2.CollectionInfo) -> CollectionInfo:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
@@ -135,10 +135,18 @@ class AsyncQuartzClient:
         await self._write("Upsert", collection, req, timeout)
 
     async def delete(
-        self, collection: str, ids: Sequence[str | int], write_consistency: str = "majority"
+        self,
+        collection: str,
+        ids: Sequence[str | int] | None = None,
+        write_consistency: str = "majority",
+        filter: dict | str | None = None,
+        timeout: float | None = None,
     ) -> None:
-        req = c.delete_request(collection, ids, write_consistency)
-        await self._write("Delete", collection, req)
+        """Delete points by id, or every point matching `filter` (exactly one of the two). A
+        delete by filter is not atomic: if it fails, the points deleted so far stay deleted, and
+        calling it again deletes the rest."""
+        req = c.delete_request(collection, ids, write_consistency, filter)
+        await self._write("Delete", collection, req, timeout)
 
     async def get(
         self,
@@ -174,10 +182,52 @@ class AsyncQuartzClient:
         self.session.attach(collection, req, consistency)
         return c.parse_hits(await self._call("Search", req, timeout), single, with_payload)
 
-    async def count(self, collection: str, allow_partial: bool = False) -> c.Count:
-        """The number of points (an int; `.shards` says which shards answered). allow_partial:
-        count the shards that answer (`.shards.failed` names the others) instead of raising."""
-        return c.parse_count(await self._call("Count", c.count_request(collection, allow_partial)))
+    async def count(
+        self, collection: str, filter: dict | str | None = None, allow_partial: bool = False
+    ) -> c.Count:
+        """The number of points (matching `filter`, if given): an int; `.shards` says which shards
+        answered. allow_partial: count the shards that answer (`.shards.failed` names the others)
+        instead of raising."""
+        if isinstance(filter, bool):  # count(name, True): allow_partial given by position (before filter)
+            filter, allow_partial = None, filter
+        return c.parse_count(await self._call("Count", c.count_request(collection, allow_partial, filter)))
+
+    async def scroll(
+        self,
+        collection: str,
+        filter: dict | str | None = None,
+        limit: int = 100,
+        offset: str | int | None = None,
+        with_vectors: bool = False,
+        with_payload: bool = True,
+        consistency: str = "eventual",
+        timeout: float | None = None,
+    ) -> c.ScrollPage:
+        """One page of the points matching `filter`, in id order from `offset` (inclusive), with
+        `.next_offset` (None after the last page); as QuartzClient.scroll."""
+        req = c.scroll_request(collection, filter, limit, offset, with_vectors, with_payload, consistency)
+        return c.parse_scroll(await self._call("Scroll", req, timeout), with_vectors, with_payload)
+
+    async def scroll_all(
+        self,
+        collection: str,
+        filter: dict | str | None = None,
+        page_size: int = 1000,
+        with_vectors: bool = False,
+        with_payload: bool = True,
+        consistency: str = "eventual",
+        offset: str | int | None = None,
+    ) -> AsyncIterator[c.Point]:
+        """Every point matching `filter`, in id order, a page at a time: `async for p in ...`."""
+        while True:
+            page = await self.scroll(
+                collection, filter, page_size, offset, with_vectors, with_payload, consistency
+            )
+            for point in page:
+                yield point
+            if page.next_offset is None:
+                return
+            offset = page.next_offset
 
     # tenants and API keys (DESIGN §11): an admin key manages tenants and every key; a
     # tenant-admin key its own tenant's keys

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import grpc
@@ -144,9 +144,19 @@ class QuartzClient:
         req = c.upsert_request(collection, ids, vectors, payloads, write_consistency)
         self._write("Upsert", collection, req, timeout)
 
-    def delete(self, collection: str, ids: Sequence[str | int], write_consistency: str = "majority") -> None:
-        req = c.delete_request(collection, ids, write_consistency)
-        self._write("Delete", collection, req)
+    def delete(
+        self,
+        collection: str,
+        ids: Sequence[str | int] | None = None,
+        write_consistency: str = "majority",
+        filter: dict | str | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Delete points by id, or every point matching `filter` (exactly one of the two). A
+        delete by filter is not atomic: if it fails, the points deleted so far stay deleted, and
+        calling it again deletes the rest."""
+        req = c.delete_request(collection, ids, write_consistency, filter)
+        self._write("Delete", collection, req, timeout)
 
     def get(
         self,
@@ -185,10 +195,52 @@ class QuartzClient:
         self.session.attach(collection, req, consistency)
         return c.parse_hits(self._call("Search", req, timeout), single, with_payload)
 
-    def count(self, collection: str, allow_partial: bool = False) -> c.Count:
-        """The number of points (an int; `.shards` says which shards answered). allow_partial:
-        count the shards that answer (`.shards.failed` names the others) instead of raising."""
-        return c.parse_count(self._call("Count", c.count_request(collection, allow_partial)))
+    def count(
+        self, collection: str, filter: dict | str | None = None, allow_partial: bool = False
+    ) -> c.Count:
+        """The number of points (matching `filter`, if given): an int; `.shards` says which shards
+        answered. allow_partial: count the shards that answer (`.shards.failed` names the others)
+        instead of raising."""
+        if isinstance(filter, bool):  # count(name, True): allow_partial given by position (before filter)
+            filter, allow_partial = None, filter
+        return c.parse_count(self._call("Count", c.count_request(collection, allow_partial, filter)))
+
+    def scroll(
+        self,
+        collection: str,
+        filter: dict | str | None = None,
+        limit: int = 100,
+        offset: str | int | None = None,
+        with_vectors: bool = False,
+        with_payload: bool = True,
+        consistency: str = "eventual",
+        timeout: float | None = None,
+    ) -> c.ScrollPage:
+        """One page of the points matching `filter`, in id order (the byte order of the UTF-8
+        ids) from `offset` (inclusive; None: the start): a list of Point with `.next_offset`, the
+        offset of the next page (None after the last one). Up to `limit` points a page
+        (1..1000); a page may hold fewer and still not be the last."""
+        req = c.scroll_request(collection, filter, limit, offset, with_vectors, with_payload, consistency)
+        return c.parse_scroll(self._call("Scroll", req, timeout), with_vectors, with_payload)
+
+    def scroll_all(
+        self,
+        collection: str,
+        filter: dict | str | None = None,
+        page_size: int = 1000,
+        with_vectors: bool = False,
+        with_payload: bool = True,
+        consistency: str = "eventual",
+        offset: str | int | None = None,
+    ) -> Iterator[c.Point]:
+        """Every point matching `filter`, in id order, a page at a time (a generator: memory
+        stays one page). Points written or deleted meanwhile may or may not be seen."""
+        while True:
+            page = self.scroll(collection, filter, page_size, offset, with_vectors, with_payload, consistency)
+            yield from page
+            if page.next_offset is None:
+                return
+            offset = page.next_offset
 
     # tenants and API keys (DESIGN §11): an admin key manages tenants and every key; a
     # tenant-admin key its own tenant's keys
