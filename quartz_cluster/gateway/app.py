@@ -15,11 +15,11 @@ from typing import Annotated, Any
 
 import numpy as np
 import orjson
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi import Path as FastApiPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
@@ -169,6 +169,18 @@ def _payload(p: dict | None, field: str) -> bytes:
     return _json(p, field) if p else b""
 
 
+def _point(p: node_pb2.Point, with_vectors: bool, with_payload: bool) -> dict:
+    return {
+        "id": p.id,
+        "vector": np.frombuffer(p.vector, dtype="<f4").tolist() if with_vectors else None,
+        "payload": (orjson.loads(p.payload) if p.payload else {}) if with_payload else None,
+    }
+
+
+def _filter(flt: dict | None) -> str:
+    return _json(flt, "filter").decode() if flt is not None else ""
+
+
 def _hits(result: node_pb2.SearchResult, with_payload: bool) -> list[dict]:
     return [
         {
@@ -221,6 +233,22 @@ def rate_limit_headers(exc) -> dict[str, str]:
         "RateLimit-Policy": f'"{name}";q={int(limit.burst)};w={window_s}',
         "RateLimit": f'"{name}";r={int(exc.remaining)};t={retry_s}',
     }
+
+
+class NDJSON(StreamingResponse):
+    """Newline-delimited JSON, streamed: one JSON object a line."""
+
+    media_type = "application/x-ndjson"
+
+
+# the request id of a call: one export makes a call per page, each with an id of its own
+CALL_ID_HEADERS = ("quartz-request-id", "quartz-attempt")
+EXPORT_RESPONSE = {
+    "description": 'NDJSON: one line per point, {"id": ..., "vector": [float32 values], "payload": '
+    "{...}}, in id order. A stream that breaks off (a shard failed midway) ends without its last "
+    "chunk: the client sees an incomplete response, never a silently shorter export.",
+    "content": {NDJSON.media_type: {"schema": {"type": "string"}}},
+}
 
 
 class JSON(JSONResponse):
@@ -375,9 +403,11 @@ def build_app(service, ready: Callable[[], bool]) -> FastAPI:
 
     @v1.post("/collections/{name}/points/delete", response_model=m.WriteResult, tags=["points"])
     async def delete_points(name: CollectionName, body: m.DeletePoints, caller: Caller):
+        """`ids`, or every point matching `filter` (exactly one of the two)."""
         req = quartz_pb2.DeleteRequest(
             collection=name,
-            ids=_ids(body.ids, "ids"),
+            ids=_ids(body.ids, "ids") if body.ids is not None else [],
+            filter=_filter(body.filter),
             write_consistency=sdk.WRITE_CONSISTENCY[body.write_consistency],
         )
         return _write_result(await call("Delete", req, caller))
@@ -393,15 +423,89 @@ def build_app(service, ready: Callable[[], bool]) -> FastAPI:
             allow_partial=body.allow_partial,
         )
         resp = await call("Get", req, caller)
-        points = [
-            {
-                "id": p.id,
-                "vector": np.frombuffer(p.vector, dtype="<f4").tolist() if body.with_vectors else None,
-                "payload": (orjson.loads(p.payload) if p.payload else {}) if body.with_payload else None,
-            }
-            for p in resp.points
-        ]
+        points = [_point(p, body.with_vectors, body.with_payload) for p in resp.points]
         return JSON({"points": points, "shards": _shards(resp.shards)})
+
+    @v1.post("/collections/{name}/points/scroll", response_model=m.ScrollResult, tags=["points"])
+    async def scroll(name: CollectionName, body: m.ScrollPoints, caller: Caller):
+        """A page of the points matching `filter`, in id order from `offset` (inclusive); pass
+        `next_offset` as the next request's offset until it is null."""
+        req = quartz_pb2.ScrollPointsRequest(
+            collection=name,
+            filter=_filter(body.filter),
+            limit=body.limit,
+            offset=sdk.offset_id(body.offset),
+            with_vectors=body.with_vectors,
+            with_payload=body.with_payload,
+            consistency=sdk.READ_CONSISTENCY[body.consistency],
+        )
+        resp = await call("Scroll", req, caller)
+        points = [_point(p, body.with_vectors, body.with_payload) for p in resp.points]
+        return JSON(
+            {"points": points, "next_offset": resp.next_offset or None, "shards": _shards(resp.shards)}
+        )
+
+    @v1.post("/collections/{name}/points/count", response_model=m.CountResult, tags=["points"])
+    async def count_points(name: CollectionName, body: m.CountPoints, caller: Caller):
+        """The number of points matching `filter` (every point without one)."""
+        req = quartz_pb2.CountRequest(
+            collection=name, filter=_filter(body.filter), allow_partial=body.allow_partial
+        )
+        resp = await call("Count", req, caller)
+        return {"count": resp.count, "shards": _shards(resp.shards)}
+
+    @v1.get(
+        "/collections/{name}/export",
+        response_class=NDJSON,
+        tags=["points"],
+        responses={**PROBLEM_RESPONSES, 200: EXPORT_RESPONSE},
+    )
+    async def export(
+        name: CollectionName,
+        caller: Caller,
+        filter: Annotated[str | None, Query(description="a JSON filter (as in search)")] = None,
+        consistency: m.ReadConsistency = "strong",
+        page_size: Annotated[int, Query(ge=1, le=limits.SCROLL_LIMIT_MAX)] = limits.SCROLL_LIMIT_MAX,
+    ):
+        """Every point (matching `filter`) as NDJSON, streamed a scroll page at a time (memory
+        stays one page). Vectors are the float32 values as written, each in the shortest form that
+        reads back to the same float32. Each page is a scroll call (metered and rate limited as
+        one); a bad request fails before the stream starts (problem+json)."""
+
+        def page(offset: str) -> quartz_pb2.ScrollPointsRequest:
+            return quartz_pb2.ScrollPointsRequest(
+                collection=name,
+                filter=filter or "",
+                limit=page_size,
+                offset=offset,
+                with_vectors=True,
+                with_payload=True,
+                consistency=sdk.READ_CONSISTENCY[consistency],
+            )
+
+        first = await call("Scroll", page(""), caller)
+        later = [(k, v) for k, v in caller if k not in CALL_ID_HEADERS]
+
+        async def lines():
+            resp = first
+            while True:
+                yield b"".join(
+                    sdk.export_line(
+                        p.id,
+                        np.frombuffer(p.vector, dtype="<f4"),
+                        orjson.loads(p.payload) if p.payload else {},
+                    )
+                    for p in resp.points
+                )
+                if not resp.next_offset:
+                    return
+                try:
+                    resp = await call("Scroll", page(resp.next_offset), later)
+                except Exception as exc:
+                    log.warning("export broke off", extra={"collection": name, "error": str(exc)})
+                    raise
+
+        return NDJSON(lines(), headers={"Content-Disposition": f'attachment; filename="{name}.ndjson"'})
 
     @v1.post("/collections/{name}/search", response_model=m.SearchResult, tags=["points"])
     async def search(name: CollectionName, body: m.Search, caller: Caller):

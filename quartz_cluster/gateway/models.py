@@ -82,9 +82,20 @@ class Upsert(Strict):
     write_consistency: WriteConsistency = "majority"
 
 
+Filter = dict[str, Any]
+FILTER_DESCRIPTION = "Qdrant-like: must / should / must_not conditions"
+
+
 class DeletePoints(Strict):
-    ids: list[PointId] = Field(
-        min_length=1, max_length=limits.BATCH_POINTS_MAX, json_schema_extra={"uniqueItems": True}
+    """`ids`, or `filter`: every point matching it (exactly one of the two)."""
+
+    ids: list[PointId] | None = Field(
+        None, min_length=1, max_length=limits.BATCH_POINTS_MAX, json_schema_extra={"uniqueItems": True}
+    )
+    filter: Filter | None = Field(
+        None,
+        description="instead of ids: every point matching it (at least one condition; not atomic: "
+        "a failed delete leaves the points deleted so far deleted, and a retry deletes the rest)",
     )
     write_consistency: WriteConsistency = "majority"
 
@@ -156,6 +167,31 @@ class SearchResult(BaseModel):
     hits: list[Hit] | None = None
     results: list[list[Hit]] | None = None
     shards: ShardsAnswered
+
+
+class ScrollPoints(Strict):
+    filter: Filter | None = Field(None, description=FILTER_DESCRIPTION)
+    limit: int = Field(
+        limits.SCROLL_LIMIT_DEFAULT, ge=0, le=limits.SCROLL_LIMIT_MAX, description="points per page (0: 100)"
+    )
+    offset: PointId | None = Field(None, description="the next_offset of the previous page (inclusive)")
+    with_vectors: bool = False
+    with_payload: bool = True
+    consistency: ReadConsistency = "eventual"
+
+
+class ScrollResult(BaseModel):
+    points: list[PointOut] = Field(description="in id order (the byte order of the UTF-8 ids)")
+    next_offset: str | None = Field(
+        description="the offset of the next page; null after the last page (a page may hold fewer "
+        "points than the limit and still not be the last)"
+    )
+    shards: ShardsAnswered
+
+
+class CountPoints(Strict):
+    filter: Filter | None = Field(None, description=FILTER_DESCRIPTION)
+    allow_partial: bool = False
 
 
 class CountResult(BaseModel):
