@@ -638,6 +638,83 @@ def _load(args: argparse.Namespace) -> int:
     )
 
 
+def _export(args: argparse.Namespace) -> int:
+    """Every point of a collection (matching --filter) to an NDJSON file, through the SDK's
+    paging; written to a temp file beside it and renamed once complete, so a failed export leaves
+    nothing under the final name."""
+    import tempfile
+
+    import orjson
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from quartz_cluster.client._common import export_line
+    from quartz_cluster.errors import QuartzError
+
+    flt = None
+    if args.filter is not None:
+        try:
+            flt = orjson.loads(args.filter)
+        except orjson.JSONDecodeError as exc:
+            raise CliError(f"--filter: not valid JSON ({exc})") from None
+    target = Path(args.to)
+    if target.is_dir():
+        raise CliError(f"--to {args.to}: is a directory (give a file name)")
+    directory = target.parent if str(target.parent) else Path(".")
+    if not directory.is_dir():
+        raise CliError(f"--to {args.to}: no such directory {directory}")
+    show = sys.stderr.isatty() and not args.json
+    t0 = time.perf_counter()
+    points = size = 0
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, _client(args) as c:
+            total = c.count(args.collection, filter=flt) if show else None
+            columns = [TextColumn("exporting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+            with Progress(*columns, console=Console(stderr=True), disable=not show) as progress:
+                task = progress.add_task("export", total=total)
+                pages = c.scroll_all(
+                    args.collection,
+                    filter=flt,
+                    page_size=args.page_size,
+                    with_vectors=True,
+                    with_payload=True,
+                    consistency=args.consistency,
+                )
+                for point in pages:
+                    line = export_line(point.id, point.vector, point.payload)
+                    out.write(line)
+                    points += 1
+                    size += len(line)
+                    if points % 1000 == 0:
+                        progress.update(task, completed=points)
+                progress.update(task, completed=points)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+    except QuartzError as exc:
+        raise CliError(f"{exc.code}: {exc}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    seconds = time.perf_counter() - t0
+    if args.json:
+        summary = {
+            "collection": args.collection,
+            "points": points,
+            "bytes": size,
+            "seconds": round(seconds, 3),
+            "file": str(target),
+        }
+        print(orjson.dumps(summary).decode())
+    else:
+        print(
+            f"exported {points} points ({size / 1e6:.1f} MB) of {args.collection} to {target} "
+            f"in {seconds:.1f} s"
+        )
+    return 0
+
+
 def _chaos(args: argparse.Namespace) -> int:
     from quartz_cluster.chaos.runner import ChaosConfig, run
 
@@ -969,6 +1046,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     load.add_argument("--metric", default="cosine", choices=["cosine", "l2", "ip"], help="when creating")
     load.set_defaults(func=_load)
+
+    export = sub.add_parser(
+        "export", help="every point of a collection (id, vector, payload) to an NDJSON file"
+    )
+    find_opts(export, router=True)
+    export.add_argument("collection")
+    export.add_argument("--to", required=True, help="the .ndjson file to write (replaced once complete)")
+    export.add_argument(
+        "--filter", default=None, help="only the points matching this JSON filter, e.g. '{\"must\": [...]}'"
+    )
+    export.add_argument("--json", action="store_true", help="print a one-line JSON summary")
+    export.add_argument("--page-size", type=int, default=1000, help="points per scroll call (1..1000)")
+    export.add_argument(
+        "--consistency",
+        default="strong",
+        choices=["eventual", "session", "strong"],
+        help="read from each shard's primary (strong, the default) or any replica (eventual)",
+    )
+    export.add_argument("--timeout", type=float, default=None, help="seconds per page (default 60)")
+    export.set_defaults(func=_export)
 
     from quartz_cluster.chaos.faults import SCENARIOS
 
