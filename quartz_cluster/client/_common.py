@@ -58,6 +58,8 @@ class CollectionInfo:
     ef: int
     ready: bool
     shard_map: list[dict[str, Any]] = field(default_factory=list)
+    status: str = ""  # "ready", "creating", "restoring" or "restore failed: <reason>"
+    restore: str = ""  # restored from: "<backup id> in <repository>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -654,6 +656,8 @@ def parse_collection(info: quartz_pb2.CollectionInfo) -> CollectionInfo:
         ef_construction=c.hnsw.ef_construction,
         ef=c.hnsw.ef,
         ready=info.ready,
+        status=info.status,
+        restore=info.restore,
         shard_map=[
             {
                 "shard": s.shard,
@@ -664,4 +668,39 @@ def parse_collection(info: quartz_pb2.CollectionInfo) -> CollectionInfo:
             }
             for s in info.shards
         ],
+    )
+
+
+# ---------------------------------------------------------------- backups (DESIGN §13)
+
+
+def backup_request(repository, collections) -> quartz_pb2.BackupRequest:
+    return quartz_pb2.BackupRequest(
+        repository=text(repository, "repository"),
+        collections=[text(n, "collections") for n in (collections or ())],
+    )
+
+
+def restore_request(
+    repository, backup_id, collections, as_name, replication_factor, tenant
+) -> quartz_pb2.RestoreRequest:
+    return quartz_pb2.RestoreRequest(
+        repository=text(repository, "repository"),
+        backup_id=text(backup_id, "backup_id"),
+        collections=[text(n, "collections") for n in (collections or ())],
+        as_name=text(as_name or "", "as_name"),
+        replication_factor=uint(replication_factor or 0, "replication_factor", 0, 100),
+        tenant=text(tenant or "", "tenant"),
+    )
+
+
+def schedule_request(name, repository, interval_s, keep, collections) -> quartz_pb2.SetBackupScheduleRequest:
+    return quartz_pb2.SetBackupScheduleRequest(
+        schedule=quartz_pb2.BackupSchedule(
+            name=text(name, "name"),
+            repository=text(repository, "repository"),
+            interval_s=uint(interval_s, "interval_s", 1, 2**32 - 1),
+            keep=uint(keep, "keep", 1, 2**32 - 1),
+            collections=[text(n, "collections") for n in (collections or ())],
+        )
     )

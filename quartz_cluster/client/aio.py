@@ -333,3 +333,63 @@ class AsyncQuartzClient:
     async def verify_audit(self) -> dict:
         """Check every audit chain: {ok, records, chains, problems} (each problem names its record)."""
         return c.message_dict(await self._call("VerifyAudit", quartz_pb2.VerifyAuditRequest()))
+
+    # ------------------------------------------------------------------ backups (admin keys)
+
+    async def create_backup(self, repository: str, collections: Sequence[str] = ()) -> dict:
+        """Ask for a backup (file:///DIR or s3://BUCKET/PREFIX); the coordinator runs it.
+        Returns the job; poll `backup(id)` until its state is complete or failed."""
+        return c.message_dict(await self._call("CreateBackup", c.backup_request(repository, collections)))
+
+    async def backup(self, backup_id: str, repository: str = "") -> dict:
+        req = quartz_pb2.GetBackupRequest(
+            id=c.text(backup_id, "id"), repository=c.text(repository, "repository")
+        )
+        return c.message_dict(await self._call("GetBackup", req))
+
+    async def list_backups(self, repository: str = "") -> list[dict]:
+        req = quartz_pb2.ListBackupsRequest(repository=c.text(repository, "repository"))
+        return [c.message_dict(b) for b in (await self._call("ListBackups", req)).backups]
+
+    async def describe_backup(self, backup_id: str, repository: str = "") -> dict:
+        """The backup's manifest (schemas, per-shard epoch/LSN, files with sizes and checksums)."""
+        import orjson
+
+        req = quartz_pb2.DescribeBackupRequest(
+            id=c.text(backup_id, "id"), repository=c.text(repository, "repository")
+        )
+        return orjson.loads((await self._call("DescribeBackup", req)).manifest)
+
+    async def delete_backup(self, backup_id: str, repository: str = "") -> bool:
+        req = quartz_pb2.DeleteBackupRequest(
+            id=c.text(backup_id, "id"), repository=c.text(repository, "repository")
+        )
+        return (await self._call("DeleteBackup", req)).deleted
+
+    async def restore_backup(
+        self,
+        repository: str,
+        backup_id: str,
+        collections: Sequence[str] = (),
+        as_name: str = "",
+        replication_factor: int = 0,
+        tenant: str = "",
+    ) -> list[c.CollectionInfo]:
+        """Create the backup's collections (or those named; one under `as_name`), filled from the
+        backup. They are ready once every replica is restored: see describe_collection().status."""
+        req = c.restore_request(repository, backup_id, collections, as_name, replication_factor, tenant)
+        return [c.parse_collection(i) for i in (await self._call("RestoreBackup", req)).collections]
+
+    async def set_backup_schedule(
+        self, name: str, repository: str, interval_s: int, keep: int, collections: Sequence[str] = ()
+    ) -> dict:
+        req = c.schedule_request(name, repository, interval_s, keep, collections)
+        return c.message_dict(await self._call("SetBackupSchedule", req))
+
+    async def list_backup_schedules(self) -> list[dict]:
+        resp = await self._call("ListBackupSchedules", quartz_pb2.ListBackupSchedulesRequest())
+        return [c.message_dict(s) for s in resp.schedules]
+
+    async def delete_backup_schedule(self, name: str) -> bool:
+        req = quartz_pb2.DeleteBackupScheduleRequest(name=c.text(name, "name"))
+        return (await self._call("DeleteBackupSchedule", req)).deleted

@@ -20,6 +20,7 @@ import grpc
 
 from quartz_cluster import limits, logs
 from quartz_cluster.auth.cluster import ClusterCredentials, MemberIdentity
+from quartz_cluster.coordinator.backups import BackupRunner
 from quartz_cluster.coordinator.billing import Billing, BillingSettings
 from quartz_cluster.coordinator.reconcile import (
     Action,
@@ -133,6 +134,10 @@ class Coordinator:
         if self.settings.billing is not None and self.settings.credentials is not None:
             b = Billing(self.store, self.channels, self.settings.billing, lambda: self.leader_revision)
             billing = asyncio.create_task(b.run(lambda: self.view, deposed))
+        runner = BackupRunner(
+            self.store, self.channels, self.settings.coordinator_id, lambda: self.leader_revision
+        )
+        backups = asyncio.create_task(runner.run(lambda: self.view, deposed))
 
         async def on_state(revision: int, kvs) -> None:
             leader = next((kv for kv in kvs if kv.key == schema.LEADER), None)
@@ -168,9 +173,10 @@ class Coordinator:
             await self.store.follow(schema.ROOT, on_state, deposed)
         finally:
             relay.cancel()
+            deposed.set()
             if billing is not None:
-                deposed.set()
                 await billing
+            await backups
             self.is_leader.clear()
             self.leader_revision = None
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 
+import orjson
+
 from quartz_cluster.coordinator.placement import place_collection
 from quartz_cluster.errors import FailedPrecondition
 from quartz_cluster.meta import schema
@@ -161,6 +163,28 @@ class PurgeCollection:
 
 
 Action = PlaceShards | UpdateShard | PurgeCollection
+
+
+def shard_restore(collection_restore: str, shard: int) -> str:
+    """A shard record's restore source, from its collection's (empty: not restored)."""
+    if not collection_restore:
+        return ""
+    src = orjson.loads(collection_restore)
+    epochs = src.get("epochs") or []
+    return orjson.dumps(
+        {
+            "repository": src["repository"],
+            "backup": src["backup"],
+            "source": src["source"],
+            "shard": shard,
+            "epoch": epochs[shard] if shard < len(epochs) else 0,
+        }
+    ).decode()
+
+
+def restored_epoch(restore: str) -> int:
+    """The epoch a restored shard's data was cut in (0: not restored)."""
+    return int(orjson.loads(restore).get("epoch", 0)) if restore else 0
 
 
 def _primary_gone(view: ClusterView, rec: ShardRecord) -> bool:
@@ -348,6 +372,7 @@ def reconcile(view: ClusterView) -> list[Action]:
                 primary=nodes[0],
                 replicas=tuple(nodes),
                 in_sync=(),
+                restore=shard_restore(coll.restore, i),
             )
             for i, nodes in enumerate(placement)
         )
@@ -410,6 +435,9 @@ def reconcile(view: ClusterView) -> list[Action]:
                 primary = view.nodes.get(rec.primary)
                 if primary is None:
                     continue
-                new = replace(rec, epoch=1, in_sync=in_sync, primary_incarnation=primary.incarnation)
-                actions.append(UpdateShard(new, mod_rev, "replicas created"))
+                epoch = restored_epoch(rec.restore) + 1
+                new = replace(rec, epoch=epoch, in_sync=in_sync, primary_incarnation=primary.incarnation)
+                actions.append(
+                    UpdateShard(new, mod_rev, "replicas restored" if rec.restore else "replicas created")
+                )
     return actions

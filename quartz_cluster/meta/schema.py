@@ -247,6 +247,9 @@ class CollectionRecord(Record):
     ef_construction: int
     ef: int
     tenant: str = DEFAULT_TENANT
+    # restored from a backup: JSON {"repository", "backup", "source" (the backed-up collection
+    # id), "epochs" (per shard, the epoch its part was cut in)}; empty: a new, empty collection
+    restore: str = ""
 
     @property
     def qualified(self) -> str:
@@ -285,6 +288,10 @@ class ShardRecord(Record):
     replicas: tuple[str, ...]
     in_sync: tuple[InSync, ...] = field(default=())
     primary_incarnation: str = ""  # the primary node's process incarnation when it was appointed
+    # a shard restored from a backup: JSON {"repository", "backup", "source", "epoch"}; each
+    # replica is filled from the backup's part before it reports, and the first epoch is above
+    # the part's (epochs only grow along a shard's log)
+    restore: str = ""
 
     @property
     def ready(self) -> bool:

@@ -76,6 +76,7 @@ async def serve(settings: NodeSettings) -> None:
     budget = NodeBudget(settings.node_id, settings.memory_bytes_max, raise_fd_limit())
     registry.budget = budget
     service = NodeService(registry)
+    service.node_id = settings.node_id  # named in backup parts
     service.budget = budget
     server, port, health = build_server(
         settings.listen,

@@ -6,12 +6,22 @@ stale map stopped listing it)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import shutil
+import time
+import uuid
 from dataclasses import replace
 
+import orjson
+
 from quartz_cluster.auth.cluster import ClusterCredentials, MemberIdentity
+from quartz_cluster.backup import manifest as backup_manifest
+from quartz_cluster.backup import shard as backup_shard
+from quartz_cluster.backup.repository import open_repository
 from quartz_cluster.coordinator.reconcile import ClusterView
-from quartz_cluster.errors import ResourceExhausted
+from quartz_cluster.errors import QuartzError, ResourceExhausted
 from quartz_cluster.meta import schema
 from quartz_cluster.meta.lease import DEFAULT_TTL_S, LeaseKeeper
 from quartz_cluster.meta.store import EtcdStore
@@ -59,6 +69,8 @@ class ClusterMember:
         self._tombstoned_at: dict[tuple[str, int], float] = {}
         self.view: ClusterView | None = None  # the shard map as last seen
         self._refused: dict[tuple[str, int], str] = {}  # replicas the node's budget refused (logged once)
+        self._restores: dict[tuple[str, int], asyncio.Task] = {}  # replicas being restored from a backup
+        self._restore_failed: dict[tuple[str, int], str] = {}
 
     def placed(self, collection_id: str, shard: int) -> bool:
         """The shard map names this node as a replica of the shard of a live collection."""
@@ -76,6 +88,8 @@ class ClusterMember:
 
     async def stop(self) -> None:
         self._stop.set()
+        for task in list(self._restores.values()):
+            task.cancel()
         if self._task is not None:
             await self._task
         for replica in self.registry.shards.values():
@@ -114,6 +128,9 @@ class ClusterMember:
                     and view.replica_tombstones.get((cid, shard, self.node_id)) == local.incarnation
                 ):
                     continue  # re-assigned here after a move: the old copy goes first, then a fresh one
+                if (cid, shard) not in self.registry.shards and rec.restore:
+                    self._start_restore(rec)  # reported once its data is in place
+                    continue
                 if (cid, shard) not in self.registry.shards:
                     try:
                         await self.registry.create(
@@ -136,6 +153,52 @@ class ClusterMember:
                     log.info("replica reported", extra={"shard": f"{cid}/{shard}"})
                 if rec.in_sync:
                     self._apply_role(replica, rec, view)
+
+    def _start_restore(self, rec: schema.ShardRecord) -> None:
+        key = (rec.collection_id, rec.shard)
+        if key in self._restores or key in self._restore_failed:
+            return
+        task = asyncio.create_task(self._restore(rec))
+        self._restores[key] = task
+        task.add_done_callback(lambda _t, key=key: self._restores.pop(key, None))
+
+    async def _restore(self, rec: schema.ShardRecord) -> None:
+        """Fill a new replica from a backup's part, then create it (the next pass reports it).
+        A failure is reported as the replica's state, naming the reason (e.g. a corrupt object),
+        and not retried: the restore fails as a whole."""
+        cid, shard = rec.collection_id, rec.shard
+        src = orjson.loads(rec.restore)
+        staging = os.path.join(self.registry.restoring_dir(), f"{cid}-{shard}-{uuid.uuid4().hex[:8]}")
+        t0 = time.monotonic()
+        try:
+            repo = open_repository(src["repository"])
+            raw = await asyncio.to_thread(
+                repo.get_bytes, backup_manifest.part_key(src["backup"], src["source"], src["shard"])
+            )
+            part = backup_manifest.check_part(orjson.loads(raw), f"part {src['source']}/{src['shard']}")
+            await asyncio.to_thread(backup_shard.download_part, part, repo, staging)
+            spec = ShardSpec(cid, shard, rec.dim, rec.metric, rec.m, rec.ef_construction, rec.ef)
+            await self.registry.create(spec, restored_from=staging)
+            log.info(
+                "replica restored",
+                extra={
+                    "shard": f"{cid}/{shard}",
+                    "backup": src["backup"],
+                    "lsn": part["lsn"],
+                    "seconds": round(time.monotonic() - t0, 3),
+                },
+            )
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, QuartzError) else f"{type(exc).__name__}: {exc}"
+            self._restore_failed[(cid, shard)] = reason
+            log.error("restore failed", extra={"shard": f"{cid}/{shard}", "error": reason})
+            with contextlib.suppress(Exception):
+                await self.store.put(
+                    schema.replica_key(cid, shard, self.node_id),
+                    schema.ReplicaRecord(self.node_id, "", f"failed: {reason}"[:2000]).to_json(),
+                )
+        finally:
+            await asyncio.to_thread(shutil.rmtree, staging, True)
 
     def _apply_role(self, replica: ShardReplica, rec: schema.ShardRecord, view: ClusterView) -> None:
         """Make the replica primary or follower as the shard map says (DESIGN §5)."""

@@ -14,6 +14,7 @@ import os
 import shutil
 import uuid
 
+from quartz_cluster.backup import shard as backup_shard
 from quartz_cluster.errors import AlreadyExists, NotFound
 from quartz_cluster.node import memory
 from quartz_cluster.node.hnsw_index import fsync_path
@@ -53,6 +54,7 @@ class ShardRegistry:
     async def open_all(self) -> None:
         os.makedirs(self.root, exist_ok=True)
         shutil.rmtree(self.trash, ignore_errors=True)
+        shutil.rmtree(self.restoring_dir(), ignore_errors=True)  # restores cut short by a crash
         for cid in sorted(os.listdir(self.root)):
             for num in sorted(os.listdir(os.path.join(self.root, cid))):
                 path = os.path.join(self.root, cid, num)
@@ -63,6 +65,7 @@ class ShardRegistry:
                     continue
                 with open(spec_path, "rb") as f:
                     spec = ShardSpec.from_json(f.read())
+                backup_shard.clean_staging(path)
                 replica = ShardReplica(path, spec, self.options)
                 replica.incarnation = _incarnation(path)
                 how = await asyncio.to_thread(replica.load)
@@ -84,7 +87,13 @@ class ShardRegistry:
             raise NotFound(f"shard {collection_id}/{shard} is not hosted on this node", "ref")
         return replica
 
-    async def create(self, spec: ShardSpec) -> bool:
+    def restoring_dir(self) -> str:
+        """Where replicas restored from a backup are assembled before they are opened."""
+        return os.path.join(self.data_dir, "restoring")
+
+    async def create(self, spec: ShardSpec, restored_from: str | None = None) -> bool:
+        """Create a replica: empty, or (restored_from) from a directory holding a backup's db/
+        and ckpt/ (on this filesystem), which becomes the replica's."""
         async with self._lock:
             existing = self.shards.get((spec.collection_id, spec.shard))
             if existing is not None:
@@ -95,7 +104,11 @@ class ShardRegistry:
                 self.budget.check_replica(len(self.shards), spec.dim, spec.m)
             path = self._dir(spec.collection_id, spec.shard)
             shutil.rmtree(path, ignore_errors=True)
-            os.makedirs(path)
+            if restored_from is not None:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                os.replace(restored_from, path)
+            else:
+                os.makedirs(path)
             replica = ShardReplica(path, spec, self.options)
             replica.incarnation = _incarnation(path)
             await asyncio.to_thread(replica.load)

@@ -20,6 +20,7 @@ from quartz_cluster.auth import access, admin
 from quartz_cluster.auth.access import Action, Principal
 from quartz_cluster.auth.authenticator import Authenticator
 from quartz_cluster.auth.cluster import ClusterCredentials
+from quartz_cluster.backup import catalog
 from quartz_cluster.billing import invoice, plans
 from quartz_cluster.errors import (
     AlreadyExists,
@@ -118,6 +119,8 @@ def collection_info(coll: CollectionRecord, shardmap: ShardMap) -> quartz_pb2.Co
             )
             for s, r in sorted(shards.items())
         ],
+        restore=catalog.restore_source(coll),
+        status=catalog.restore_status(coll, shardmap.view, shardmap.ready(coll)),
     )
 
 

@@ -1,0 +1,230 @@
+"""One shard's part of a backup, on the node that holds its primary, and its restore on a node
+that will hold a replica (ADR 17).
+
+Cut: a job of the shard's writer (no write, append, checkpoint or install meanwhile) takes a
+RocksDB checkpoint (hard links of the immutable SST files after a flush) and hard links of the
+newest index checkpoint into a staging directory. Every write acknowledged before the job ran
+was applied by then (a primary acknowledges after applying), and a RocksDB checkpoint is one
+consistent state: every batch is in it whole or not at all. The job takes milliseconds, so
+writes pause only that long; the copy runs afterwards, outside the writer.
+
+Copy: each file is named in the repository by its SHA-256 and copied only if that object is
+not there yet. SST files never change, so after the first backup only the files RocksDB wrote
+since are copied; their hashes are remembered per node (`HashCache`) so unchanged files are
+not even re-read. The index checkpoint is large and rewritten whenever the node checkpoints;
+an incremental backup reuses its parent's index instead when the cut's log still reaches back
+to it (a restore loads it and replays the log, as a node restart does).
+
+Restore: every file is downloaded into a staging directory and its SHA-256 checked; a file
+whose content does not match its object refuses the restore, naming the object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import os
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+import orjson
+import rocksdict
+
+from quartz_cluster.backup import manifest
+from quartz_cluster.backup.repository import Repository, object_key, sha256_file
+from quartz_cluster.errors import FailedPrecondition
+from quartz_cluster.node.shard.storage import K_EPOCH
+
+CACHE_FILE = "backup-hashes.json"
+STAGING_PREFIX = "backup-staging-"
+FRESH_CHECKPOINT_FRACTION = 4  # cut a fresh index checkpoint if this fraction of its interval was written
+
+
+class CorruptObject(FailedPrecondition):
+    """An object's content does not match its name (SHA-256)."""
+
+
+@dataclass(slots=True)
+class Cut:
+    dir: str
+    lsn: int
+    epoch: int
+    count: int
+    history: str
+    index_lsn: int  # 0: no index checkpoint in the cut
+    reuse_index: dict | None  # the parent's index, still reachable through the cut's log
+
+
+def _identity(db_path: str) -> str:
+    try:
+        with open(os.path.join(db_path, "IDENTITY")) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def clean_staging(shard_path: str) -> None:
+    """Remove staging directories a crashed backup left behind."""
+    for path in glob.glob(os.path.join(shard_path, STAGING_PREFIX + "*")):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def cut(replica, parent: dict | None) -> Cut:
+    """Blocking; run inside a writer job of `replica` (a ShardReplica)."""
+    store, checkpoints = replica.store, replica.checkpoints
+    applied = replica.state.applied_lsn
+    every = replica.options.checkpoint_every_points
+    stale = checkpoints.lsn == 0 or replica.points_since_checkpoint >= max(
+        1, every // FRESH_CHECKPOINT_FRACTION
+    )
+    reusable = parent is not None and _parent_index_reachable(store, parent, applied, store.history().hex())
+    if applied and stale and not reusable:
+        replica._checkpoint()  # restore loads an index instead of rebuilding it from rows
+    staging = os.path.join(replica.path, f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}")
+    os.makedirs(os.path.join(staging, "ckpt"))
+    rocksdict.Checkpoint(store.db).create_checkpoint(os.path.join(staging, "db"))
+    history = store.history().hex()
+    index_lsn = 0
+    reuse = parent["index"] if parent and _parent_index_reachable(store, parent, applied, history) else None
+    if reuse is None and checkpoints.lsn and checkpoints.lsn <= applied:
+        base = os.path.join(checkpoints.dir, f"ckpt-{checkpoints.lsn:020d}")
+        for ext in (".hnsw", ".state"):
+            os.link(base + ext, os.path.join(staging, "ckpt", os.path.basename(base) + ext))
+        index_lsn = checkpoints.lsn
+    return Cut(
+        dir=staging,
+        lsn=applied,
+        epoch=max(store.meta(K_EPOCH), store.last_epoch, replica.epoch),
+        count=len(replica.state.label_of),
+        history=history,
+        index_lsn=index_lsn,
+        reuse_index=reuse,
+    )
+
+
+def _parent_index_reachable(store, parent: dict, applied: int, history: str) -> bool:
+    """The parent's index checkpoint can start this cut's restore: same history, not after the
+    cut, and the log holds every entry after it up to the cut."""
+    index = parent.get("index")
+    if not index or parent.get("history") != history or index["lsn"] > applied:
+        return False
+    lsn = index["lsn"]
+    return lsn == applied or (lsn >= store.log_start and store.entry_epoch(lsn + 1) >= 0)
+
+
+class HashCache:
+    """SHA-256 of files already hashed, keyed by (database identity, name, size, mtime): SST
+    files never change once written, so a hit is never stale. Kept in the shard directory."""
+
+    def __init__(self, shard_path: str) -> None:
+        self.path = os.path.join(shard_path, CACHE_FILE)
+        self.lock = threading.Lock()
+        try:
+            with open(self.path, "rb") as f:
+                self.entries: dict[str, str] = orjson.loads(f.read())
+        except (OSError, ValueError):
+            self.entries = {}
+        self.used: dict[str, str] = {}
+
+    def sha256(self, identity: str, path: str) -> str:
+        st = os.stat(path)
+        key = f"{identity}/{os.path.basename(path)}/{st.st_size}/{st.st_mtime_ns}"
+        with self.lock:
+            found = self.entries.get(key)
+        if found is None:
+            found = sha256_file(path)
+        with self.lock:
+            self.used[key] = found
+        return found
+
+    def save(self) -> None:
+        """Keep only what this backup used (the files of the current database)."""
+        tmp = self.path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(orjson.dumps(self.used))
+        os.replace(tmp, self.path)
+
+
+def copy_cut(
+    c: Cut, replica_path: str, db_path: str, repo: Repository, node: str, ref: tuple[str, int]
+) -> dict:
+    """Copy the cut's files that the repository lacks; returns the shard's part. Blocking."""
+    t0 = time.monotonic()
+    cache = HashCache(replica_path)
+    identity = _identity(db_path)
+    copied = 0
+
+    def one(sub: str, name: str, use_cache: bool) -> dict:
+        nonlocal copied
+        path = os.path.join(c.dir, sub, name)
+        size = os.path.getsize(path)
+        digest = cache.sha256(identity, path) if use_cache and name.endswith(".sst") else sha256_file(path)
+        if repo.size(object_key(digest)) != size:
+            repo.put_file(object_key(digest), path)
+            copied += size
+        return {"path": f"{sub}/{name}", "object": digest, "size": size}
+
+    files = [one("db", n, True) for n in sorted(os.listdir(os.path.join(c.dir, "db")))]
+    if c.reuse_index is not None:
+        index = c.reuse_index
+    elif c.index_lsn:
+        index = {
+            "lsn": c.index_lsn,
+            "files": [one("ckpt", n, False) for n in sorted(os.listdir(os.path.join(c.dir, "ckpt")))],
+        }
+    else:
+        index = None
+    with contextlib.suppress(OSError):
+        cache.save()
+    part = {
+        "collection_id": ref[0],
+        "shard": ref[1],
+        "lsn": c.lsn,
+        "epoch": c.epoch,
+        "count": c.count,
+        "history": c.history,
+        "node": node,
+        "files": files,
+        "index": index,
+        "bytes_copied": copied,
+        "seconds": round(time.monotonic() - t0, 3),
+    }
+    return manifest.check_part(part, f"shard {ref[0]}/{ref[1]}")
+
+
+async def backup_replica(replica, repo: Repository, node: str, parent: dict | None, check) -> dict:
+    """Cut (a writer job; `check()` raises unless this replica may serve it, checked inside the
+    job) and copy (outside it). The staging directory is removed whatever happens."""
+
+    async def job() -> Cut:
+        check()
+        return await asyncio.to_thread(cut, replica, parent)
+
+    c = await replica.exclusive("backup", job)
+    try:
+        ref = (replica.spec.collection_id, replica.spec.shard)
+        return await asyncio.to_thread(copy_cut, c, replica.path, replica.store.db_path, repo, node, ref)
+    finally:
+        await asyncio.to_thread(shutil.rmtree, c.dir, True)
+
+
+def download_part(part: dict, repo: Repository, into: str, progress=None) -> None:
+    """Fetch every file of a part into `into` (db/ and ckpt/), checking each one's SHA-256.
+    Blocking. CorruptObject names the first object whose content is not what its name says."""
+    os.makedirs(os.path.join(into, "db"), exist_ok=True)
+    os.makedirs(os.path.join(into, "ckpt"), exist_ok=True)
+    for f in manifest.part_files(part):
+        key = object_key(f["object"])
+        got = repo.get_file(key, os.path.join(into, *f["path"].split("/")))
+        if got != f["object"]:
+            raise CorruptObject(
+                f"backup object {key} ({f['path']} of shard {part['collection_id']}/{part['shard']}) "
+                f"is corrupt: its content hashes to {got}",
+                "backup",
+            )
+        if progress is not None:
+            progress(f["size"])
