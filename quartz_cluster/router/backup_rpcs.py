@@ -176,8 +176,8 @@ class BackupRpcs:
         await asyncio.to_thread(catalog.check_objects, repo, m, chosen)
         for rec in plan.collections:
             capacity.check_create(view, rec.tenant, rec.shards, rec.replication_factor, rec.dim, rec.m)
-        t = self.store.txn
         await self.store.client()
+        t = self.store.txn
         for tenant in plan.tenants:
             key = schema.tenant_key(tenant.name)
             await self.store.transaction(compare=[t.create(key) == 0], success=[t.put(key, tenant.to_json())])
