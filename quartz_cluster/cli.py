@@ -311,20 +311,23 @@ def _drain(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     import orjson
 
+    from quartz_cluster.backup import jobs as backup_jobs
     from quartz_cluster.coordinator.reconcile import ClusterView
     from quartz_cluster.meta import schema
     from quartz_cluster.meta.store import EtcdStore
 
-    async def snapshot() -> tuple[ClusterView, list[dict]]:
+    async def snapshot() -> tuple[ClusterView, list[dict], list[dict]]:
         store = EtcdStore(_etcd(args), _etcd_auth(args))
         try:
             rev, kvs = await store.list(schema.ROOT)
-            return ClusterView.from_kvs(rev, kvs), coordinators_of(kvs)
+            _, sched_kvs = await store.list(backup_jobs.SCHEDULES)
+            _, job_kvs = await store.list(backup_jobs.JOBS)
+            return ClusterView.from_kvs(rev, kvs), coordinators_of(kvs), backups_of(sched_kvs, job_kvs)
         finally:
             await store.close()
 
     try:
-        view, coordinators = asyncio.run(snapshot())
+        view, coordinators, backups = asyncio.run(snapshot())
     except (OSError, aetcd_errors().ClientError) as exc:
         raise CliError(f"cannot read the cluster from etcd at {_etcd(args)}: {exc}") from None
     known = set(view.nodes) | {
@@ -357,7 +360,7 @@ def _status(args: argparse.Namespace) -> int:
         for n in sorted(known)
     ]
     if args.json:
-        out = {"coordinators": coordinators, "nodes": nodes, "shards": shards}
+        out = {"coordinators": coordinators, "nodes": nodes, "shards": shards, "backup_schedules": backups}
         print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
         return 0
     from rich.console import Console
@@ -395,7 +398,44 @@ def _status(args: argparse.Namespace) -> int:
             ",".join(s["in_sync"]) or "[yellow](creating)[/]",
         )
     console.print(t)
+    if backups:
+        t = Table(title="backup schedules", title_justify="left")
+        for col in ("schedule", "every", "keep", "repository", "last backup", "state"):
+            t.add_column(col)
+        for b in backups:
+            t.add_row(
+                b["name"],
+                f"{b['interval_s']} s",
+                str(b["keep"]),
+                b["repository"],
+                b["last_backup"] or "-",
+                b["last_state"] or "-",
+            )
+        console.print(t)
     return 0
+
+
+def backups_of(schedule_kvs, job_kvs) -> list[dict]:
+    """Each backup schedule and its latest job, from etcd listings."""
+    from quartz_cluster.backup import jobs
+
+    all_jobs = [jobs.Job.from_json(kv.value) for kv in job_kvs]
+    out = []
+    for kv in schedule_kvs:
+        s = jobs.Schedule.from_json(kv.value)
+        mine = sorted((j for j in all_jobs if j.schedule == s.name), key=lambda j: j.requested_at)
+        last = mine[-1] if mine else None
+        out.append(
+            {
+                "name": s.name,
+                "interval_s": s.interval_s,
+                "keep": s.keep,
+                "repository": s.repository,
+                "last_backup": last.id if last else "",
+                "last_state": last.state if last else "",
+            }
+        )
+    return out
 
 
 def coordinators_of(kvs) -> list[dict]:
