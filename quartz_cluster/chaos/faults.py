@@ -261,6 +261,57 @@ def lose_node(cluster: LocalCluster, collection: str, rng: random.Random) -> Inj
     return Injected("lose-node", node.name, lambda: None)
 
 
+def _leader_coordinator(cluster: LocalCluster):
+    """The coordinator process holding the leader key (None if none does)."""
+    import asyncio
+
+    from quartz_cluster.auth.cluster import ClusterCredentials
+    from quartz_cluster.cluster import read_cluster_file
+    from quartz_cluster.meta import schema
+    from quartz_cluster.meta.store import EtcdStore
+
+    async def get() -> str:
+        store = EtcdStore(
+            read_cluster_file(str(cluster.data_dir))["etcd"],
+            ClusterCredentials.load(cluster.data_dir).etcd_auth,
+        )
+        try:
+            kv = await store.get(schema.LEADER)
+            return schema.LeaderRecord.from_json(kv.value).id if kv else ""
+        finally:
+            await store.close()
+
+    name = asyncio.run(get())
+    return next((p for p in cluster.coordinators if p.name == name and p.alive()), None)
+
+
+def backup_under_faults(cluster: LocalCluster, collection: str, rng: random.Random) -> Injected:
+    """A backup asked for while the workload writes; then a shard primary SIGKILLed, then the
+    leader coordinator. The runner checks each such backup afterwards: complete and holding every
+    write acknowledged before it was asked for (restored under another name), or failed and not
+    listed (chaos/README.md)."""
+    history = cluster.history
+    with history.lock:
+        before = set(history.acked)
+    with cluster.client(timeout=60) as c:
+        job = c.create_backup(f"file://{cluster.data_dir}/backups", [collection])
+    node = _primary(cluster, collection, rng)
+    node.kill()
+    time.sleep(0.5)
+    leader = _leader_coordinator(cluster)
+    if leader is not None:
+        leader.kill()
+    cluster.backups = [*getattr(cluster, "backups", []), {"id": job["id"], "acked_before": before}]
+
+    def heal() -> None:
+        node.start()
+        if leader is not None:
+            leader.start()
+
+    killed = f"{node.name}, then {leader.name}" if leader is not None else node.name
+    return Injected("backup-under-faults", f"backup {job['id']}; killed {killed}", heal)
+
+
 FAULTS = {
     "kill-primary": kill_primary,
     "kill-random": kill_random,
@@ -273,6 +324,7 @@ FAULTS = {
     "drain": drain,
     "heavy-load": heavy_load,
     "lose-node": lose_node,
+    "backup-under-faults": backup_under_faults,
 }
 NEEDS_NETWORK = {"partition"}  # faults that need the fronts in place before the cluster starts
 SCENARIOS = {name: [name] for name in FAULTS} | {

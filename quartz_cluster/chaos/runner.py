@@ -71,6 +71,7 @@ def run(cfg: ChaosConfig, say=print) -> dict:
     )
     cluster.network = net
     history = History()
+    cluster.history = history  # faults that need to know what was acknowledged when
     say(
         f"chaos {cfg.scenario}: seed {cfg.seed}, {cfg.duration_s:g} s, {cfg.nodes} nodes, "
         f"{cfg.shards} shards x RF {cfg.rf}; output in {out}"
@@ -95,6 +96,9 @@ def run(cfg: ChaosConfig, say=print) -> dict:
         if lost:  # every shard back to its replication factor, counted from the loss
             report["replication_restored_after_s"] = round(done[0] - lost[0], 2) if done else None
         report["heavy_load"] = getattr(cluster, "heavy_stats", [])
+        if getattr(cluster, "backups", None):
+            report["backups"] = _check_backups(cluster, history)
+            report["passed"] = report["passed"] and all(b["passed"] for b in report["backups"])
         if "heavy-load" in SCENARIOS[cfg.scenario] and cfg.scenario == "heavy-load":
             # no fault but load: any failover is a false one (a lease lost under load)
             report["false_failovers"] = report["epoch_bumps"]
@@ -110,6 +114,54 @@ def run(cfg: ChaosConfig, say=print) -> dict:
     _write(out, cfg, history, report)
     say(summary(report))
     return report
+
+
+BACKUP_WAIT_S = 300.0
+
+
+def _check_backups(cluster: LocalCluster, h: History) -> list[dict]:
+    """Each backup a fault asked for: complete, and a restore of it (under another name) holds
+    every write acknowledged before it was asked for, bit for bit; or failed, with no manifest,
+    and not listed as complete."""
+    from quartz_cluster.backup import manifest
+    from quartz_cluster.backup.repository import open_repository
+
+    out = []
+    with cluster.client(timeout=60) as c:
+        for i, b in enumerate(cluster.backups):
+            deadline = time.monotonic() + BACKUP_WAIT_S
+            job = c.backup(b["id"])
+            while job["state"] in ("pending", "running") and time.monotonic() < deadline:
+                time.sleep(0.5)
+                job = c.backup(b["id"])
+            result = {"id": b["id"], "state": job["state"], "error": job["error"], "passed": False}
+            repo = open_repository(job["repository"])
+            listed = {j["id"] for j in c.list_backups(job["repository"]) if j["state"] == "complete"}
+            if job["state"] == "failed":
+                result["passed"] = repo.size(manifest.manifest_key(b["id"])) is None and b["id"] not in listed
+            elif job["state"] == "complete":
+                name = f"restored-{i}"
+                c.restore_backup(job["repository"], b["id"], [COLLECTION], as_name=name)
+                while c.describe_collection(name).status != "ready" and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                want = sorted(b["acked_before"])
+                got: dict[str, np.ndarray] = {}
+                for start in range(0, len(want), 5000):
+                    for p in c.get(
+                        name, want[start : start + 5000], with_payload=False, consistency="strong"
+                    ):
+                        got[p.id] = p.vector
+                missing = [pid for pid in want if pid not in got]
+                wrong = [pid for pid in got if not np.array_equal(got[pid], h.vectors[pid])]
+                result.update(
+                    acknowledged_before=len(want),
+                    missing=missing[:20],
+                    wrong=wrong[:20],
+                    passed=not missing and not wrong and b["id"] in listed,
+                )
+                c.drop_collection(name)
+            out.append(result)
+    return out
 
 
 def _epoch_bumps(cluster: LocalCluster) -> int:
@@ -299,6 +351,14 @@ def summary(r: dict) -> str:
         f"  converged after {r['converged_after_s']} s; divergent shards {r['divergent_shards'] or 'none'}; "
         f"recall@10 after convergence {r['recall_at_10_after']}",
     ]
+    for b in r.get("backups", []):
+        detail = (
+            f"{b['acknowledged_before']} writes acknowledged before it, {len(b['missing'])} missing "
+            f"from its restore, {len(b['wrong'])} wrong"
+            if b["state"] == "complete"
+            else f"failed ({b['error']}), not listed"
+        )
+        lines.append(f"  backup {b['id']}: {b['state']}, {detail}: {'ok' if b['passed'] else 'FAIL'}")
     if "replication_restored_after_s" in r:
         lines.append(
             f"  replication factor restored {r['replication_restored_after_s']} s after the node was lost"

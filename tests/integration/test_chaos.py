@@ -56,6 +56,21 @@ def test_losing_a_node_for_good_keeps_writes_going_and_restores_the_replication_
     assert report["converged_after_s"] is not None
 
 
+def test_backup_under_faults_is_complete_and_whole_or_failed_and_unlisted(tmp_path):
+    """backup-under-faults: a backup while the workload writes, then its shard primary and the
+    leader coordinator SIGKILLed. Each backup ends complete (a restore holds every write
+    acknowledged before it was asked for) or failed without a manifest."""
+    report = run(
+        ChaosConfig("backup-under-faults", duration_s=14, seed=3, out_dir=str(tmp_path / "bk")),
+        say=lambda _: None,
+    )
+    assert report["passed"] and report["lost"] == [], report
+    assert report["backups"] and all(b["passed"] for b in report["backups"]), report["backups"]
+    for b in report["backups"]:
+        if b["state"] == "complete":
+            assert b["acknowledged_before"] > 0 and b["missing"] == [] and b["wrong"] == []
+
+
 def test_the_heaviest_accepted_requests_cause_no_false_failover(tmp_path):
     report = run(
         ChaosConfig("heavy-load", duration_s=20, seed=7, out_dir=str(tmp_path / "heavy")), say=lambda _: None
