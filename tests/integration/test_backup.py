@@ -23,6 +23,7 @@ import pytest
 from quartz_cluster import errors
 from quartz_cluster.backup import manifest
 from quartz_cluster.backup.repository import object_key
+from quartz_cluster.client import QuartzClient
 from quartz_cluster.cluster import LocalCluster
 
 pytestmark = pytest.mark.integration
@@ -201,3 +202,13 @@ def test_unwritable_target_is_refused_before_any_job(tmp_path):
         with pytest.raises(errors.NotFound, match="collections"):
             client.create_backup(f"file://{tmp_path}/ok", ["nope"])
         assert client.list_backups() == []
+        # backups are the cluster admin's: a tenant's own admin key may not take or restore one
+        client.create_tenant("acme")
+        key, _ = client.create_key(tenant="acme", role="tenant-admin")
+        with QuartzClient(c.router_address, api_key=key, timeout=30) as tenant_client:
+            with pytest.raises(errors.PermissionDenied):
+                tenant_client.create_backup(f"file://{tmp_path}/ok")
+            with pytest.raises(errors.PermissionDenied):
+                tenant_client.list_backups()
+            with pytest.raises(errors.PermissionDenied):
+                tenant_client.restore_backup(f"file://{tmp_path}/ok", "b1")
