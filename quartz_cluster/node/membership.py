@@ -128,7 +128,9 @@ class ClusterMember:
                     and view.replica_tombstones.get((cid, shard, self.node_id)) == local.incarnation
                 ):
                     continue  # re-assigned here after a move: the old copy goes first, then a fresh one
-                if (cid, shard) not in self.registry.shards and rec.restore:
+                if (cid, shard) not in self.registry.shards and rec.restore and not rec.in_sync:
+                    # a restore's own replicas; once the shard is live, a new replica (a repair or a
+                    # move) starts empty and catches up from the primary like any other
                     self._start_restore(rec)  # reported once its data is in place
                     continue
                 if (cid, shard) not in self.registry.shards:
