@@ -4,6 +4,8 @@ A part is what one shard's primary cut and copied:
   {"collection_id", "shard", "lsn", "epoch", "count", "history", "node", "seconds",
    "files": [{"path": "db/000012.sst", "object": SHA256, "size": N}, ...],   the RocksDB cut
    "index": {"lsn": C, "files": [...]} | null,   the HNSW checkpoint restore starts from
+   "log": [{"path": "log/<from>-<to>.seg", ...}],  an incremental part: the log entries since
+                                                 its base (files + index, cut at an earlier LSN)
    "bytes_copied": N}                            what this part copied (the rest was present)
 
 The manifest lists the backed-up collections (schemas and their parts), the tenants they
@@ -23,7 +25,7 @@ from quartz_cluster.errors import FailedPrecondition, InvalidArgument
 FORMAT = 1
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
-_PATH_RE = re.compile(r"(db|ckpt)/[A-Za-z0-9._-]{1,128}")
+_PATH_RE = re.compile(r"(db|ckpt|log)/[A-Za-z0-9._-]{1,128}")
 
 
 def new_backup_id(now: float | None = None, prefix: str = "") -> str:
@@ -47,7 +49,7 @@ def part_key(backup_id: str, collection_id: str, shard: int) -> str:
 
 def part_files(part: dict) -> list[dict]:
     """Every file a part needs: its RocksDB cut and its index checkpoint."""
-    return [*part["files"], *(part["index"]["files"] if part.get("index") else [])]
+    return [*part["files"], *(part["index"]["files"] if part.get("index") else []), *part.get("log", [])]
 
 
 def check_part(part: object, where: str) -> dict:

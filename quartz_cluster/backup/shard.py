@@ -40,6 +40,8 @@ from quartz_cluster.errors import FailedPrecondition
 from quartz_cluster.node.shard.storage import K_EPOCH
 
 CACHE_FILE = "backup-hashes.json"
+LOG_FRACTION_MAX = 0.25  # log segments beyond this fraction of the base's bytes: cut a new base
+LOG_READ_ENTRIES = 256
 STAGING_PREFIX = "backup-staging-"
 FRESH_CHECKPOINT_FRACTION = 4  # cut a fresh index checkpoint if this fraction of its interval was written
 
@@ -57,6 +59,8 @@ class Cut:
     history: str
     index_lsn: int  # 0: no index checkpoint in the cut
     reuse_index: dict | None  # the parent's index, still reachable through the cut's log
+    segment: str = ""  # log mode: the file of log entries after the parent's cut (in dir/log)
+    parent: dict | None = None  # log mode: the part whose base and segments this one extends
 
 
 def _identity(db_path: str) -> str:
@@ -73,10 +77,71 @@ def clean_staging(shard_path: str) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def _log_segment(store, parent: dict, applied: int, history: str, path: str) -> bool:
+    """Write the log entries after the parent's cut up to `applied` to `path` (each a 4-byte
+    length and a LogEntry), if the log still holds them and they stay small next to the parent's
+    base. False: take a new base instead."""
+    if parent.get("history") != history or parent["lsn"] > applied:
+        return False
+    start = parent["lsn"]
+    if start < applied and (start < store.log_start or store.entry_epoch(start + 1) < 0):
+        return False
+    base_bytes = sum(f["size"] for f in parent["files"])
+    budget = LOG_FRACTION_MAX * base_bytes - sum(f["size"] for f in parent.get("log", []))
+    written, lsn = 0, start
+    with open(path, "wb") as out:
+        while lsn < applied:
+            raws = store.read_log(lsn + 1, LOG_READ_ENTRIES, upto=applied)
+            if not raws:
+                return False
+            for raw in raws:
+                out.write(len(raw).to_bytes(4, "big"))
+                out.write(raw)
+                written += 4 + len(raw)
+            lsn += len(raws)
+            if written > budget:
+                return False
+    return True
+
+
+def read_segment(path: str):
+    """The serialized LogEntry records of a segment file, in order."""
+    with open(path, "rb") as f:
+        while head := f.read(4):
+            n = int.from_bytes(head, "big")
+            raw = f.read(n)
+            if len(raw) != n:
+                raise CorruptObject(f"log segment {os.path.basename(path)} is truncated", "backup")
+            yield raw
+
+
 def cut(replica, parent: dict | None) -> Cut:
-    """Blocking; run inside a writer job of `replica` (a ShardReplica)."""
+    """Blocking; run inside a writer job of `replica` (a ShardReplica). With a parent whose cut
+    the log still reaches back to, the cut is the log entries since it (a segment: what changed,
+    nothing else); otherwise a new base (RocksDB checkpoint and index checkpoint)."""
     store, checkpoints = replica.store, replica.checkpoints
     applied = replica.state.applied_lsn
+    history = store.history().hex()
+    if parent is not None and parent.get("files"):
+        staging = os.path.join(replica.path, f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}")
+        os.makedirs(os.path.join(staging, "log"))
+        name = f"{parent['lsn']:020d}-{applied:020d}.seg"
+        if _log_segment(store, parent, applied, history, os.path.join(staging, "log", name)):
+            if applied == parent["lsn"]:
+                os.remove(os.path.join(staging, "log", name))
+                name = ""
+            return Cut(
+                dir=staging,
+                lsn=applied,
+                epoch=max(store.meta(K_EPOCH), store.last_epoch, replica.epoch),
+                count=len(replica.state.label_of),
+                history=history,
+                index_lsn=0,
+                reuse_index=None,
+                segment=name,
+                parent=parent,
+            )
+        shutil.rmtree(staging, ignore_errors=True)
     every = replica.options.checkpoint_every_points
     stale = checkpoints.lsn == 0 or replica.points_since_checkpoint >= max(
         1, every // FRESH_CHECKPOINT_FRACTION
@@ -87,7 +152,6 @@ def cut(replica, parent: dict | None) -> Cut:
     staging = os.path.join(replica.path, f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}")
     os.makedirs(os.path.join(staging, "ckpt"))
     rocksdict.Checkpoint(store.db).create_checkpoint(os.path.join(staging, "db"))
-    history = store.history().hex()
     index_lsn = 0
     reuse = parent["index"] if parent and _parent_index_reachable(store, parent, applied, history) else None
     if reuse is None and checkpoints.lsn and checkpoints.lsn <= applied:
@@ -168,16 +232,18 @@ def copy_cut(
             copied += size
         return {"path": f"{sub}/{name}", "object": digest, "size": size}
 
-    files = [one("db", n, True) for n in sorted(os.listdir(os.path.join(c.dir, "db")))]
-    if c.reuse_index is not None:
-        index = c.reuse_index
-    elif c.index_lsn:
-        index = {
-            "lsn": c.index_lsn,
-            "files": [one("ckpt", n, False) for n in sorted(os.listdir(os.path.join(c.dir, "ckpt")))],
-        }
+    log: list[dict] = []
+    if c.parent is not None:  # log mode: the parent's base and segments, and this segment
+        files, index = c.parent["files"], c.parent["index"]
+        log = list(c.parent.get("log", []))
+        if c.segment:
+            log.append(one("log", c.segment, False))
     else:
-        index = None
+        files = [one("db", n, True) for n in sorted(os.listdir(os.path.join(c.dir, "db")))]
+        index = c.reuse_index
+        if index is None and c.index_lsn:
+            ckpt = sorted(os.listdir(os.path.join(c.dir, "ckpt")))
+            index = {"lsn": c.index_lsn, "files": [one("ckpt", n, False) for n in ckpt]}
     with contextlib.suppress(OSError):
         cache.save()
     part = {
@@ -190,6 +256,7 @@ def copy_cut(
         "node": node,
         "files": files,
         "index": index,
+        "log": log,
         "bytes_copied": copied,
         "seconds": round(time.monotonic() - t0, 3),
     }
@@ -215,8 +282,8 @@ async def backup_replica(replica, repo: Repository, node: str, parent: dict | No
 def download_part(part: dict, repo: Repository, into: str, progress=None) -> None:
     """Fetch every file of a part into `into` (db/ and ckpt/), checking each one's SHA-256.
     Blocking. CorruptObject names the first object whose content is not what its name says."""
-    os.makedirs(os.path.join(into, "db"), exist_ok=True)
-    os.makedirs(os.path.join(into, "ckpt"), exist_ok=True)
+    for sub in ("db", "ckpt", "log"):
+        os.makedirs(os.path.join(into, sub), exist_ok=True)
     for f in manifest.part_files(part):
         key = object_key(f["object"])
         got = repo.get_file(key, os.path.join(into, *f["path"].split("/")))
@@ -228,3 +295,38 @@ def download_part(part: dict, repo: Repository, into: str, progress=None) -> Non
             )
         if progress is not None:
             progress(f["size"])
+    if part.get("log"):
+        append_segments(part, into)
+
+
+def append_segments(part: dict, into: str) -> None:
+    """Put the part's log segments into the downloaded base as its log tail: opening the replica
+    then applies them (rows and index) as it applies any tail beyond applied_lsn (checkpoint.py)."""
+    from quartz_cluster.node.shard.storage import K_LAST_EPOCH, K_LOG_END, log_key, open_db, u64
+    from quartz_cluster.proto.quartz.v1 import node_pb2
+
+    db = open_db(os.path.join(into, "db"))
+    try:
+        last_lsn = last_epoch = 0
+        for f in part["log"]:
+            wb = rocksdict.WriteBatch(raw_mode=True)
+            for raw in read_segment(os.path.join(into, *f["path"].split("/"))):
+                entry = node_pb2.LogEntry.FromString(raw)
+                wb.put(log_key(entry.lsn), raw)
+                last_lsn, last_epoch = entry.lsn, entry.epoch
+            db.write(wb)
+        if last_lsn:
+            if last_lsn != part["lsn"]:
+                raise CorruptObject(
+                    f"the log segments of shard {part['shard']} end at {last_lsn}, not {part['lsn']}",
+                    "backup",
+                )
+            wb = rocksdict.WriteBatch(raw_mode=True)
+            wb.put(K_LOG_END, u64(last_lsn))
+            wb.put(K_LAST_EPOCH, u64(last_epoch))
+            sync = rocksdict.WriteOptions()
+            sync.sync = True
+            db.write(wb, sync)
+    finally:
+        db.close()
+    shutil.rmtree(os.path.join(into, "log"), ignore_errors=True)
