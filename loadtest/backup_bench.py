@@ -5,7 +5,8 @@
 
 One node (RF 1, 2 shards), clustered 384-d vectors, loaded through the SDK with the admin key.
 Prints one JSON document:
-  copy:        `cp -a` of the node's data dir (the limit: the bytes a backup must read and write)
+  copy:        `cp --reflink=never -a` of the node's data dir, then `sync` (the limit: the bytes a
+               backup must read and write, made durable as a backup's are)
   backup:      a full backup to a file:// repository (vectors/s, MB/s, ratio to the copy rate)
   incremental: a second backup after overwriting 1 % of the points (bytes copied vs the first)
   restore:     into a fresh 1-node cluster until the collection is ready (vectors/s, MB/s),
@@ -68,11 +69,11 @@ def du(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def recall_at_10(c, ids: list[str], vectors: np.ndarray) -> float:
+def recall_at_10(c, ids: list[str], vectors: np.ndarray, ef: int = 0) -> float:
     rng = np.random.default_rng(9)  # queries near stored points (as real queries are)
     q = vectors[rng.choice(len(vectors), QUERIES, replace=False)] + 0.03 * rng.normal(size=(QUERIES, DIM))
     q = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
-    hits = c.search("bench", q, k=10, with_payload=False)
+    hits = c.search("bench", q, k=10, with_payload=False, **({"ef": ef} if ef else {}))
     truth = np.argsort(-(q @ vectors.T), axis=1)[:, :10]
     return float(
         np.mean([len({h.id for h in hits[i]} & {ids[j] for j in truth[i]}) / 10 for i in range(QUERIES)])
@@ -92,6 +93,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--vectors", type=int, default=100_000)
     ap.add_argument("--work-dir", default=None)
+    ap.add_argument("--keep", action="store_true", help="keep the work dir (logs, repository)")
     args = ap.parse_args()
     n = args.vectors
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="backup-bench-"))
@@ -106,8 +108,10 @@ def main() -> None:
         node_dir = src.nodes[0].data_dir
         time.sleep(2.0)  # let the last checkpoints settle
         size = du(Path(node_dir))
-        t0 = time.monotonic()
-        subprocess.run(["cp", "-a", str(node_dir), str(work / "plain-copy")], check=True)
+        subprocess.run(["sync"], check=True)
+        t0 = time.monotonic()  # a real copy (no reflinks), made durable as a backup is
+        subprocess.run(["cp", "--reflink=never", "-a", str(node_dir), str(work / "plain-copy")], check=True)
+        subprocess.run(["sync"], check=True)
         copy_s = time.monotonic() - t0
         shutil.rmtree(work / "plain-copy")
         out["copy"] = {"bytes": size, "seconds": round(copy_s, 2), "mb_s": round(size / copy_s / 1e6, 1)}
@@ -129,6 +133,7 @@ def main() -> None:
             c.upsert("bench", [ids[i] for i in pick[a : a + BATCH]], newv[a : a + BATCH])
         vectors[pick] = newv
         out["source_recall_at_10"] = round(recall_at_10(c, ids, vectors), 4)
+        out["source_recall_at_10_ef256"] = round(recall_at_10(c, ids, vectors, 256), 4)
         t0 = time.monotonic()
         inc = wait_backup(c, c.create_backup(f"file://{repo}")["id"])
         out["incremental"] = {
@@ -153,8 +158,10 @@ def main() -> None:
             "mb_s": round(inc["bytes_total"] / restore_s / 1e6, 1),
             "searchable_after_s": round(searchable_s, 2),
             "recall_at_10": round(recall, 4),
+            "recall_at_10_ef256": round(recall_at_10(c, ids, vectors, 256), 4),
         }
-    shutil.rmtree(work, ignore_errors=True)
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(out, indent=2))
 
 

@@ -88,6 +88,16 @@ class Repository:
     def delete(self, key: str) -> None:
         raise NotImplementedError
 
+    def put_new_file(self, path: str) -> tuple[str, int]:
+        """Store a file whose hash is not known yet as objects/<sha256>; returns (sha256, bytes
+        copied: 0 if the object was already there)."""
+        digest = sha256_file(path)
+        size = os.path.getsize(path)
+        if self.size(object_key(digest)) == size:
+            return digest, 0
+        self.put_file(object_key(digest), path)
+        return digest, size
+
     def check_writable(self) -> None:
         """Write and remove a probe object: a target that cannot take a backup fails before one
         starts, with the reason."""
@@ -140,6 +150,31 @@ class FileRepository(Repository):
                 shutil.copyfileobj(src, f, COPY_CHUNK_BYTES)
 
         self._atomic(key, copy)
+
+    def put_new_file(self, path: str) -> tuple[str, int]:
+        """One pass: copy to a temp file while hashing, then rename it to its object name."""
+        h = hashlib.sha256()
+        tmp_key = f"tmp/{uuid.uuid4().hex}"
+
+        def copy(f) -> None:
+            with open(path, "rb") as src:
+                while chunk := src.read(COPY_CHUNK_BYTES):
+                    h.update(chunk)
+                    f.write(chunk)
+
+        self._atomic(tmp_key, copy)
+        digest = h.hexdigest()
+        size = os.path.getsize(self._path(tmp_key))
+        if self.size(object_key(digest)) == size:
+            self.delete(tmp_key)
+            return digest, 0
+        final = self._path(object_key(digest))
+        try:
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            os.replace(self._path(tmp_key), final)
+        except OSError as exc:
+            raise _failure(exc, self.url, object_key(digest), "writing") from None
+        return digest, size
 
     def get_bytes(self, key: str) -> bytes:
         try:

@@ -35,7 +35,7 @@ import orjson
 import rocksdict
 
 from quartz_cluster.backup import manifest
-from quartz_cluster.backup.repository import Repository, object_key, sha256_file
+from quartz_cluster.backup.repository import Repository, object_key
 from quartz_cluster.errors import FailedPrecondition
 from quartz_cluster.node.shard.storage import K_EPOCH
 
@@ -194,16 +194,22 @@ class HashCache:
             self.entries = {}
         self.used: dict[str, str] = {}
 
-    def sha256(self, identity: str, path: str) -> str:
+    @staticmethod
+    def _key(identity: str, path: str) -> str:
         st = os.stat(path)
-        key = f"{identity}/{os.path.basename(path)}/{st.st_size}/{st.st_mtime_ns}"
+        return f"{identity}/{os.path.basename(path)}/{st.st_size}/{st.st_mtime_ns}"
+
+    def known(self, identity: str, path: str) -> str | None:
+        key = self._key(identity, path)
         with self.lock:
             found = self.entries.get(key)
-        if found is None:
-            found = sha256_file(path)
-        with self.lock:
-            self.used[key] = found
+            if found is not None:
+                self.used[key] = found
         return found
+
+    def remember(self, identity: str, path: str, digest: str) -> None:
+        with self.lock:
+            self.used[self._key(identity, path)] = digest
 
     def save(self) -> None:
         """Keep only what this backup used (the files of the current database)."""
@@ -226,10 +232,13 @@ def copy_cut(
         nonlocal copied
         path = os.path.join(c.dir, sub, name)
         size = os.path.getsize(path)
-        digest = cache.sha256(identity, path) if use_cache and name.endswith(".sst") else sha256_file(path)
-        if repo.size(object_key(digest)) != size:
-            repo.put_file(object_key(digest), path)
-            copied += size
+        known = cache.known(identity, path) if use_cache and name.endswith(".sst") else None
+        if known is not None and repo.size(object_key(known)) == size:
+            return {"path": f"{sub}/{name}", "object": known, "size": size}
+        digest, n = repo.put_new_file(path)  # hashed while copied (one read of the file)
+        if use_cache and name.endswith(".sst"):
+            cache.remember(identity, path, digest)
+        copied += n
         return {"path": f"{sub}/{name}", "object": digest, "size": size}
 
     log: list[dict] = []

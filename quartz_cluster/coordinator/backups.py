@@ -26,7 +26,7 @@ from quartz_cluster.meta import schema
 from quartz_cluster.proto.quartz.v1 import node_pb2
 
 log = logging.getLogger("quartz.backups")
-POLL_S = 1.0
+POLL_S = 0.25  # how soon a new job or a due schedule starts
 SHARDS_IN_FLIGHT = 2  # shard copies at once (each one streams a shard's files to the repository)
 SHARD_TIMEOUT_S = 3600.0  # one BackupShard call
 SHARD_RETRY_S = 300.0  # how long a shard may stay without a primary that can serve it
@@ -103,6 +103,7 @@ class BackupRunner:
     def __init__(self, store, channels, coordinator_id: str, leader_revision) -> None:
         self.store, self.channels, self.coordinator_id = store, channels, coordinator_id
         self.leader_revision = leader_revision  # () -> create revision of our leader key, or None
+        self._period_done: dict[str, int] = {}  # schedule -> the last period whose job exists
 
     def _fence(self) -> list:
         rev = self.leader_revision()
@@ -152,6 +153,8 @@ class BackupRunner:
         t = self.store.txn
         for kv in kvs:
             sched = jobs.Schedule.from_json(kv.value)
+            if self._period_done.get(sched.name) == sched.period(now):
+                continue
             job = jobs.Job(
                 id=sched.job_id(sched.period(now)),
                 repository=sched.repository,
@@ -163,6 +166,7 @@ class BackupRunner:
             ok, _ = await self.store.transaction(
                 compare=[*self._fence(), t.create(key) == 0], success=[t.put(key, job.to_json())]
             )
+            self._period_done[sched.name] = sched.period(now)  # made now, or by an earlier leader
             if ok:
                 log.info("scheduled backup", extra={"backup": job.id, "schedule": sched.name})
 
