@@ -25,7 +25,7 @@ from quartz_cluster.errors import FailedPrecondition, InvalidArgument
 FORMAT = 1
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
-_PATH_RE = re.compile(r"(db|ckpt|log)/[A-Za-z0-9._-]{1,128}")
+_PATH_RE = re.compile(r"(db|ckpt|log)/(?!\.{1,2}$)[A-Za-z0-9._-]{1,128}")
 
 
 def new_backup_id(now: float | None = None, prefix: str = "") -> str:
@@ -59,6 +59,7 @@ def check_part(part: object, where: str) -> dict:
         assert isinstance(part, dict)
         for name in ("collection_id", "history"):
             assert isinstance(part[name], str)
+        assert _ID_RE.fullmatch(part["collection_id"]), "collection_id"
         for name in ("shard", "lsn", "epoch", "count", "bytes_copied"):
             assert isinstance(part[name], int) and part[name] >= 0
         files = part_files(part)
@@ -90,6 +91,7 @@ def decode_manifest(raw: bytes, where: str) -> dict:
         assert isinstance(manifest["collections"], list)
         for coll in manifest["collections"]:
             assert isinstance(coll["name"], str) and isinstance(coll["shards"], int)
+            assert isinstance(coll["id"], str) and _ID_RE.fullmatch(coll["id"]), "collection id"
             assert len(coll["parts"]) == coll["shards"], "a shard without its part"
             for i, part in enumerate(coll["parts"]):
                 check_part(part, f"{where}: {coll['name']} shard {i}")

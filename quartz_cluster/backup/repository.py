@@ -172,6 +172,11 @@ class FileRepository(Repository):
         try:
             os.makedirs(os.path.dirname(final), exist_ok=True)
             os.replace(self._path(tmp_key), final)
+            dfd = os.open(os.path.dirname(final), os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
         except OSError as exc:
             raise _failure(exc, self.url, object_key(digest), "writing") from None
         return digest, size
@@ -191,6 +196,8 @@ class FileRepository(Repository):
             for chunk in self.read_chunks(key):
                 h.update(chunk)
                 out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
         return h.hexdigest()
 
     def read_chunks(self, key: str) -> Iterator[bytes]:
@@ -282,6 +289,8 @@ class S3Repository(Repository):
     def get_file(self, key: str, path: str) -> str:
         try:
             self.client.download_file(self.bucket, self._key(key), path, Config=self.transfer)
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
         except Exception as exc:
             raise self._wrap(exc, key, "reading") from None
         return sha256_file(path)

@@ -150,15 +150,19 @@ def cut(replica, parent: dict | None) -> Cut:
     if applied and stale and not reusable:
         replica._checkpoint()  # restore loads an index instead of rebuilding it from rows
     staging = os.path.join(replica.path, f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}")
-    os.makedirs(os.path.join(staging, "ckpt"))
-    rocksdict.Checkpoint(store.db).create_checkpoint(os.path.join(staging, "db"))
     index_lsn = 0
     reuse = parent["index"] if parent and _parent_index_reachable(store, parent, applied, history) else None
-    if reuse is None and checkpoints.lsn and checkpoints.lsn <= applied:
-        base = os.path.join(checkpoints.dir, f"ckpt-{checkpoints.lsn:020d}")
-        for ext in (".hnsw", ".state"):
-            os.link(base + ext, os.path.join(staging, "ckpt", os.path.basename(base) + ext))
-        index_lsn = checkpoints.lsn
+    try:
+        os.makedirs(os.path.join(staging, "ckpt"))
+        rocksdict.Checkpoint(store.db).create_checkpoint(os.path.join(staging, "db"))
+        if reuse is None and checkpoints.lsn and checkpoints.lsn <= applied:
+            base = os.path.join(checkpoints.dir, f"ckpt-{checkpoints.lsn:020d}")
+            for ext in (".hnsw", ".state"):
+                os.link(base + ext, os.path.join(staging, "ckpt", os.path.basename(base) + ext))
+            index_lsn = checkpoints.lsn
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # (a cut lost to a cancelled call: removed on restart)
+        raise
     return Cut(
         dir=staging,
         lsn=applied,

@@ -48,14 +48,17 @@ class JobFailed(Exception):
     pass
 
 
-def list_manifests(repo: Repository) -> list[dict]:
-    """Complete backups in a repository (those whose manifest exists and parses), oldest first."""
+def list_manifests(repo: Repository, strict: bool = False) -> list[dict]:
+    """Complete backups in a repository (those whose manifest exists and parses), oldest first.
+    strict: raise on a manifest that cannot be read (GC must never take one for absent)."""
     out = []
     for key in repo.list("backups/"):
         if key.endswith("/manifest.json"):
             try:
                 out.append(manifest.decode_manifest(repo.get_bytes(key), key))
             except QuartzError as exc:
+                if strict:
+                    raise
                 log.warning("unreadable manifest skipped", extra={"key": key, "error": str(exc)})
     return sorted(out, key=lambda m: (m.get("completed_at", 0), m["id"]))
 
@@ -86,7 +89,7 @@ def delete_backup(repo: Repository, backup_id: str) -> None:
 def gc(repo: Repository) -> tuple[int, int]:
     """Delete objects no complete backup lists. Run only while no job copies into `repo`."""
     keep: set[str] = set()
-    for m in list_manifests(repo):
+    for m in list_manifests(repo, strict=True):
         keep |= manifest.referenced_objects(m)
     removed = freed = 0
     for key in repo.list("objects/"):
@@ -213,8 +216,11 @@ class BackupRunner:
             await self._fail(job, repo, f"{type(exc).__name__}: {exc}")
 
     async def _fail(self, job: jobs.Job, repo: Repository | None, error: str) -> None:
+        """Record the failure (fenced) first; only a leader that did so removes the parts, so a
+        deposed one never deletes what its successor is publishing."""
         job.state, job.error, job.finished_at = "failed", error, time.time()
         log.error("backup failed", extra={"backup": job.id, "error": error})
+        await self._put(job)
         if repo is not None:
             try:
                 await asyncio.to_thread(delete_backup, repo, job.id)
@@ -222,7 +228,6 @@ class BackupRunner:
                 log.warning(
                     "parts of a failed backup not removed", extra={"backup": job.id, "error": repr(exc)}
                 )
-        await self._put(job)
 
     async def _copy(self, job: jobs.Job, repo: Repository, view_of) -> None:
         view = view_of()

@@ -19,9 +19,9 @@ import orjson
 from quartz_cluster.auth.cluster import ClusterCredentials, MemberIdentity
 from quartz_cluster.backup import manifest as backup_manifest
 from quartz_cluster.backup import shard as backup_shard
-from quartz_cluster.backup.repository import open_repository
+from quartz_cluster.backup.repository import RepositoryError, open_repository
 from quartz_cluster.coordinator.reconcile import ClusterView
-from quartz_cluster.errors import QuartzError, ResourceExhausted
+from quartz_cluster.errors import NotFound, QuartzError, ResourceExhausted
 from quartz_cluster.meta import schema
 from quartz_cluster.meta.lease import DEFAULT_TTL_S, LeaseKeeper
 from quartz_cluster.meta.store import EtcdStore
@@ -33,6 +33,7 @@ from quartz_cluster.rpc.channels import NodeChannels
 log = logging.getLogger("quartz.membership")
 GRANT_TIMEOUT_S = 30.0
 REPLICA_DELETE_GRACE_S = 5.0
+RESTORE_ATTEMPTS = 3
 
 
 class ClusterMember:
@@ -174,11 +175,29 @@ class ClusterMember:
         t0 = time.monotonic()
         try:
             repo = open_repository(src["repository"])
-            raw = await asyncio.to_thread(
-                repo.get_bytes, backup_manifest.part_key(src["backup"], src["source"], src["shard"])
+            key = backup_manifest.manifest_key(src["backup"])
+            m = backup_manifest.decode_manifest(await asyncio.to_thread(repo.get_bytes, key), key)
+            part = next(  # the manifest's own part (what the restore's epochs came from)
+                (
+                    p
+                    for c in m["collections"]
+                    if c["id"] == src["source"]
+                    for p in c["parts"]
+                    if p["shard"] == shard
+                ),
+                None,
             )
-            part = backup_manifest.check_part(orjson.loads(raw), f"part {src['source']}/{src['shard']}")
-            await asyncio.to_thread(backup_shard.download_part, part, repo, staging)
+            if part is None:
+                raise NotFound(f"backup {src['backup']} has no shard {src['source']}/{shard}", "backup")
+            for attempt in range(RESTORE_ATTEMPTS):  # a transient repository error is retried
+                try:
+                    await asyncio.to_thread(backup_shard.download_part, part, repo, staging)
+                    break
+                except RepositoryError:
+                    if attempt + 1 == RESTORE_ATTEMPTS:
+                        raise
+                    await asyncio.to_thread(shutil.rmtree, staging, True)
+                    await asyncio.sleep(2.0**attempt)
             spec = ShardSpec(cid, shard, rec.dim, rec.metric, rec.m, rec.ef_construction, rec.ef)
             await self.registry.create(spec, restored_from=staging)
             log.info(

@@ -66,9 +66,9 @@ def test_backup_under_faults_is_complete_and_whole_or_failed_and_unlisted(tmp_pa
     )
     assert report["passed"] and report["lost"] == [], report
     assert report["backups"] and all(b["passed"] for b in report["backups"]), report["backups"]
-    for b in report["backups"]:
-        if b["state"] == "complete":
-            assert b["acknowledged_before"] > 0 and b["missing"] == [] and b["wrong"] == []
+    for b in report["backups"]:  # retried through the failovers, each one completes
+        assert b["state"] == "complete", b
+        assert b["acknowledged_before"] > 0 and b["missing"] == [] and b["wrong"] == []
 
 
 def test_the_heaviest_accepted_requests_cause_no_false_failover(tmp_path):
