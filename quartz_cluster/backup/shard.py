@@ -315,7 +315,7 @@ def download_part(part: dict, repo: Repository, into: str, progress=None) -> Non
 def append_segments(part: dict, into: str) -> None:
     """Put the part's log segments into the downloaded base as its log tail: opening the replica
     then applies them (rows and index) as it applies any tail beyond applied_lsn (checkpoint.py)."""
-    from quartz_cluster.node.shard.storage import K_LAST_EPOCH, K_LOG_END, log_key, open_db, u64
+    from quartz_cluster.node.shard.storage import K_LAST_EPOCH, K_LOG_END, log_key, open_db, u64, write_synced
     from quartz_cluster.proto.quartz.v1 import node_pb2
 
     db = open_db(os.path.join(into, "db"))
@@ -337,9 +337,7 @@ def append_segments(part: dict, into: str) -> None:
             wb = rocksdict.WriteBatch(raw_mode=True)
             wb.put(K_LOG_END, u64(last_lsn))
             wb.put(K_LAST_EPOCH, u64(last_epoch))
-            sync = rocksdict.WriteOptions()
-            sync.sync = True
-            db.write(wb, sync)
+            write_synced(db, wb)
     finally:
         db.close()
     shutil.rmtree(os.path.join(into, "log"), ignore_errors=True)

@@ -1616,7 +1616,7 @@ def test_closing_a_primary_stops_its_replicator(tmp_path):
 
 
 class Recording:
-    """A RocksDB handle that records the write options of every put and write."""
+    """A RocksDB handle that records every put and write (with its options) and WAL sync."""
 
     def __init__(self, db) -> None:
         self.db = db
@@ -1633,6 +1633,10 @@ class Recording:
         self.calls.append(("write", options))
         return self.db.write(wb, options) if options is not None else self.db.write(wb)
 
+    def flush_wal(self, sync):
+        self.calls.append(("flush_wal", sync))
+        return self.db.flush_wal(sync)
+
 
 def test_epochs_and_truncations_are_synced(tmp_path):
     s = storage_mod.ShardStore(str(tmp_path))
@@ -1646,8 +1650,8 @@ def test_epochs_and_truncations_are_synced(tmp_path):
     s.truncate_after(1)
     s.write(rocksdict.WriteBatch(raw_mode=True), sync=True)
     s.write(rocksdict.WriteBatch(raw_mode=True), sync=False)
-    assert s.db.calls == [("put", s.sync), ("write", s.sync), ("write", s.sync), ("write", None)]
-    assert s.sync.sync is True
+    synced = [("write", None), ("flush_wal", True)]  # the WAL synced after the write: durable
+    assert s.db.calls == synced * 3 + [("write", None)]
     assert s.meta(K_EPOCH) == 5 and s.meta(K_LOG_END) == 1 and s.meta(K_LAST_EPOCH) == 4
     s.db = real
     s.close()

@@ -41,6 +41,7 @@ from quartz_cluster.node.shard.storage import (
     new_history,
     open_db,
     u64,
+    write_synced,
 )
 from quartz_cluster.proto.quartz.v1 import node_pb2
 
@@ -131,11 +132,9 @@ class Staging:
         ):
             wb.put(key, u64(value))
         wb.put(K_HISTORY, new_history())
-        sync = rocksdict.WriteOptions()
-        sync.sync = True
         with self._lock:
             assert self._db is not None
-            self._db.write(wb, sync)
+            write_synced(self._db, wb)
             self._db.close()
             self._db = None
 
