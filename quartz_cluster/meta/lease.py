@@ -43,6 +43,14 @@ class LeaseKeeper(threading.Thread):
         self._loop: asyncio.AbstractEventLoop | None = None
         self.grants = 0  # how many leases were granted (more than 1: the lease was lost once)
 
+    def may_refresh(self) -> bool:
+        """Whether to keep the lease alive now (LeaseProcess's child asks whether its owner can
+        still work; otherwise the lease lapses after the TTL)."""
+        return True
+
+    def published(self) -> None:
+        """Called after the lease id, the grant count or the acknowledged send time changed."""
+
     def valid_until(self) -> float:
         return self._acked_sent_at + self.ttl_s - SAFETY_MARGIN_S
 
@@ -69,7 +77,9 @@ class LeaseKeeper(threading.Thread):
         last_value = b""
         while not self._halt.is_set():
             try:
-                if lease is None:
+                if not self.may_refresh():
+                    pass  # the lease lapses after its TTL
+                elif lease is None:
                     c = await store.client()
                     sent = time.monotonic()
                     lease = await c.lease(self.ttl_s)
@@ -78,6 +88,7 @@ class LeaseKeeper(threading.Thread):
                     self.lease_id = lease.id
                     self._acked_sent_at = sent
                     self.grants += 1
+                    self.published()
                     self.granted.set()
                     log.info("lease granted", extra={"key": self.key.decode(), "lease": lease.id})
                 else:
@@ -86,8 +97,10 @@ class LeaseKeeper(threading.Thread):
                     if resp.TTL <= 0:  # expired while we could not reach etcd: start over
                         log.warning("lease expired; re-registering", extra={"key": self.key.decode()})
                         lease, self.lease_id = None, None
+                        self.published()
                         continue
                     self._acked_sent_at = sent
+                    self.published()
                     value = self.value()
                     if value != last_value:
                         await store.put(self.key, value, lease=lease)
@@ -97,6 +110,7 @@ class LeaseKeeper(threading.Thread):
                 await store.reset()
                 if lease is not None and not self.alive():
                     lease, self.lease_id = None, None
+                    self.published()
             await asyncio.get_running_loop().run_in_executor(None, self._halt.wait, period)
         if lease is not None and getattr(self, "_revoke", True):
             try:

@@ -23,7 +23,8 @@ from quartz_cluster.backup.repository import RepositoryError, open_repository
 from quartz_cluster.coordinator.reconcile import ClusterView
 from quartz_cluster.errors import NotFound, QuartzError, ResourceExhausted
 from quartz_cluster.meta import schema
-from quartz_cluster.meta.lease import DEFAULT_TTL_S, LeaseKeeper
+from quartz_cluster.meta.lease import DEFAULT_TTL_S
+from quartz_cluster.meta.lease_process import LeaseProcess
 from quartz_cluster.meta.store import EtcdStore
 from quartz_cluster.node.registry import ShardRegistry
 from quartz_cluster.node.shard import ShardReplica, ShardSpec
@@ -50,7 +51,7 @@ class ClusterMember:
         self.node_id, self.registry = node_id, registry
         etcd_auth = credentials.etcd_auth if credentials else None
         self.store = EtcdStore(etcd, etcd_auth)
-        self.keeper = LeaseKeeper(
+        self.keeper = LeaseProcess(
             etcd,
             schema.node_key(node_id),
             lambda: schema.NodeRecord(
@@ -63,6 +64,7 @@ class ClusterMember:
             ttl_s,
             name="node-lease",
             auth=etcd_auth,
+            log_context={"node": node_id},
         )
         self._stop = asyncio.Event()
         self._task: asyncio.Task | None = None

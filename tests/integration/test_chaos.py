@@ -75,6 +75,6 @@ def test_the_heaviest_accepted_requests_cause_no_false_failover(tmp_path):
     report = run(
         ChaosConfig("heavy-load", duration_s=20, seed=7, out_dir=str(tmp_path / "heavy")), say=lambda _: None
     )
-    assert report["passed"] and report["lost"] == []
-    assert report["false_failovers"] == 0 and report["epoch_bumps"] == 0
+    assert report["passed"] and report["lost"] == [], report
+    assert report["false_failovers"] == 0 and report["epoch_bumps"] == 0, report
     assert sum(h["searches"] for h in report["heavy_load"]) > 0  # the heavy load did run

@@ -112,3 +112,43 @@ def test_stop_without_revoke_leaves_the_lease(monkeypatch):
     assert not k.is_alive()
     assert FakeStore.instances[0].auth is None  # no auth given: none sent
     assert not any(lease.revoked for lease in FakeStore.instances[0].leases)
+
+
+def test_a_stopped_state_is_read_after_the_command_name_even_with_spaces_and_parentheses():
+    from quartz_cluster.meta.lease_process import stopped_state
+
+    assert stopped_state(b"123 (python3) T 1 123 123 0 -1")
+    assert stopped_state(b"123 (a) b (c)) t 1 2")
+    assert not stopped_state(b"123 (a T b) S 1 123")
+    assert not stopped_state(b"123 (python3) R 1")
+    assert not stopped_state(b"")
+
+
+def test_the_owner_must_run_and_have_beaten_recently_for_the_lease_to_be_kept():
+    from quartz_cluster.meta.lease_process import OWNER_SILENT_S_MAX, owner_can_work
+
+    assert owner_can_work(100.0, 99.0, stopped=False)
+    assert not owner_can_work(100.0, 99.0, stopped=True)
+    assert not owner_can_work(100.0 + OWNER_SILENT_S_MAX, 100.0, stopped=False)
+    assert owner_can_work(100.0 + OWNER_SILENT_S_MAX - 0.01, 100.0, stopped=False)
+
+
+def test_a_keeper_that_may_not_refresh_neither_registers_nor_refreshes(monkeypatch):
+    FakeStore.instances = []
+    monkeypatch.setattr(lease_mod, "EtcdStore", FakeStore)
+    allowed = threading.Event()
+
+    class Gated(LeaseKeeper):
+        def may_refresh(self) -> bool:
+            return allowed.is_set()
+
+    published = []
+    k = Gated("h:1", b"k", lambda: b"v", ttl_s=1)
+    k.published = lambda: published.append((k.lease_id, k.grants))
+    k.start()
+    assert not k.granted.wait(1.0)  # held back: nothing registered
+    assert FakeStore.instances[0].leases == []
+    allowed.set()
+    assert k.granted.wait(10)
+    k.stop(revoke=True)
+    assert published[0] == (1, 1)  # the grant is published with its id
