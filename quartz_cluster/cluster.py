@@ -29,6 +29,9 @@ LOCK_FILE = "cluster.lock"  # held (flock) by the process that runs the cluster;
 RESTART_BACKOFF_S_FIRST = 1.0  # a child that died is restarted after this, doubling ...
 RESTART_BACKOFF_S_MAX = 60.0  # ... up to this while it keeps dying
 RESTART_STABLE_S = 60.0  # a child up this long has its backoff reset
+# every node and coordinator serves Prometheus metrics on a free loopback port (cluster.json
+# names it); routers serve /metrics on their HTTP port
+METRICS_ARGS = ["--metrics-listen", "127.0.0.1:0"]
 
 
 class AlreadyRunning(RuntimeError):
@@ -216,7 +219,7 @@ class LocalCluster:
                     endpoint,
                     self.logs / f"c{i + 1}.log",
                     self.lease_ttl_s,
-                    self.coordinator_args,
+                    [*METRICS_ARGS, *self.coordinator_args],
                     cluster_dir=self.cluster_dir,
                 )
                 self.coordinators.append(c.start())
@@ -252,7 +255,13 @@ class LocalCluster:
             self.data_dir / "nodes" / node_id,
             self.logs / f"{node_id}.log",
             etcd=self.etcd.endpoint,
-            extra_args=["--lease-ttl", str(self.lease_ttl_s), *self._memory_args(), *self.node_args],
+            extra_args=[
+                "--lease-ttl",
+                str(self.lease_ttl_s),
+                *METRICS_ARGS,
+                *self._memory_args(),
+                *self.node_args,
+            ],
             advertise=self.node_advertise(node_id) if self.node_advertise else None,
             cluster_dir=self.cluster_dir,
         )
@@ -293,6 +302,7 @@ class LocalCluster:
                     "address": p.address,
                     "log": str(p.log_path),
                     **({"http": p.http_address} if getattr(p, "http_address", None) else {}),
+                    **({"metrics": p.metrics_address} if getattr(p, "metrics_address", None) else {}),
                 }
                 for p in self.processes()
             ],

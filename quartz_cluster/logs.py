@@ -6,9 +6,12 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable
 
 import orjson
 
+# set by observability/tracing.py when tracing is on: the current trace id, or None
+trace_id: Callable[[], str | None] | None = None
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()) | {"message", "asctime"}
 
 
@@ -29,6 +32,8 @@ class JsonFormatter(logging.Formatter):
         for key, value in vars(record).items():
             if key not in _STANDARD:
                 entry[key] = value
+        if trace_id is not None and (tid := trace_id()) is not None:
+            entry["trace_id"] = tid
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         # OPT_NON_STR_KEYS: a dict keyed by shard numbers in `extra` once made every such record

@@ -77,6 +77,7 @@ class Child:
         self.log_path = Path(log_path)
         self.proc: subprocess.Popen | None = None
         self.address: str | None = None
+        self.metrics_address: str | None = None  # where it serves Prometheus /metrics, if it does
 
     @property
     def pid(self) -> int | None:
@@ -198,6 +199,7 @@ class NodeProcess(Child):
     def _wait_ready(self, deadline: float) -> None:
         info = self._wait_info_file(self.data_dir / "node.json", deadline)
         self.address, self.listen_address = info["address"], info["listen"]
+        self.metrics_address = info.get("metrics")
         wait_serving(self.listen_address, max(1.0, deadline - time.monotonic()))
 
 
@@ -248,6 +250,7 @@ class RouterProcess(Child):
     def _wait_ready(self, deadline: float) -> None:
         info = self._wait_info_file(self.info_file, deadline)
         self.address, self.http_address = info["address"], info.get("http")
+        self.metrics_address = self.http_address  # /metrics on the HTTP gateway
         self.listen = self.address  # a restart comes back on the same addresses
         if self.http_address:
             self.http_listen = self.http_address
@@ -292,7 +295,8 @@ class CoordinatorProcess(Child):
         super()._spawn()
 
     def _wait_ready(self, deadline: float) -> None:
-        self.address = self._wait_info_file(self.info_file, deadline)["address"]
+        info = self._wait_info_file(self.info_file, deadline)
+        self.address, self.metrics_address = info["address"], info.get("metrics")
         wait_serving(self.address, max(1.0, deadline - time.monotonic()))
 
 

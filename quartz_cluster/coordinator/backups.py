@@ -23,6 +23,7 @@ from quartz_cluster.backup import jobs, manifest
 from quartz_cluster.backup.repository import Repository, open_repository
 from quartz_cluster.errors import QuartzError
 from quartz_cluster.meta import schema
+from quartz_cluster.observability.metrics import BACKUP_JOBS
 from quartz_cluster.proto.quartz.v1 import node_pb2
 
 log = logging.getLogger("quartz.backups")
@@ -107,6 +108,9 @@ class BackupRunner:
         self.store, self.channels, self.coordinator_id = store, channels, coordinator_id
         self.leader_revision = leader_revision  # () -> create revision of our leader key, or None
         self._period_done: dict[str, int] = {}  # schedule -> the last period whose job exists
+        # for metrics (coordinator/metrics.py): the schedules, and when each last completed a job
+        self.schedules: dict[str, jobs.Schedule] = {}
+        self.last_success_at: dict[str, float] = {}
 
     def _fence(self) -> list:
         rev = self.leader_revision()
@@ -138,9 +142,13 @@ class BackupRunner:
     async def tick(self, view_of, deposed: asyncio.Event) -> None:
         await self._start_scheduled()
         _, kvs = await self.store.list(jobs.JOBS)
-        active = [
-            j for j in (jobs.Job.from_json(kv.value) for kv in kvs) if j.state in ("pending", "running")
-        ]
+        every = [jobs.Job.from_json(kv.value) for kv in kvs]
+        for j in every:
+            if j.schedule and j.state == "complete":
+                self.last_success_at[j.schedule] = max(
+                    j.finished_at, self.last_success_at.get(j.schedule, 0.0)
+                )
+        active = [j for j in every if j.state in ("pending", "running")]
         for job in sorted(active, key=lambda j: (j.requested_at, j.id)):
             if deposed.is_set():
                 return
@@ -154,8 +162,9 @@ class BackupRunner:
         _, kvs = await self.store.list(jobs.SCHEDULES)
         now = time.time()
         t = self.store.txn
-        for kv in kvs:
-            sched = jobs.Schedule.from_json(kv.value)
+        schedules = [jobs.Schedule.from_json(kv.value) for kv in kvs]
+        self.schedules = {sched.name: sched for sched in schedules}
+        for sched in schedules:
             if self._period_done.get(sched.name) == sched.period(now):
                 continue
             job = jobs.Job(
@@ -219,6 +228,7 @@ class BackupRunner:
         """Record the failure (fenced) first; only a leader that did so removes the parts, so a
         deposed one never deletes what its successor is publishing."""
         job.state, job.error, job.finished_at = "failed", error, time.time()
+        BACKUP_JOBS.labels("failed").inc()
         log.error("backup failed", extra={"backup": job.id, "error": error})
         await self._put(job)
         if repo is not None:
@@ -295,6 +305,7 @@ class BackupRunner:
         await asyncio.to_thread(repo.put_bytes, manifest.manifest_key(job.id), manifest.encode(body))
         job.state, job.finished_at = "complete", now
         await self._put(job)
+        BACKUP_JOBS.labels("completed").inc()
         log.info(
             "backup complete",
             extra={

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 
 import grpc
 
-from quartz_cluster import limits, logs
+from quartz_cluster import limits, logs, observability
 from quartz_cluster.auth.cluster import ClusterCredentials, MemberIdentity
 from quartz_cluster.coordinator.backups import BackupRunner
 from quartz_cluster.coordinator.billing import Billing, BillingSettings
+from quartz_cluster.coordinator.metrics import coordinator_collector
 from quartz_cluster.coordinator.reconcile import (
     Action,
     ClusterView,
@@ -34,6 +35,8 @@ from quartz_cluster.coordinator.reconcile import (
 from quartz_cluster.meta import schema
 from quartz_cluster.meta.lease import DEFAULT_TTL_S, LeaseKeeper
 from quartz_cluster.meta.store import EtcdStore
+from quartz_cluster.observability import ObservabilitySettings, tracing
+from quartz_cluster.observability.metrics import FAILOVERS
 from quartz_cluster.proto.quartz.v1 import node_pb2
 from quartz_cluster.rpc.channels import NodeChannels
 from quartz_cluster.rpc.server import build_server, set_serving, write_info_file
@@ -55,6 +58,7 @@ class CoordinatorSettings:
     info_file: str | None = None  # where to write {"address", "pid"} once serving
     credentials: ClusterCredentials | None = None  # None: --no-auth
     billing: BillingSettings | None = None  # storage sampling, usage alerts, Stripe (auth on only)
+    observability: ObservabilitySettings | None = None  # metrics port, trace export
 
 
 class Coordinator:
@@ -76,6 +80,7 @@ class Coordinator:
         self.present_since: dict[str, float] = {}  # node -> when this leader first saw it with one
         self.is_leader = asyncio.Event()
         self.view: ClusterView | None = None  # the latest the leader decided on
+        self.backups: BackupRunner | None = None  # the leader's (metrics read its schedules)
 
     async def run(self, stop: asyncio.Event) -> None:
         self.keeper.start()
@@ -137,6 +142,7 @@ class Coordinator:
         runner = BackupRunner(
             self.store, self.channels, self.settings.coordinator_id, lambda: self.leader_revision
         )
+        self.backups = runner
         backups = asyncio.create_task(runner.run(lambda: self.view, deposed))
 
         async def on_state(revision: int, kvs) -> None:
@@ -223,6 +229,8 @@ class Coordinator:
             return await self._purge(action, guard)
         ok, _ = await self.store.transaction(compare=compare, success=ops)
         log.info(type(action).__name__ if ok else f"{type(action).__name__} skipped (stale)", extra=detail)
+        if ok and isinstance(action, UpdateShard) and action.reason.startswith("failover"):
+            FAILOVERS.inc()
         return ok
 
     async def _purge(self, action: PurgeCollection, guard: list) -> bool:
@@ -257,20 +265,24 @@ def run(settings: CoordinatorSettings, log_level: str = "info") -> int:
         await server.start()
         address = f"{settings.listen.rsplit(':', 1)[0]}:{port}"
         coordinator = Coordinator(settings, address)
+        metrics_address = observability.start(
+            "coordinator", settings.coordinator_id, settings.observability, coordinator_collector(coordinator)
+        )
         run_task = asyncio.create_task(coordinator.run(stop))
         granted = asyncio.create_task(asyncio.to_thread(coordinator.keeper.granted.wait, GRANT_TIMEOUT_S))
         await asyncio.wait([run_task, granted], return_when=asyncio.FIRST_COMPLETED)
         if not run_task.done():
             await set_serving(health, [], True)
             if settings.info_file:
-                write_info_file(settings.info_file, {"address": address})
-            log.info("coordinator ready", extra={"address": address})
+                write_info_file(settings.info_file, {"address": address, "metrics": metrics_address})
+            log.info("coordinator ready", extra={"address": address, "metrics": metrics_address})
         try:
             await run_task
         finally:
             granted.cancel()
             await set_serving(health, [], False)
             await server.stop(1.0)
+            tracing.shutdown()
 
     asyncio.run(main())
     return 0

@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.staticfiles import StaticFiles
@@ -341,6 +342,11 @@ def build_app(service, ready: Callable[[], bool]) -> FastAPI:
         if not ready():
             return problem(503, "the router has not loaded the shard map yet", "UNAVAILABLE")
         return {"status": "ready"}
+
+    @probes.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        """Prometheus metrics of this router (open, like the probes: no tenant data in them)."""
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     @probes.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:

@@ -10,6 +10,7 @@ import socket
 import uvicorn
 
 from quartz_cluster.gateway.app import build_app
+from quartz_cluster.gateway.observe import ObservedApp
 
 HTTP_KEEPALIVE_S = 30
 HTTP_CONNECTIONS_MAX = 1024
@@ -35,7 +36,7 @@ class HttpGateway:
         self.sock.setblocking(False)
         self.address = f"{host or '127.0.0.1'}:{self.sock.getsockname()[1]}"
         config = uvicorn.Config(
-            build_app(service, ready),
+            ObservedApp(build_app(service, ready)),
             log_config=None,
             access_log=False,
             lifespan="off",

@@ -10,11 +10,14 @@ import asyncio
 import functools
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aetcd
 import aetcd.exceptions
+
+from quartz_cluster.observability.metrics import ETCD_SECONDS
 
 log = logging.getLogger("quartz.etcd")
 
@@ -53,10 +56,13 @@ class EtcdAuth:
 
 def _retry_on_stale_token(method):
     """etcd forgets its auth tokens when it restarts (and after --auth-token-ttl idle): a call
-    refused as UNAUTHENTICATED reconnects, which authenticates again, and is retried once."""
+    refused as UNAUTHENTICATED reconnects, which authenticates again, and is retried once.
+    Every call's round trip goes into quartz_etcd_request_duration_seconds{op}."""
+    seconds = ETCD_SECONDS.labels(method.__name__)
 
     @functools.wraps(method)
     async def wrapper(self, *args, **kwargs):
+        t0 = time.perf_counter()
         try:
             return await method(self, *args, **kwargs)
         except aetcd.exceptions.UnauthenticatedError:
@@ -64,6 +70,8 @@ def _retry_on_stale_token(method):
                 raise
             await self.reset()
             return await method(self, *args, **kwargs)
+        finally:
+            seconds.observe(time.perf_counter() - t0)
 
     return wrapper
 

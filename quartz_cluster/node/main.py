@@ -18,13 +18,15 @@ from dataclasses import dataclass
 
 from threadpoolctl import threadpool_limits
 
-from quartz_cluster import logs, validation
+from quartz_cluster import logs, observability, validation
 from quartz_cluster.auth.cluster import ClusterCredentials
 from quartz_cluster.node.membership import ClusterMember
 from quartz_cluster.node.memory import NodeBudget, raise_fd_limit
+from quartz_cluster.node.metrics import node_collector
 from quartz_cluster.node.registry import ShardRegistry
 from quartz_cluster.node.service import NodeService
 from quartz_cluster.node.shard import ShardOptions
+from quartz_cluster.observability import ObservabilitySettings, tracing
 from quartz_cluster.proto.quartz.v1 import node_pb2, node_pb2_grpc
 from quartz_cluster.rpc import decode
 from quartz_cluster.rpc.guard import MemberGuard
@@ -50,14 +52,15 @@ class NodeSettings:
     log_retention_entries: int = 10_000
     memory_bytes_max: int | None = None  # admission control; None: a share of the machine's memory
     credentials: ClusterCredentials | None = None  # None: --no-auth (the internal API is open)
+    observability: ObservabilitySettings | None = None  # metrics port, trace export
 
     def __post_init__(self) -> None:
         # the id is a segment of etcd keys (/quartz/replicas/<cid>/<shard>/<node>): no "/"
         validation.name(self.node_id, "node_id")
 
 
-def _write_node_file(settings: NodeSettings, address: str, listen: str) -> None:
-    info = {"id": settings.node_id, "address": address, "listen": listen}
+def _write_node_file(settings: NodeSettings, address: str, listen: str, metrics: str | None) -> None:
+    info = {"id": settings.node_id, "address": address, "listen": listen, "metrics": metrics}
     write_info_file(os.path.join(settings.data_dir, "node.json"), info)
 
 
@@ -78,6 +81,12 @@ async def serve(settings: NodeSettings) -> None:
     service = NodeService(registry)
     service.node_id = settings.node_id  # named in backup parts
     service.budget = budget
+    metrics_address = observability.start(
+        "node",
+        settings.node_id,
+        settings.observability,
+        node_collector(registry, budget, settings.data_dir),
+    )
     server, port, health = build_server(
         settings.listen,
         lambda s: decode.register(s, node_pb2_grpc.add_NodeServicer_to_server, service),
@@ -105,13 +114,14 @@ async def serve(settings: NodeSettings) -> None:
         )
         await member.start()
         service.placed = member.placed
-    _write_node_file(settings, address, listen)
+    _write_node_file(settings, address, listen, metrics_address)
     await set_serving(health, [SERVICE], True)
     log.info(
         "node ready",
         extra={
             "address": address,
             "listen": listen,
+            "metrics": metrics_address,
             "shards": len(registry.shards),
             "startup_s": round(time.monotonic() - t0, 3),
         },
@@ -128,6 +138,7 @@ async def serve(settings: NodeSettings) -> None:
         await member.stop()  # revoke the lease first: the cluster reacts at once, not after the TTL
     await server.stop(STOP_GRACE_S)
     await registry.close()
+    tracing.shutdown()
     log.info("stopped")
 
 

@@ -19,6 +19,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Awaitable, Callable
 
 import grpc
@@ -67,6 +68,12 @@ class Replicator:
         self._catchups: dict[str, asyncio.Task] = {}
         self._probes: dict[str, asyncio.Task] = {}  # one per in-sync follower when the epoch starts
         self.stopped = False
+        # per follower: the log position it acknowledged and when it last held our whole log
+        # (quartz_replication_lag_*; node/metrics.py). In-sync followers hold every committed entry.
+        now = time.monotonic()
+        self.started_at = now
+        self.acked_lsn = {node: replica.log_end for node in self.in_sync if node != me}
+        self.caught_up_at = {node: now for node in self.in_sync if node != me}
 
     # ------------------------------------------------------------------ membership
 
@@ -136,6 +143,21 @@ class Replicator:
         if self.stopped or self.replica.role != "primary" or self.replica.epoch != self.epoch:
             raise NotCommitted(f"no longer the primary of epoch {self.epoch}")
 
+    def _acknowledged(self, node: str, lsn: int) -> None:
+        self.acked_lsn[node] = max(lsn, self.acked_lsn.get(node, 0))
+        if self.acked_lsn[node] >= self.replica.log_end:
+            self.caught_up_at[node] = time.monotonic()
+
+    def lag(self, now: float) -> dict[str, tuple[int, float]]:
+        """Per follower: (entries of our log it has not acknowledged, seconds since it last held
+        our whole log; 0 when it holds it now)."""
+        end = self.replica.log_end
+        out = {}
+        for node in self.peers:
+            behind = max(0, end - self.acked_lsn.get(node, 0))
+            out[node] = (behind, 0.0 if behind == 0 else now - self.caught_up_at.get(node, self.started_at))
+        return out
+
     # ------------------------------------------------------------------ the write path
 
     async def replicate(self, entries: list[bytes], prev_lsn: int, prev_epoch: int) -> None:
@@ -183,7 +205,10 @@ class Replicator:
                 if fill is not None:
                     epoch = self.replica.entry_epoch(resp.log_end)
                     resp = await self._replicate(stub, resp.log_end, epoch, fill + entries)
-            return resp.status == node_pb2.REPLICATE_OK
+            if resp.status == node_pb2.REPLICATE_OK:
+                self._acknowledged(node, prev_lsn + len(entries))
+                return True
+            return False
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.FAILED_PRECONDITION and "fenced" in (exc.details() or ""):
                 self.stopped = True  # a newer epoch exists: this primary is stale
@@ -239,6 +264,7 @@ class Replicator:
         incarnation = await self._bring_up_to_date(node, join=True)
         if incarnation and await self.isr_change(node, incarnation):
             self.in_sync[node] = incarnation
+            self._acknowledged(node, self.replica.log_end)
             self.log.info("follower caught up; back in in_sync", extra={"node": node})
             return True
         return False

@@ -21,6 +21,7 @@ from quartz_cluster.billing import plans
 from quartz_cluster.errors import InvalidArgument, QuartzError, ResourceExhausted
 from quartz_cluster.metering import ledger
 from quartz_cluster.metering.shipper import Shipper
+from quartz_cluster.observability.metrics import RATE_LIMIT_REFUSALS
 from quartz_cluster.router.ratelimit import QuotaExceeded, SharedLimiter
 
 log = logging.getLogger("quartz.frontdoor")
@@ -191,7 +192,17 @@ class FrontDoor:
 
     async def admit(self, principal: Principal, method: str, request, metadata) -> tuple[str, bool, str]:
         """Rate limits and quotas; (request id, whether to meter the call when it succeeds, the
-        tenant it acts on)."""
+        tenant it acts on). Each refusal counts in quartz_rate_limit_refusals_total{reason}."""
+        try:
+            return await self._admit(principal, method, request, metadata)
+        except QuotaExceeded:  # a plan's quota (calls per day, stored vectors or bytes)
+            RATE_LIMIT_REFUSALS.labels("quota").inc()
+            raise
+        except ResourceExhausted:  # a token bucket is empty
+            RATE_LIMIT_REFUSALS.labels("rate").inc()
+            raise
+
+    async def _admit(self, principal: Principal, method: str, request, metadata) -> tuple[str, bool, str]:
         op = OPS[method]
         rid, attempt = request_id(metadata)
         n = cost(method, request)

@@ -8,10 +8,11 @@ import signal
 import time
 from dataclasses import dataclass
 
-from quartz_cluster import logs
+from quartz_cluster import logs, observability
 from quartz_cluster.auth.cluster import ClusterCredentials, MemberIdentity
 from quartz_cluster.meta import schema
 from quartz_cluster.meta.store import EtcdStore
+from quartz_cluster.observability import ObservabilitySettings, tracing
 from quartz_cluster.proto.quartz.v1 import quartz_pb2, quartz_pb2_grpc
 from quartz_cluster.router.service import NodePool, QuartzService
 from quartz_cluster.router.shardmap import ShardMap
@@ -37,10 +38,12 @@ class RouterSettings:
     http_listen: str | None = None  # serve the HTTP gateway here too (port 0 picks a free one)
     journal_dir: str | None = None  # the metering journal (auth on); metering/journal.py
     journal_fsync: bool = False  # fsync each record: survives losing the machine, not only the process
+    observability: ObservabilitySettings | None = None  # trace export (metrics: /metrics on the HTTP port)
 
 
 async def serve(settings: RouterSettings) -> None:
     t0 = time.monotonic()
+    observability.start("router", settings.router_id, settings.observability)
     shardmap = ShardMap()
     creds = settings.credentials
     etcd_auth = creds.etcd_auth if creds else None
@@ -117,6 +120,7 @@ async def serve(settings: RouterSettings) -> None:
     await nodes.close()
     await watch_store.close()
     await store.close()
+    tracing.shutdown()
     log.info("stopped")
 
 

@@ -22,7 +22,7 @@ class NodeChannels:
         if address not in self._stubs:
             self._channels[address] = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
             stub = node_pb2_grpc.NodeStub(self._channels[address])
-            self._stubs[address] = stub if self.identity is None else MemberStub(stub, self.identity)
+            self._stubs[address] = MemberStub(stub, self.identity)
         return self._stubs[address]
 
     async def close(self) -> None:

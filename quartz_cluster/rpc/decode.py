@@ -113,7 +113,10 @@ class _Collector:
 
 def register(server: grpc.aio.Server, add_to_server, servicer) -> None:
     """`add_to_server(servicer, server)` (a generated add_*Servicer_to_server), with every unary
-    request parsed by `parser` (stream requests keep the generated parser)."""
+    request parsed by `parser` (stream requests keep the generated parser) and every method
+    measured and traced (rpc/observe.py)."""
+    from quartz_cluster.rpc.observe import observed
+
     collected = _Collector()
     add_to_server(servicer, collected)
     handlers = {}
@@ -121,6 +124,6 @@ def register(server: grpc.aio.Server, add_to_server, servicer) -> None:
         parse = handler.request_deserializer
         if not handler.request_streaming and hasattr(parse, "__self__"):
             handler = handler._replace(request_deserializer=parser(parse.__self__))
-        handlers[name] = handler
+        handlers[name] = observed(collected.service, name, handler)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(collected.service, handlers),))
     server.add_registered_method_handlers(collected.service, handlers)

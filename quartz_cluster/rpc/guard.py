@@ -11,6 +11,7 @@ import grpc
 
 from quartz_cluster.auth.cluster import MEMBER_METADATA, ClusterCredentials, MemberIdentity
 from quartz_cluster.errors import Unauthenticated
+from quartz_cluster.observability import tracing
 
 log = logging.getLogger("quartz.rpc")
 OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/",)
@@ -55,9 +56,10 @@ class MemberGuard(grpc.aio.ServerInterceptor):
 
 
 class MemberStub:
-    """A generated stub whose every call carries this member's token."""
+    """A generated stub whose every call carries this member's token (None: a cluster run with
+    --no-auth) and the current trace context (observability/tracing.py)."""
 
-    def __init__(self, stub, identity: MemberIdentity) -> None:
+    def __init__(self, stub, identity: MemberIdentity | None) -> None:
         self._stub, self._identity = stub, identity
         self._methods: dict[str, object] = {}
 
@@ -66,7 +68,11 @@ class MemberStub:
         identity = self._identity
 
         def call(*args, **kwargs):
-            return method(*args, metadata=identity.metadata(), **kwargs)
+            metadata = identity.metadata() if identity is not None else ()
+            traced = tracing.outgoing_metadata()
+            if traced:
+                metadata = (*metadata, *traced)
+            return method(*args, metadata=metadata or None, **kwargs)
 
         setattr(self, name, call)
         return call

@@ -1153,3 +1153,24 @@ def test_what_the_replicator_logs(caplog, fast_sleep):
         assert back.node == "n2" and back.shard == "c/0"
 
     asyncio.run(go())
+
+
+# ------------------------------------------------------------------ lag (quartz_replication_lag_*)
+
+
+def test_lag_is_what_each_follower_has_not_acknowledged_and_since_when():
+    r = FakeReplica(entries=4)
+    rep = replicator(r, in_sync=("p", "n2"), n2=Stub(reply(OK)), n3=Stub(reply(OK)))
+    t0 = rep.started_at
+    # an in-sync follower holds the whole log; one outside in_sync is counted from nothing
+    assert rep.lag(t0 + 2) == {"n2": (0, 0.0), "n3": (4, 2.0)}
+    r.log.append(b"entry-5")
+    r.epochs.append(r.epoch)
+    assert rep.lag(t0 + 5)["n2"] == (1, 5.0)  # behind by one entry since it last held everything
+
+    async def go():
+        await rep.replicate([b"entry-5"], 4, r.epoch)
+
+    asyncio.run(go())
+    lag = rep.lag(rep.caught_up_at["n2"] + 1)
+    assert lag["n2"] == (0, 0.0) and lag["n3"][0] == 5  # n3 is not in sync: not sent to

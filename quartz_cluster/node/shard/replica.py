@@ -38,6 +38,7 @@ from quartz_cluster.node.shard.spec import ShardOptions, ShardSpec
 from quartz_cluster.node.shard.state import IndexState, StateLost
 from quartz_cluster.node.shard.storage import K_EPOCH, ShardStore
 from quartz_cluster.node.shard.writer import ShardWriter
+from quartz_cluster.observability.metrics import CHECKPOINT_FAILURES, CHECKPOINT_SECONDS
 from quartz_cluster.proto.quartz.v1 import node_pb2
 from quartz_cluster.validation import WriteBatch
 
@@ -254,6 +255,7 @@ class ShardReplica:
         try:
             await asyncio.to_thread(self._checkpoint)
         except Exception as exc:
+            CHECKPOINT_FAILURES.inc()
             self.checkpoint_failures += 1
             self.checkpoint_error = f"{type(exc).__name__}: {exc}"
             delay = min(
@@ -279,6 +281,7 @@ class ShardReplica:
         seconds = self.checkpoints.save(self.state, self.store, self.options.log_retention_entries)
         self.points_since_checkpoint = 0
         self.last_checkpoint_s = seconds
+        CHECKPOINT_SECONDS.observe(seconds)
         self.log.info(
             "checkpoint", extra={"lsn": self.checkpoints.lsn, "seconds": round(seconds, 3), "count": count}
         )
