@@ -93,6 +93,15 @@ def _credentials(args: argparse.Namespace, role: str):
 # --------------------------------------------------------------------------- processes
 
 
+def _observability(args: argparse.Namespace):
+    from quartz_cluster.observability import ObservabilitySettings
+
+    ratio = args.trace_sample_ratio
+    if ratio is not None and not 0.0 <= ratio <= 1.0:
+        raise CliError(f"--trace-sample-ratio must be within [0, 1], got {ratio}")
+    return ObservabilitySettings(getattr(args, "metrics_listen", None), args.otlp_endpoint, ratio)
+
+
 def _node(args: argparse.Namespace) -> int:
     from quartz_cluster.node.main import NodeSettings, run
 
@@ -110,6 +119,7 @@ def _node(args: argparse.Namespace) -> int:
             log_retention_entries=args.log_retention,
             memory_bytes_max=args.memory_max,
             credentials=_credentials(args, "node"),
+            observability=_observability(args),
         ),
         args.log_level,
     )
@@ -135,6 +145,7 @@ def _router_cmd(args: argparse.Namespace) -> int:
         journal_dir=args.journal_dir
         or (str(Path(args.cluster_dir) / "routers" / args.id / "journal") if args.cluster_dir else None),
         journal_fsync=args.journal_fsync,
+        observability=_observability(args),
     )
     return run(settings, args.log_level)
 
@@ -157,6 +168,7 @@ def _coordinator(args: argparse.Namespace) -> int:
             stripe_api_key=os.environ.get("STRIPE_API_KEY") or None,
             stripe_api_base=args.stripe_api_base,
         ),
+        observability=_observability(args),
     )
     return run(settings, args.log_level)
 
@@ -354,6 +366,7 @@ def _status(args: argparse.Namespace) -> int:
             "id": n,
             "address": view.nodes[n].address if n in view.nodes else None,
             "alive": n in view.nodes,
+            "health": view.unhealthy.get(n, "ok" if n in view.nodes else ""),
             "replicas": sum(n in s["replicas"] for s in shards),
             "primaries": sum(n == s["primary"] for s in shards),
         }
@@ -374,13 +387,14 @@ def _status(args: argparse.Namespace) -> int:
         t.add_row(c["id"], c["address"] or "-", "[green]yes[/]" if c["leader"] else "")
     console.print(t if coordinators else "[red]no coordinator is running[/]")
     t = Table(title="nodes", title_justify="left")
-    for col in ("id", "address", "alive", "replicas", "primaries"):
+    for col in ("id", "address", "alive", "health", "replicas", "primaries"):
         t.add_column(col)
     for n in nodes:
         t.add_row(
             n["id"],
             n["address"] or "-",
             "[green]yes[/]" if n["alive"] else "[red]no[/]",
+            n["health"] if n["health"] in ("ok", "") else f"[red]{n['health']}[/]",
             str(n["replicas"]),
             str(n["primaries"]),
         )
@@ -798,6 +812,29 @@ def build_parser() -> argparse.ArgumentParser:
             "--no-auth", action="store_true", help="run without credentials (a --no-auth cluster only)"
         )
 
+    def observability_opts(p: argparse.ArgumentParser, metrics_port: bool) -> None:
+        if metrics_port:
+            p.add_argument(
+                "--metrics-listen",
+                default=None,
+                metavar="HOST:PORT",
+                help="serve Prometheus metrics at GET /metrics here (port 0 picks a free one)",
+            )
+        p.add_argument(
+            "--otlp-endpoint",
+            default=None,
+            metavar="HOST:PORT",
+            help="export OpenTelemetry traces over OTLP/gRPC here (default $OTEL_EXPORTER_OTLP_ENDPOINT; "
+            "unset: tracing off)",
+        )
+        p.add_argument(
+            "--trace-sample-ratio",
+            type=float,
+            default=None,
+            metavar="RATIO",
+            help="share of requests without a sampled traceparent that start a trace (default 0.01)",
+        )
+
     def find_opts(p: argparse.ArgumentParser, router: bool = False, etcd: bool = False) -> None:
         p.add_argument(
             "--data-dir",
@@ -864,6 +901,7 @@ def build_parser() -> argparse.ArgumentParser:
         "beyond it; default 80%% of the machine's (or cgroup's) memory",
     )
     cluster_opts(node)
+    observability_opts(node, metrics_port=True)
     node.add_argument("--log-level", default="info")
     node.set_defaults(func=_node)
 
@@ -888,6 +926,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--journal-fsync", action="store_true", help="fsync each metered call (survives losing the machine)"
     )
     cluster_opts(router)
+    observability_opts(router, metrics_port=False)  # /metrics on --http-listen
     router.add_argument("--log-level", default="info")
     router.set_defaults(func=_router_cmd)
 
@@ -926,6 +965,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     coord.add_argument("--info-file", default=None, help="write {address, pid} here once serving")
     cluster_opts(coord)
+    observability_opts(coord, metrics_port=True)
     coord.add_argument("--log-level", default="info")
     coord.set_defaults(func=_coordinator)
 

@@ -49,6 +49,9 @@ INITIAL_CAPACITY = 1024
 COLLECTIONS_PER_TENANT_MAX = 1000
 REPLICAS_PER_NODE_MAX = 1024  # shard replicas on one node (each holds RocksDB files: ~6 fds)
 FDS_PER_REPLICA = 8  # file descriptors a replica may hold open (RocksDB files, index, log)
+# a node with less free disk under its data dir reports itself unhealthy (node/health.py): the
+# coordinator moves its primaries and replicas away before RocksDB runs out of space mid-write
+NODE_DISK_FREE_BYTES_MIN = 64 * 2**20
 NODE_MEMORY_FRACTION = 0.8  # a node's default memory budget: this share of what it may use ...
 # ... divided by the nodes that share the machine (`quartz up` passes --memory-max to each)
 REPLICA_BASE_BYTES = 4 * 1024 * 1024  # an empty replica besides its index (measured ~2.8 MiB)

@@ -312,6 +312,60 @@ def backup_under_faults(cluster: LocalCluster, collection: str, rng: random.Rand
     return Injected("backup-under-faults", f"backup {job['id']}; killed {killed}", heal)
 
 
+DISK_REMEDIATION_WAIT_S = 120.0
+BALLAST_CHUNK_BYTES = 4 * 2**20
+
+
+def fill_disk(path) -> int:
+    """Write a ballast file at `path` until its filesystem is full (ENOSPC); returns its size."""
+    chunk = b"\0" * BALLAST_CHUNK_BYTES
+    size = 0
+    with open(path, "wb", buffering=0) as f:
+        while True:
+            try:
+                size += f.write(chunk)
+            except OSError:
+                break
+        try:  # the last few bytes too
+            size += f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    return size
+
+
+def disk_full(cluster: LocalCluster, collection: str, rng: random.Random) -> Injected:
+    """A shard primary's disk fills up: a ballast file takes every free byte of its data dir's
+    filesystem (a tmpfs the runner mounted), as another process's runaway log would. Its writes
+    fail; it reports itself unhealthy; the coordinator hands its primaries to healthy in-sync
+    replicas and moves its replicas to the spare node, without an operator. The heal waits until
+    the node holds no replica (or DISK_REMEDIATION_WAIT_S), then deletes the ballast. Once per run."""
+    if getattr(cluster, "disk_filled", None):
+        return Injected("disk-full", "skipped: a disk was filled already", lambda: None, skipped=True)
+    node = _primary(cluster, collection, rng)
+    ballast = node.data_dir / "ballast"
+    t0 = time.monotonic()
+    size = fill_disk(ballast)
+    cluster.disk_filled = [node.name]
+
+    def heal() -> None:
+        deadline, moved_after_s = t0 + DISK_REMEDIATION_WAIT_S, None
+        while time.monotonic() < deadline:
+            try:
+                with cluster.client(timeout=10) as c:
+                    shard_map = c.describe_collection(collection).shard_map
+                if all(node.name not in s["replicas"] for s in shard_map):
+                    moved_after_s = round(time.monotonic() - t0, 2)
+                    break
+            except Exception:
+                pass
+            time.sleep(0.5)
+        ballast.unlink(missing_ok=True)
+        # for the report: how long until the full node held no replica (None: not within the wait)
+        cluster.disk_full_stats = {"node": node.name, "replicas_moved_after_s": moved_after_s}
+
+    return Injected("disk-full", f"{node.name} ({size / 2**20:.0f} MiB ballast)", heal)
+
+
 FAULTS = {
     "kill-primary": kill_primary,
     "kill-random": kill_random,
@@ -325,8 +379,11 @@ FAULTS = {
     "heavy-load": heavy_load,
     "lose-node": lose_node,
     "backup-under-faults": backup_under_faults,
+    "disk-full": disk_full,
 }
 NEEDS_NETWORK = {"partition"}  # faults that need the fronts in place before the cluster starts
+NEEDS_SPARE_NODE = {"lose-node", "disk-full"}  # the replication factor is restored on a spare node
+NEEDS_TMPFS = {"disk-full"}  # each node's data dir on a small tmpfs (mounted as root)
 SCENARIOS = {name: [name] for name in FAULTS} | {
     "mixed": ["kill-primary", "kill-random", "pause-primary", "etcd-member-loss", "rolling-restart", "drain"]
 }

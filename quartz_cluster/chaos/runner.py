@@ -3,8 +3,10 @@ inject faults on a schedule drawn from the seed, heal, wait for convergence, che
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
+import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -13,7 +15,14 @@ import numpy as np
 import orjson
 
 from quartz_cluster.chaos.checker import availability, check, recovery_times
-from quartz_cluster.chaos.faults import FAULTS, NEEDS_NETWORK, SCENARIOS, Injected
+from quartz_cluster.chaos.faults import (
+    FAULTS,
+    NEEDS_NETWORK,
+    NEEDS_SPARE_NODE,
+    NEEDS_TMPFS,
+    SCENARIOS,
+    Injected,
+)
 from quartz_cluster.chaos.netproxy import Network
 from quartz_cluster.chaos.workload import History, Workload
 from quartz_cluster.cluster import LocalCluster
@@ -45,15 +54,46 @@ class ChaosConfig:
         )
 
 
+NODE_TMPFS_BYTES = 256 * 2**20  # each node's data dir in disk-full runs: room for the workload
+
+
+def mount_node_tmpfs(cluster_dir: Path, nodes: int) -> None:
+    """Each node's data dir on a tmpfs of its own (disk-full fills one); needs root."""
+    if os.geteuid() != 0:
+        raise PermissionError("this scenario mounts a tmpfs per node data dir: run it as root")
+    for i in range(nodes):
+        path = cluster_dir / "nodes" / f"n{i + 1}"
+        path.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={NODE_TMPFS_BYTES},mode=0700", "tmpfs", str(path)],
+            check=True,
+        )
+
+
+def unmount_under(directory: Path) -> None:
+    """Unmount every mount below `directory` (this runner's tmpfs), deepest first."""
+    prefix = str(directory.resolve()) + "/"
+    try:
+        with open("/proc/mounts") as f:
+            points = [line.split()[1] for line in f]
+    except OSError:
+        return
+    for point in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], check=False)
+
+
 def run(cfg: ChaosConfig, say=print) -> dict:
     if cfg.scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {cfg.scenario!r}; one of {', '.join(sorted(SCENARIOS))}")
     rng = random.Random(cfg.seed)
-    if "lose-node" in SCENARIOS[cfg.scenario]:
+    if any(f in NEEDS_SPARE_NODE for f in SCENARIOS[cfg.scenario]):
         cfg.nodes = max(cfg.nodes, cfg.rf + 1)  # a spare node to restore the replication factor on
     out = Path(cfg.out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    unmount_under(out / "cluster")  # a previous run's tmpfs, if it was interrupted
     shutil.rmtree(out / "cluster", ignore_errors=True)  # a run always starts from a fresh cluster
+    if any(f in NEEDS_TMPFS for f in SCENARIOS[cfg.scenario]):
+        mount_node_tmpfs(out / "cluster", cfg.nodes)
     net = None
     if any(f in NEEDS_NETWORK for f in SCENARIOS[cfg.scenario]):
         net = Network(lambda: {p.pid: p.name for p in cluster.processes() if p.alive()})
@@ -92,10 +132,14 @@ def run(cfg: ChaosConfig, say=print) -> dict:
         report = _check(cfg, cluster, history, converge_s)
         report["epoch_bumps"] = _epoch_bumps(cluster)
         done = [e["t"] for e in history.events if e["type"] == "converged"]
-        lost = [e["t"] for e in history.events if e["type"] == "fault" and e["fault"] == "lose-node"]
+        lost = [e["t"] for e in history.events if e["type"] == "fault" and e["fault"] in NEEDS_SPARE_NODE]
         if lost:  # every shard back to its replication factor, counted from the loss
             report["replication_restored_after_s"] = round(done[0] - lost[0], 2) if done else None
         report["heavy_load"] = getattr(cluster, "heavy_stats", [])
+        if "disk-full" in SCENARIOS[cfg.scenario]:
+            report["disk_full"] = getattr(cluster, "disk_full_stats", None)
+            moved = (report["disk_full"] or {}).get("replicas_moved_after_s")
+            report["passed"] = report["passed"] and moved is not None
         if getattr(cluster, "backups", None):
             report["backups"] = _check_backups(cluster, history)
             report["passed"] = report["passed"] and all(b["passed"] for b in report["backups"])
@@ -107,10 +151,12 @@ def run(cfg: ChaosConfig, say=print) -> dict:
         cluster.kill()
         if net is not None:
             net.close()
+        unmount_under(out / "cluster")
         raise
     cluster.stop()
     if net is not None:
         net.close()
+    unmount_under(out / "cluster")
     _write(out, cfg, history, report)
     say(summary(report))
     return report

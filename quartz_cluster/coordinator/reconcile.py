@@ -37,6 +37,7 @@ class ClusterView:
     positions: dict[tuple[str, int, str], tuple[int, int]] = field(default_factory=dict)
     replica_tombstones: dict[tuple[str, int, str], str] = field(default_factory=dict)  # -> incarnation
     draining: set[str] = field(default_factory=set)
+    unhealthy: dict[str, str] = field(default_factory=dict)  # live nodes that report they cannot write
     # filled by the leader: how long each node named in the map has been without a lease, and
     # how long a node may be gone before its replicas are re-created elsewhere
     dead_for_s: dict[str, float] = field(default_factory=dict)
@@ -63,6 +64,7 @@ class ClusterView:
                 v.bad_records[kv.key] = str(exc)
                 revisions[kv.key] = kv.mod_revision
         _report_bad(v.bad_records, revisions)
+        v.draining |= set(v.unhealthy)  # an unhealthy node is drained without an operator
         return v
 
     def _add(self, kv) -> None:
@@ -74,6 +76,8 @@ class ClusterView:
             rec = schema.NodeRecord.from_json(kv.value, where)
             _same(name, rec.id, where, "id")
             self.nodes[rec.id] = rec
+            if rec.health:  # it cannot write: hand its primaries over and move its replicas away
+                self.unhealthy[rec.id] = rec.health
         elif k.startswith(schema.COLLECTIONS):
             tenant, name = schema.parse_collection_key(k)
             rec = CollectionRecord.from_json(kv.value, where)
@@ -288,6 +292,21 @@ def _move(
         return None
     node = leaving[0]
     staying = [n for n in rec.replicas if n not in view.draining]
+    if rec.primary in view.unhealthy:
+        # the primary cannot write: writes fail until another leads, so hand it over first, to
+        # an in-sync replica (it holds every acknowledged write) on a live, healthy node
+        successor = next((n for n in staying if n in in_sync and n in view.nodes), None)
+        if successor is not None:
+            return UpdateShard(
+                replace(
+                    rec,
+                    epoch=rec.epoch + 1,
+                    primary=successor,
+                    primary_incarnation=view.nodes[successor].incarnation,
+                ),
+                mod_rev,
+                f"{rec.primary} cannot write ({view.unhealthy[rec.primary]}): primary handed to {successor}",
+            )
     if len(staying) < target_rf:
         if not spare:
             return None
@@ -352,7 +371,7 @@ def reconcile(view: ClusterView) -> list[Action]:
                 coll.id,
                 coll.shards,
                 coll.replication_factor,
-                view.nodes,
+                {n: rec for n, rec in view.nodes.items() if n not in view.unhealthy},
                 replicas_per_node,
                 primaries_per_node,
             )

@@ -230,9 +230,18 @@ class NodeRecord(Record):
     incarnation: str  # a uuid per process start
     shards: int = 0
     memory_bytes_max: int = 0  # the node's memory budget (admission control); 0: not reported
+    # "" while the node can write; else why it cannot (disk nearly full, checkpoints failing): the
+    # coordinator hands its primaries to healthy in-sync replicas and moves its replicas away
+    health: str = ""
 
     def _check(self, where: str) -> None:
         _name(self.id, f"{where}.id")
+
+    def to_json(self) -> bytes:
+        obj = asdict(self)
+        if not self.health:
+            del obj["health"]  # a healthy node's record reads as before (older coordinators)
+        return orjson.dumps(obj)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from quartz_cluster.meta import schema
 from quartz_cluster.meta.lease import DEFAULT_TTL_S
 from quartz_cluster.meta.lease_process import LeaseProcess
 from quartz_cluster.meta.store import EtcdStore
+from quartz_cluster.node.health import node_health
 from quartz_cluster.node.registry import ShardRegistry
 from quartz_cluster.node.shard import ShardReplica, ShardSpec
 from quartz_cluster.replication.primary import Replicator
@@ -49,6 +50,7 @@ class ClusterMember:
         credentials: ClusterCredentials | None = None,
     ) -> None:
         self.node_id, self.registry = node_id, registry
+        self.health = ""  # as last reported (node/health.py)
         etcd_auth = credentials.etcd_auth if credentials else None
         self.store = EtcdStore(etcd, etcd_auth)
         self.keeper = LeaseProcess(
@@ -60,6 +62,7 @@ class ClusterMember:
                 incarnation,
                 len(registry.shards),
                 registry.budget.memory_bytes_max if registry.budget else 0,
+                self._health(),
             ).to_json(),
             ttl_s,
             name="node-lease",
@@ -74,6 +77,21 @@ class ClusterMember:
         self._refused: dict[tuple[str, int], str] = {}  # replicas the node's budget refused (logged once)
         self._restores: dict[tuple[str, int], asyncio.Task] = {}  # replicas being restored from a backup
         self._restore_failed: dict[tuple[str, int], str] = {}
+
+    def _health(self) -> str:
+        """Why this node cannot write ("" when it can), logged when it changes."""
+        health = node_health(self.registry, self.registry.data_dir)
+        if health != self.health:
+            if health:
+                free = shutil.disk_usage(self.registry.data_dir).free
+                log.error(
+                    "node cannot write; reporting unhealthy",
+                    extra={"reason": health, "disk_free_bytes": free},
+                )
+            else:
+                log.info("node can write again; reporting healthy", extra={"was": self.health})
+            self.health = health
+        return health
 
     def placed(self, collection_id: str, shard: int) -> bool:
         """The shard map names this node as a replica of the shard of a live collection."""

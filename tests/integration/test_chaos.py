@@ -4,6 +4,8 @@ duplicated, and the replicas identical afterwards."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from quartz_cluster.chaos.runner import ChaosConfig, run
@@ -78,3 +80,21 @@ def test_the_heaviest_accepted_requests_cause_no_false_failover(tmp_path):
     assert report["passed"] and report["lost"] == [], report
     assert report["false_failovers"] == 0 and report["epoch_bumps"] == 0, report
     assert sum(h["searches"] for h in report["heavy_load"]) > 0  # the heavy load did run
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="disk-full mounts a tmpfs per node data dir: it needs root")
+def test_a_full_disk_is_remediated_without_an_operator(tmp_path):
+    """disk-full: a shard primary's data dir (a tmpfs) filled to the last byte. The node reports
+    it cannot write; the coordinator hands its primaries to in-sync replicas (writes resume) and
+    moves its replicas to the spare node; nothing acknowledged is lost."""
+    report = run(
+        ChaosConfig("disk-full", duration_s=20, seed=7, out_dir=str(tmp_path / "disk")), say=lambda _: None
+    )
+    assert report["passed"] and report["lost"] == [] and report["divergent_shards"] == [], report
+    assert report["config"]["nodes"] == 4  # a spare node for the moved replicas
+    (full,) = [f for f in report["recovery"] if f["fault"] == "disk-full"]
+    assert full["recovered_after_s"] is not None  # writes resumed (the figure is in RELIABILITY.md)
+    assert report["disk_full"]["replicas_moved_after_s"] is not None, report["disk_full"]
+    assert report["converged_after_s"] is not None
+    with open("/proc/mounts") as f:
+        assert str(tmp_path) not in f.read()  # every tmpfs unmounted

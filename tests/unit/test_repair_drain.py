@@ -72,3 +72,58 @@ def test_drain_moves_a_follower_then_hands_over_and_removes_a_primary():
 
 def test_nothing_moves_without_a_spare_node():
     assert step(view(live=("n1", "n2"), draining=("n2",))) is None
+
+
+# ------------------------------------------------------------------ self-remediation (issue 16)
+
+
+def unhealthy_view(rec=REC, sick="n1", live=("n1", "n2", "n3")) -> ClusterView:
+    """A cluster whose node `sick` reports it cannot write, as parsed from etcd."""
+    from quartz_cluster.meta import schema
+
+    kvs = []
+    for n in live:
+        health = "disk nearly full: under 64 MiB free" if n == sick else ""
+        raw = NodeRecord(n, "addr", "p" + n[1:], health=health).to_json()
+        kvs.append(type("KV", (), {"key": schema.node_key(n), "value": raw, "mod_revision": 1})())
+    v = ClusterView.from_kvs(9, kvs)
+    v.collections["docs"] = COLL
+    v.shards["cid"] = {0: (rec, 50)}
+    for n in rec.replicas:
+        v.replicas[("cid", 0, n)] = ReplicaRecord(n, "r" + n[1:])
+    return v
+
+
+def test_a_healthy_node_record_reads_as_before_and_an_unhealthy_one_names_why():
+    assert b"health" not in NodeRecord("n1", "a", "p").to_json()  # older coordinators parse it
+    sick = NodeRecord("n1", "a", "p", health="checkpoint failing")
+    assert NodeRecord.from_json(sick.to_json()) == sick
+
+
+def test_an_unhealthy_primary_is_handed_over_at_once_then_its_replica_moves_away():
+    v = unhealthy_view()
+    assert v.unhealthy == {"n1": "disk nearly full: under 64 MiB free"} and "n1" in v.draining
+    a = step(v)  # first: writes must resume, so the in-sync follower leads (a new epoch)
+    assert (a.record.primary, a.record.epoch, a.record.primary_incarnation) == ("n2", 3, "p2")
+    assert a.record.replicas == ("n1", "n2") and "cannot write" in a.reason
+    a = step(unhealthy_view(rec=a.record))  # then re-replicate: a new replica on the spare node
+    assert a.record.replicas == ("n1", "n2", "n3") and a.record.primary == "n2"
+    rec = replace(a.record, in_sync=(*a.record.in_sync, InSync("n3", "r3")))
+    a = step(unhealthy_view(rec=rec))  # caught up: the sick node's replica goes
+    assert a.record.replicas == ("n2", "n3") and a.removed == (("cid", 0, "n1", "r1"),)
+
+
+def test_an_unhealthy_primary_with_no_healthy_in_sync_replica_keeps_leading():
+    rec = replace(REC, in_sync=(InSync("n1", "r1"),))  # n2 is catching up: promoting it would lose writes
+    a = step(unhealthy_view(rec=rec))
+    assert a is None or a.record.primary == "n1"
+
+
+def test_new_collections_are_not_placed_on_an_unhealthy_node():
+    v = unhealthy_view(live=("n1", "n2", "n3"))
+    v.shards = {}
+    v.replicas = {}
+    v.collections["fresh"] = CollectionRecord("fresh", "cid2", 8, "cosine", 3, 2, 16, 200, 64)
+    v.collections.pop("docs")
+    [place] = [a for a in reconcile(v) if hasattr(a, "records")]
+    assert all("n1" not in r.replicas for r in place.records)
