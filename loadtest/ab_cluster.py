@@ -5,6 +5,9 @@ sides alike.
     git worktree add /tmp/quartz-a 06ab9e3
     .venv/bin/python loadtest/ab_cluster.py --a /tmp/quartz-a --b . --rounds 2
     .venv/bin/python loadtest/ab_cluster.py --a . --b . --b-no-auth --rounds 2   # what auth costs
+    git worktree add /tmp/quartz-pre16 0c5c985   # before metrics and traces (issue 16)
+    .venv/bin/python loadtest/ab_cluster.py --a /tmp/quartz-pre16 --b . --otlp-sink --rounds 2
+                                                  # what metrics + tracing cost, as shipped
 
 Each side runs in its own process with that checkout first on sys.path (its cluster's
 processes inherit it): 3 nodes, 3 shards x RF 2, pydocs (or --generated N rows) ingested in
@@ -14,7 +17,10 @@ level, every call through the router's gRPC API with the cluster's admin key. --
 no etcd auth; its clients send no key; the checkout's QuartzCluster must take auth=, as it does
 since issue 13). Prints ingest rows/s, QPS, p50/p99 and the servers' CPU per query (from /proc,
 as `quartz bench` reports it), then per level each side's mean QPS and B against A in %; writes
-loadtest/results/ab-<time>.json. A benchmark, not a test: nothing is asserted.
+loadtest/results/ab-<time>.json. --otlp-sink starts an OTLP/gRPC trace receiver in this process
+and gives both sides OTEL_EXPORTER_OTLP_ENDPOINT: a checkout with tracing exports its spans there
+at its default sampling ratio (one that has none ignores it), so an A/B against a checkout from
+before issue 16 measures metrics plus tracing as shipped. A benchmark, not a test: nothing is asserted.
 """
 
 from __future__ import annotations
@@ -88,6 +94,27 @@ def summarize(runs: list[dict], levels: list[int]) -> list[dict]:
     return out
 
 
+def otlp_sink():
+    """An OTLP/gRPC trace receiver on a free loopback port that counts what it gets."""
+    from concurrent import futures
+
+    import grpc
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+    received = {"spans": 0}
+
+    class Sink(trace_service_pb2_grpc.TraceServiceServicer):
+        def Export(self, request, context):
+            received["spans"] += sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+            return trace_service_pb2.ExportTraceServiceResponse()
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Sink(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, f"127.0.0.1:{port}", received
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--a", type=Path, required=True, help="checkout A (a git worktree)")
@@ -100,6 +127,9 @@ def main() -> None:
     p.add_argument("--ef", type=int, default=32)
     p.add_argument("--a-no-auth", action="store_true", help="side A's cluster without auth (--no-auth)")
     p.add_argument("--b-no-auth", action="store_true", help="side B's cluster without auth (--no-auth)")
+    p.add_argument(
+        "--otlp-sink", action="store_true", help="receive both sides' traces (OTEL_EXPORTER_OTLP_ENDPOINT)"
+    )
     p.add_argument("--side", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--no-auth", action="store_true", help=argparse.SUPPRESS)  # of one side
     args = p.parse_args()
@@ -122,12 +152,16 @@ def main() -> None:
     for name in ("a", "b"):
         if not (getattr(args, name) / "quartz_cluster" / "__init__.py").exists():
             p.error(f"--{name}: {getattr(args, name)} is not a QuartzDB checkout")
+    sink_env, sink = {}, None
+    if args.otlp_sink:
+        sink, endpoint, received = otlp_sink()
+        sink_env = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}
     runs = []
     started = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "load_avg": os.getloadavg()}
     for round_ in range(args.rounds):
         for name in ("a", "b"):
             repo = getattr(args, name).resolve()
-            env = {**os.environ, "PYTHONPATH": str(repo)}
+            env = {**os.environ, "PYTHONPATH": str(repo), **sink_env}
             env.setdefault("QUARTZ_SHARED_DATA", str(HERE.parent / "shared" / "data"))
             cmd = [sys.executable, str(HERE / "loadtest" / "ab_cluster.py"), "--side", "--a", ".", "--b", "."]
             cmd += ["--clients", ",".join(map(str, args.clients)), "--duration", str(args.duration)]
@@ -152,6 +186,10 @@ def main() -> None:
                         f"{row.get('other_cpu_cores') or 0:.2f} cores)",
                         flush=True,
                     )
+    if sink is not None:
+        sink.stop(0)
+        print(f"traces received: {received['spans']} spans", flush=True)
+        started["spans_received"] = received["spans"]
     summary = summarize(runs, args.clients)
     for row in summary:
         print(
