@@ -52,7 +52,10 @@ class ObservedApp:
             span = tracing.TRACER.start_span(
                 f"HTTP {scope['method']}", context=parent, kind=trace.SpanKind.SERVER
             )
-            token = otel_context.attach(trace.set_span_in_context(span))
+            if span.is_recording():
+                token = otel_context.attach(trace.set_span_in_context(span))
+            else:
+                span = None  # not sampled: nothing to record or pass on
 
         async def send_observed(message):
             nonlocal status

@@ -22,5 +22,11 @@ def start(
     from quartz_cluster.observability import metrics, tracing
 
     settings = settings or ObservabilitySettings()
-    tracing.configure(f"quartz-{role}", instance, settings.otlp_endpoint, settings.trace_sample_ratio)
+    tracing.configure(
+        f"quartz-{role}",
+        instance,
+        settings.otlp_endpoint,
+        settings.trace_sample_ratio,
+        starts_traces=role == "router",  # the entry point; the others join its traces
+    )
     return metrics.start(role, settings.metrics_listen, collect)

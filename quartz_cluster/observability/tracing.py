@@ -30,10 +30,16 @@ TRACEPARENT = "traceparent"
 
 TRACER = trace.get_tracer("quartz")
 _provider = None
+_starts_traces = True  # False on nodes and coordinators: they trace only as part of a request
 
 
 def enabled() -> bool:
     return _provider is not None
+
+
+def starts_traces() -> bool:
+    """Whether a request without a traceparent may start a trace here (the router: the entry)."""
+    return _starts_traces
 
 
 def configure(
@@ -41,10 +47,14 @@ def configure(
     instance: str,
     otlp_endpoint: str | None = None,
     sample_ratio: float | None = None,
+    starts_traces: bool = True,
 ) -> bool:
     """Export this process's spans to `otlp_endpoint` (host:port, or http(s)://host:port); without
-    one, from the environment; without either, tracing stays off. Returns whether it is on."""
-    global _provider
+    one, from the environment; without either, tracing stays off. Returns whether it is on.
+    starts_traces: False for internal processes (nodes, coordinators): a call that carries no
+    traceparent is never traced there, so the router's sampling decides for the whole request
+    and no orphan node-only traces appear."""
+    global _provider, _starts_traces
     endpoint = (
         otlp_endpoint
         or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
@@ -78,7 +88,7 @@ def configure(
         )
     )
     trace.set_tracer_provider(provider)
-    _provider = provider
+    _provider, _starts_traces = provider, starts_traces
     logs.trace_id = current_trace_id
     log.info("tracing on", extra={"otlp_endpoint": endpoint, "sample_ratio": sample_ratio})
     return True

@@ -40,13 +40,15 @@ class _Observation:
         self.span = self.token = None
         if tracing.enabled():
             parent = tracing.parent_from(context.invocation_metadata())
-            self.span = tracing.TRACER.start_span(
-                self.name,
-                context=parent,
-                kind=trace.SpanKind.SERVER,
-                attributes={"rpc.system": "grpc", "rpc.service": self.service, "rpc.method": self.method},
-            )
-            self.token = otel_context.attach(trace.set_span_in_context(self.span))
+            if parent is None and not tracing.starts_traces():
+                return  # an internal call outside any traced request
+            span = tracing.TRACER.start_span(self.name, context=parent, kind=trace.SpanKind.SERVER)
+            if span.is_recording():  # sampled; an unsampled request costs no context switch
+                span.set_attributes(
+                    {"rpc.system": "grpc", "rpc.service": self.service, "rpc.method": self.method}
+                )
+                self.span = span
+                self.token = otel_context.attach(trace.set_span_in_context(span))
 
     def end(self, context, error: BaseException | None = None) -> None:
         if error is None or isinstance(error, grpc.aio.AbortError) or context.code() is not None:
