@@ -28,6 +28,18 @@ if ! command -v promtool >/dev/null 2>&1; then
   fi
 fi
 
+# Debian's chromium and its driver: the dashboard in a real headless browser
+# (tests/integration/test_dashboard.py, through selenium)
+if ! command -v chromedriver >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "setup: installing chromium and chromium-driver (apt)" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "setup: chromedriver not found; run 'sudo apt-get install chromium chromium-driver'" >&2
+  fi
+fi
+
 # Node 20 + npm run the JavaScript examples (examples/javascript; tests/integration/test_examples.py)
 if ! command -v node >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   echo "setup: installing nodejs and npm (apt)" >&2
