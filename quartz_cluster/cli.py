@@ -211,9 +211,9 @@ def _up(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     console.print(f"[bold green]QuartzDB cluster up[/] (data dir {cluster.data_dir})")
     console.print(f"  router (gRPC, quartz.v1.Quartz): [bold]{cluster.router_address}[/]")
-    console.print(
-        f"  HTTP gateway: [bold]http://{cluster.http_address}[/] (docs: http://{cluster.http_address}/docs)"
-    )
+    http = f"http://{cluster.http_address}"
+    console.print(f"  HTTP gateway: [bold]{http}[/] (docs: {http}/docs; dashboard: {http}/dashboard)")
+    console.print(f"  metrics: {http}/metrics; nodes' and coordinators' in the cluster file")
     if cluster.new_admin_key:
         console.print(
             f"  admin API key (shown once; also in {cluster.admin_key_file}, mode 0600):\n"
@@ -223,7 +223,7 @@ def _up(args: argparse.Namespace) -> int:
         console.print(f"  admin API key: in {cluster.admin_key_file}")
     console.print(f"  etcd: {cluster.etcd.endpoint}")
     for n in cluster.nodes:
-        console.print(f"  node {n.name}: {n.address} (pid {n.pid})")
+        console.print(f"  node {n.name}: {n.address} (pid {n.pid}; metrics {n.metrics_address})")
     console.print(f"  cluster file: {cluster.data_dir / 'cluster.json'}; logs in {cluster.logs}")
     console.print("A child that dies is restarted (backoff 1 s doubling to 60 s). Ctrl-C stops everything.")
     try:
