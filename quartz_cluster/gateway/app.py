@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -29,6 +30,10 @@ from starlette.staticfiles import StaticFiles
 from quartz_cluster import __version__, errors, limits
 from quartz_cluster.client import _common as sdk
 from quartz_cluster.gateway import models as m
+from quartz_cluster.gateway.dashboard import STATIC_DIR as DASHBOARD_DIR
+from quartz_cluster.gateway.dashboard import cluster as dashboard_cluster
+from quartz_cluster.gateway.dashboard import guard as dashboard_guard
+from quartz_cluster.gateway.dashboard import latency as dashboard_latency
 from quartz_cluster.proto.quartz.v1 import node_pb2, quartz_pb2
 from quartz_cluster.rpc.status import status_message, status_of
 
@@ -260,6 +265,26 @@ class JSON(JSONResponse):
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
+# The dashboard's pages and files: its own origin only (no CDN, no inline script or style), never
+# framed, not sniffed. Its script calls /v1 on the same origin with the key the user signed in with.
+DASHBOARD_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+    "img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+
+class DashboardFiles(StaticFiles):
+    """The dashboard's static files, with its security headers."""
+
+    async def get_response(self, path: str, scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers.update(DASHBOARD_HEADERS)
+        return response
+
+
 def build_app(service, ready: Callable[[], bool]) -> FastAPI:
     """The gateway over a router's QuartzService. `ready`: whether the router can serve (its
     shard map is loaded)."""
@@ -276,6 +301,7 @@ def build_app(service, ready: Callable[[], bool]) -> FastAPI:
         max_body_size=BODY_BYTES_MAX,  # enforced while reading, chunked bodies too: 413
     )
     app.mount("/docs/assets", StaticFiles(directory=swagger_ui_path), name="swagger-assets")
+    app.mount("/dashboard/static", DashboardFiles(directory=DASHBOARD_DIR), name="dashboard-assets")
     timeout_s = limits.ROUTER_CALL_TIMEOUT_S
 
     async def call(method: str, request, caller: list[tuple[str, str]], fields=()):
@@ -358,6 +384,13 @@ def build_app(service, ready: Callable[[], bool]) -> FastAPI:
             swagger_favicon_url="/docs/assets/favicon-32x32.png",
             swagger_ui_parameters={"persistAuthorization": True, "tryItOutEnabled": True},
         )
+
+    @probes.get("/dashboard", include_in_schema=False)
+    async def dashboard() -> Response:
+        """The admin dashboard (docs/dashboard.md): a static page; its data comes from /v1 with
+        the key the user signs in with."""
+        page = (DASHBOARD_DIR / "index.html").read_bytes()
+        return Response(page, media_type="text/html; charset=utf-8", headers=DASHBOARD_HEADERS)
 
     v1 = APIRouter(prefix="/v1", responses=PROBLEM_RESPONSES)
 
@@ -663,6 +696,40 @@ def build_app(service, ready: Callable[[], bool]) -> FastAPI:
     async def revoke_key(key_id: KeyId, caller: Caller):
         resp = await call("RevokeKey", quartz_pb2.RevokeKeyRequest(id=key_id), caller)
         return {"revoked": resp.revoked}
+
+    latency_window = dashboard_latency.LatencyWindow(time.time())
+
+    def _context(caller: list[tuple[str, str]]) -> CallContext:
+        return CallContext(caller, timeout_s, next((v for k, v in caller if k == PEER), ""))
+
+    @v1.get("/admin/cluster", response_model=m.ClusterStatus, tags=["admin"])
+    async def cluster_status(caller: Caller):
+        """Nodes, shards (epoch, primary, replicas, in_sync, each replica's lag in log entries)
+        and every tenant's collections: this router's shard map, and each live node asked for
+        its replicas with a short deadline (a node that does not answer shows as unreachable).
+        Cluster admins only."""
+        await dashboard_guard.cluster_admin(
+            service, caller, _context(caller), "ClusterStatus", "the cluster status"
+        )
+        return await dashboard_cluster.status(service.shardmap.view, service.nodes)
+
+    @v1.get("/admin/latency", response_model=m.LatencyReport, tags=["admin"])
+    async def latency(
+        caller: Caller,
+        window_s: Annotated[
+            float,
+            Query(
+                ge=dashboard_latency.WINDOW_S_MIN,
+                le=dashboard_latency.WINDOW_S_MAX,
+                description="how far back (seconds)",
+            ),
+        ] = dashboard_latency.WINDOW_S_DEFAULT,
+    ):
+        """p50/p95/p99 (ms), count and failures of each gRPC method and HTTP route this router
+        served over the last `window_s`, from its own latency histograms (quantiles interpolated
+        within buckets, as Prometheus' histogram_quantile). Cluster admins only."""
+        await dashboard_guard.cluster_admin(service, caller, _context(caller), "Latency", "latency")
+        return latency_window.report(time.time(), dashboard_latency.read_registry(), window_s)
 
     @v1.get("/whoami", response_model=m.KeyInfo, tags=["admin"])
     async def whoami(caller: Caller):

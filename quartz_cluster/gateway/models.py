@@ -360,6 +360,99 @@ class AuditReport(BaseModel):
     problems: list[str]
 
 
+class ReplicaStatus(BaseModel):
+    node: str
+    primary: bool
+    in_sync: bool
+    state: Literal["ok", "missing", "unreachable", "down"] = Field(
+        description="ok: its node reported it; missing: its node answered without it (being "
+        "created); unreachable: its node did not answer in time; down: its node holds no lease"
+    )
+    log_end: int | None = Field(description="the last LSN in its log (null: unknown)")
+    lag: int | None = Field(
+        description="log entries behind the primary's log end (null: either position unknown)"
+    )
+    count: int | None = Field(description="points it holds (null: unknown)")
+    health: str = Field(description='its node\'s word on it ("ok", "checkpoint failing (...)", ...)')
+
+
+class ShardStatus(BaseModel):
+    tenant: str
+    collection: str
+    collection_id: str
+    shard: int
+    epoch: int
+    primary: str
+    ready: bool = Field(description="its primary is in sync (it can take writes)")
+    in_sync: list[str]
+    replication_factor: int
+    replicas: list[ReplicaStatus]
+
+
+class NodeStatus(BaseModel):
+    id: str
+    address: str | None = Field(description="null: the node holds no lease")
+    alive: bool = Field(description="it holds its lease in etcd")
+    reachable: bool | None = Field(description="it answered this router in time (null: not asked)")
+    error: str = Field(description="why it did not answer")
+    health: str = Field(description='"" while it can write; else why it cannot')
+    draining: bool
+    replicas: int
+    primaries: int
+    rss_bytes: int | None = Field(description="the node process's resident memory (null: unknown)")
+
+
+class CollectionStatus(BaseModel):
+    tenant: str
+    name: str
+    id: str
+    dim: int
+    metric: str
+    shards: int
+    replication_factor: int
+    points: int = Field(description="the sum of its primaries' counts")
+    points_complete: bool = Field(description="every primary answered (else points is a lower bound)")
+    ready: bool
+
+
+class ClusterSummary(BaseModel):
+    nodes: int
+    nodes_alive: int
+    nodes_unreachable: int
+    shards: int
+    shards_without_primary: int
+    shards_under_replicated: int
+    max_lag: int
+    collections: int
+
+
+class ClusterStatus(BaseModel):
+    revision: int = Field(description="the etcd revision of the router's shard map")
+    summary: ClusterSummary
+    nodes: list[NodeStatus]
+    shards: list[ShardStatus]
+    collections: list[CollectionStatus] = Field(description="every tenant's")
+
+
+class OperationLatency(BaseModel):
+    protocol: Literal["grpc", "http"]
+    operation: str = Field(description='a gRPC method ("Search") or an HTTP route ("POST /v1/...")')
+    count: int = Field(description="requests answered in the window")
+    failed: int = Field(description="of them, answered with a gRPC code other than OK or HTTP >= 400")
+    per_s: float
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+
+
+class LatencyReport(BaseModel):
+    window_s: float = Field(description="the window covered (shorter than asked while the router is young)")
+    requested_window_s: float
+    start: float = Field(description="unix seconds")
+    end: float = Field(description="unix seconds")
+    operations: list[OperationLatency] = Field(description="those with requests in the window, busiest first")
+
+
 class Problem(BaseModel):
     """RFC 9457 problem details."""
 
