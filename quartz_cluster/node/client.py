@@ -49,7 +49,7 @@ class NodeClient:
     def _connect(self, address: str) -> None:
         self.channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
         stub = node_pb2_grpc.NodeStub(self.channel)
-        self.stub = MemberStub(stub, self.identity)
+        self.stub = stub if self.identity is None else MemberStub(stub, self.identity)
 
     def close(self) -> None:
         self.channel.close()
