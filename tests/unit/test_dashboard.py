@@ -494,6 +494,25 @@ def test_the_guard_refuses_a_tenant_admin_with_a_clear_message_and_audits_bad_ke
     assert asyncio.run(guard.cluster_admin(FakeService(), bearer("admin"), None, "L", "l")).role == "admin"
 
 
+def test_a_guard_refusal_by_the_rate_limits_counts_in_the_refusals_metric():
+    from prometheus_client import REGISTRY
+
+    class EmptyLimiter:
+        async def acquire_all(self, requests):
+            raise errors.ResourceExhausted("rate limit manage exceeded")
+
+    door = FakeDoor()
+    door.limiter = EmptyLimiter()
+
+    def refused():
+        return REGISTRY.get_sample_value("quartz_rate_limit_refusals_total", {"reason": "rate"}) or 0.0
+
+    before = refused()
+    with pytest.raises(errors.ResourceExhausted):
+        asyncio.run(guard.cluster_admin(FakeService(door=door), bearer("admin"), None, "Latency", "latency"))
+    assert refused() == before + 1
+
+
 # ------------------------------------------------------------------ the routes, in process
 
 
