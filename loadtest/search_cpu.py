@@ -3,7 +3,8 @@ the check behind "what metrics and traces cost" in docs/BENCHMARKS.md.
 
     .venv/bin/python loadtest/search_cpu.py            # tracing off (no OTLP endpoint)
     .venv/bin/python loadtest/search_cpu.py --otlp     # every process exports to a sink here
-    cd /tmp/quartz-pre16 && PYTHONPATH=$PWD /work/main/.venv/bin/python /work/main/loadtest/search_cpu.py
+    # the A/B: rounds of (BEFORE, after, after + tracing), interleaved, each run a fresh cluster
+    .venv/bin/python loadtest/search_cpu.py --before /tmp/quartz-pre16 --rounds 6
 
 3 nodes, 3 shards x RF 2, 6,000 random 384-d vectors, 200 warm-up searches, then 3,000 searches
 (k 10) through the SDK with the admin key; prints searches/s and the CPU the router and nodes used
@@ -16,8 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -30,7 +35,13 @@ VECTORS, WARMUP, SEARCHES, DIM = 6000, 200, 3000, 384
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--otlp", action="store_true", help="tracing on: an OTLP sink in this process")
+    p.add_argument("--before", type=Path, help="A/B mode: the checkout to compare with (a git worktree)")
+    p.add_argument("--rounds", type=int, default=6, help="A/B mode: rounds of the three variants")
+    p.add_argument("--out", type=Path, help="A/B mode: write every run and the summary here (JSON)")
     args = p.parse_args()
+    if args.before is not None:
+        compare(args.before, args.rounds, args.out)
+        return
     received = None
     if args.otlp:
         from ab_cluster import otlp_sink  # loadtest/ab_cluster.py
@@ -62,6 +73,61 @@ def main() -> None:
         "spans_received": received["spans"] if received else None,
     }
     print(json.dumps(out))
+
+
+def compare(before: Path, rounds: int, out: Path | None) -> None:
+    """Rounds of three runs, each in a fresh process and cluster, in a rotating order: `before`
+    (its own code, this script), this checkout, this checkout with tracing to a sink. Prints each
+    variant's server CPU per search and each variant's mean against `before`'s with a 95 %
+    confidence interval (Welch, normal approximation: a rough bound, not a test)."""
+    here = Path(__file__).resolve()
+    this = here.parent.parent
+    variants = {
+        "before": (before.resolve(), []),
+        "after": (this, []),
+        "after+tracing": (this, ["--otlp"]),
+    }
+    names = list(variants)
+    runs: dict[str, list[dict]] = {n: [] for n in names}
+    for r in range(rounds):
+        order = names[r % 3 :] + names[: r % 3]  # each variant goes first, second and third in turn
+        for name in order:
+            root, extra = variants[name]
+            env = dict(os.environ, PYTHONPATH=f"{root}{os.pathsep}{here.parent}")
+            line = (
+                subprocess.run(
+                    [sys.executable, str(here), *extra],
+                    cwd=root,
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
+                .stdout.strip()
+                .splitlines()[-1]
+            )
+            runs[name].append(json.loads(line))
+            print(f"round {r + 1} {name:14s} {line}", flush=True)
+    summary = {}
+    base = [x["server_cpu_ms_per_search"] for x in runs["before"]]
+    for name in names:
+        cpu = [x["server_cpu_ms_per_search"] for x in runs[name]]
+        rate = [x["searches_per_s"] for x in runs[name]]
+        diff = statistics.fmean(cpu) - statistics.fmean(base)
+        half = 1.96 * (statistics.variance(cpu) / len(cpu) + statistics.variance(base) / len(base)) ** 0.5
+        summary[name] = {
+            "cpu_ms_per_search_mean": round(statistics.fmean(cpu), 3),
+            "cpu_ms_per_search_sd": round(statistics.stdev(cpu), 3),
+            "searches_per_s_mean": round(statistics.fmean(rate), 1),
+            "vs_before_pct": round(100 * diff / statistics.fmean(base), 2),
+            "vs_before_ci95_pct": [
+                round(100 * (diff - half) / statistics.fmean(base), 2),
+                round(100 * (diff + half) / statistics.fmean(base), 2),
+            ],
+        }
+        print(f"{name:14s} {json.dumps(summary[name])}", flush=True)
+    if out is not None:
+        out.write_text(json.dumps({"rounds": rounds, "runs": runs, "summary": summary}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -262,6 +262,28 @@ async def _audit_drain(store, node: str, verb: str) -> None:
     await append_one(store, event, "cli")
 
 
+def _bootstrap(args: argparse.Namespace) -> int:
+    """Secure an etcd the operator runs and print a new admin key (once: only its hash is kept)."""
+    import orjson
+
+    from quartz_cluster.auth.bootstrap import bootstrap_etcd
+
+    etcd = args.etcd or os.environ.get("QUARTZ_ETCD")
+    if not etcd:
+        raise CliError("give --etcd host:port[,...] (or set QUARTZ_ETCD)")
+    key = bootstrap_etcd(etcd, args.cluster_dir)
+    if args.json:
+        print(orjson.dumps({"admin_key": key, "tenant": "default", "etcd_auth": True}).decode())
+    else:
+        print("etcd auth is on; tenant 'default' exists", file=sys.stderr)
+        print(f"admin key: {key}")
+        print(
+            "shown once: store it now (each run creates another; revoke the ones you do not keep)",
+            file=sys.stderr,
+        )
+    return 0
+
+
 def _drain(args: argparse.Namespace) -> int:
     """Mark a node draining; the coordinator moves each replica off it (new replica first,
     caught up, primary handed over, old replica removed). Waits and shows progress."""
@@ -981,6 +1003,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="NO API keys, open etcd and internal plane: for local experiments only",
     )
     up.set_defaults(func=_up)
+
+    boot = sub.add_parser(
+        "bootstrap",
+        help="secure an etcd you run (auth on, tenant default) and print a new admin key (what `up` does)",
+    )
+    boot.add_argument("--etcd", default=None, help="etcd host:port[,...] (default $QUARTZ_ETCD)")
+    boot.add_argument(
+        "--cluster-dir", required=True, help="the directory holding cluster.secret (read only is fine)"
+    )
+    boot.add_argument("--json", action="store_true")
+    boot.set_defaults(func=_bootstrap)
 
     drain = sub.add_parser("drain", help="move every replica off a node (no write lost, no search failed)")
     find_opts(drain, etcd=True)

@@ -1,6 +1,7 @@
 """`quartz up`'s first start of a cluster dir: the cluster secret, etcd's root user with auth
 enabled, the `default` tenant and the admin key (written to D/admin.key, mode 0600). Each step
-is idempotent: a start that was interrupted is completed by the next one."""
+is idempotent: a start that was interrupted is completed by the next one. `quartz bootstrap`
+does the same for an etcd the operator runs, from a cluster secret it already has."""
 
 from __future__ import annotations
 
@@ -66,8 +67,11 @@ async def _auth_enabled(auth, password: str) -> bool:
         raise
 
 
-async def _bootstrap(endpoint: str, cluster_dir: Path) -> str | None:
-    creds = ClusterCredentials.create(cluster_dir)
+async def _secure(
+    endpoint: str, creds: ClusterCredentials, key_file: Path | None, description: str
+) -> str | None:
+    """etcd's auth on, the `default` tenant, and an admin key: returned, and written to
+    `key_file` when one is given (None, and no new key, when that file exists already)."""
     await enable_etcd_auth(endpoint, creds.etcd_password)
     store = EtcdStore(endpoint, creds.etcd_auth)
     try:
@@ -75,13 +79,13 @@ async def _bootstrap(endpoint: str, cluster_dir: Path) -> str | None:
             await admin.create_tenant(store, schema.DEFAULT_TENANT, plan=DEFAULT_TENANT_PLAN)
         except AlreadyExists:
             pass
-        key_file = cluster_dir / ADMIN_KEY_FILE
-        if key_file.exists():
+        if key_file is not None and key_file.exists():
             return None
         _, key = await admin.create_key(
-            store, creds, schema.DEFAULT_TENANT, access.ADMIN, description="bootstrap admin key (quartz up)"
+            store, creds, schema.DEFAULT_TENANT, access.ADMIN, description=description
         )
-        write_private(key_file, key + "\n")
+        if key_file is not None:
+            write_private(key_file, key + "\n")
         return key
     finally:
         await store.close()
@@ -90,4 +94,17 @@ async def _bootstrap(endpoint: str, cluster_dir: Path) -> str | None:
 def bootstrap(endpoint: str, cluster_dir: str | Path) -> str | None:
     """Secure a cluster dir's etcd and create its admin key; returns the key when it was created
     now (to print once), None when the dir had one."""
-    return asyncio.run(_bootstrap(endpoint, Path(cluster_dir)))
+    d = Path(cluster_dir)
+    return asyncio.run(
+        _secure(endpoint, ClusterCredentials.create(d), d / ADMIN_KEY_FILE, "bootstrap admin key (quartz up)")
+    )
+
+
+def bootstrap_etcd(endpoint: str, cluster_dir: str | Path) -> str:
+    """`quartz bootstrap`: the same for an etcd the operator runs (Kubernetes, systemd), with the
+    cluster secret in `cluster_dir` (read only: a mounted Secret will do). Nothing is written;
+    every run returns a new admin key, to be stored by the caller."""
+    creds = ClusterCredentials.load(cluster_dir)
+    key = asyncio.run(_secure(endpoint, creds, None, "bootstrap admin key (quartz bootstrap)"))
+    assert key is not None  # no key file: a key is always created
+    return key

@@ -197,7 +197,7 @@ def test_every_flag_given_to_a_quartz_process_exists():
     parser = build_parser()
     subparsers = next(a for a in parser._actions if a.dest == "command").choices
     commands = quartz_commands()
-    assert {args[0] for _, args, _ in commands} == {"node", "router", "coordinator"}
+    assert {args[0] for _, args, _ in commands} == {"node", "router", "coordinator", "bootstrap"}
     for where, args, env in commands:
         known = set(subparsers[args[0]]._option_string_actions)
         argv = []
@@ -213,7 +213,8 @@ def test_every_flag_given_to_a_quartz_process_exists():
             parsed = parser.parse_args(argv)
         except SystemExit:
             pytest.fail(f"{where}: quartz {shlex.join(argv)} does not parse (see stderr)")
-        assert parsed.cluster_dir == "/etc/quartz/cluster" and not parsed.no_auth, where
+        assert parsed.cluster_dir == "/etc/quartz/cluster" and not getattr(parsed, "no_auth", False), where
+        assert parsed.etcd or "QUARTZ_ETCD" in env, f"{where}: quartz {args[0]} is not told where etcd is"
 
 
 def test_every_variable_a_container_names_is_set():
