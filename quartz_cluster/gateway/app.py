@@ -123,6 +123,11 @@ async def credentials(  # async: a plain def would cost a thread switch per requ
 Caller = Annotated[list[tuple[str, str]], Depends(credentials)]
 CollectionName = Annotated[str, FastApiPath(pattern=m.NAME_REGEX, description="a collection name")]
 KeyId = Annotated[str, FastApiPath(pattern=m.NAME_REGEX, description="the key id (public part of the key)")]
+BackupId = Annotated[str, FastApiPath(max_length=128, description="a backup id (from its job or a listing)")]
+ScheduleName = Annotated[str, FastApiPath(pattern=m.NAME_REGEX, description="a backup schedule's name")]
+RepositoryQuery = Annotated[
+    str, Query(max_length=m.REPOSITORY_CHARS_MAX, description="file:///DIR or s3://BUCKET/PREFIX")
+]
 
 
 def _vectors(rows: list[list[float]], field: str) -> node_pb2.Vectors:
@@ -696,6 +701,82 @@ def build_app(service, ready: Callable[[], bool]) -> FastAPI:
     async def revoke_key(key_id: KeyId, caller: Caller):
         resp = await call("RevokeKey", quartz_pb2.RevokeKeyRequest(id=key_id), caller)
         return {"revoked": resp.revoked}
+
+    # ------------------------------------------------------------------ backups (admin keys)
+
+    @v1.post("/admin/backups", response_model=m.BackupJob, status_code=202, tags=["backups"])
+    async def create_backup(body: m.CreateBackup, caller: Caller):
+        """Ask for a backup; the coordinator leader runs it. Poll GET /v1/admin/backups/{id}
+        until its state is complete or failed."""
+        req = quartz_pb2.BackupRequest(repository=body.repository, collections=body.collections)
+        return sdk.message_dict(await call("CreateBackup", req, caller))
+
+    @v1.get("/admin/backups", response_model=m.BackupList, tags=["backups"])
+    async def list_backups(caller: Caller, repository: RepositoryQuery = ""):
+        """This cluster's backup jobs, with the complete backups found in `repository` (default:
+        the repositories of the cluster's jobs and schedules)."""
+        resp = await call("ListBackups", quartz_pb2.ListBackupsRequest(repository=repository), caller)
+        return {"backups": [sdk.message_dict(b) for b in resp.backups]}
+
+    @v1.get("/admin/backups/{backup_id}", response_model=m.BackupJob, tags=["backups"])
+    async def get_backup(backup_id: BackupId, caller: Caller, repository: RepositoryQuery = ""):
+        """A backup's state and figures (name its repository for one this cluster did not take)."""
+        req = quartz_pb2.GetBackupRequest(id=backup_id, repository=repository)
+        return sdk.message_dict(await call("GetBackup", req, caller))
+
+    @v1.get("/admin/backups/{backup_id}/manifest", response_model=m.BackupManifest, tags=["backups"])
+    async def describe_backup(backup_id: BackupId, caller: Caller, repository: RepositoryQuery = ""):
+        req = quartz_pb2.DescribeBackupRequest(id=backup_id, repository=repository)
+        resp = await call("DescribeBackup", req, caller)
+        return JSON({"backup": sdk.message_dict(resp.backup), "manifest": orjson.loads(resp.manifest)})
+
+    @v1.delete("/admin/backups/{backup_id}", response_model=m.BackupDeleted, tags=["backups"])
+    async def delete_backup(backup_id: BackupId, caller: Caller, repository: RepositoryQuery = ""):
+        """Delete a complete or failed backup (files other backups share are kept)."""
+        req = quartz_pb2.DeleteBackupRequest(id=backup_id, repository=repository)
+        resp = await call("DeleteBackup", req, caller)
+        return {"deleted": resp.deleted, "bytes_freed": resp.bytes_freed}
+
+    @v1.post(
+        "/admin/backups/{backup_id}/restore", response_model=m.Restored, status_code=201, tags=["backups"]
+    )
+    async def restore_backup(backup_id: BackupId, body: m.RestoreBackup, caller: Caller):
+        """Create the backup's collections (or those named; one under `as_name`), filled from it.
+        Each is ready once every replica is restored: see its `status`."""
+        req = quartz_pb2.RestoreRequest(
+            repository=body.repository,
+            backup_id=backup_id,
+            collections=body.collections,
+            as_name=body.as_name or "",
+            replication_factor=body.replication_factor,
+            tenant=body.tenant or "",
+        )
+        resp = await call("RestoreBackup", req, caller)
+        return {"collections": [_collection(i) for i in resp.collections]}
+
+    @v1.put("/admin/backup-schedules/{name}", response_model=m.BackupSchedule, tags=["backups"])
+    async def set_backup_schedule(name: ScheduleName, body: m.SetBackupSchedule, caller: Caller):
+        """Create or replace a schedule: a backup every `interval_s`, the newest `keep` kept."""
+        req = quartz_pb2.SetBackupScheduleRequest(
+            schedule=quartz_pb2.BackupSchedule(
+                name=name,
+                repository=body.repository,
+                interval_s=body.interval_s,
+                keep=body.keep,
+                collections=body.collections,
+            )
+        )
+        return sdk.message_dict(await call("SetBackupSchedule", req, caller, fields=((r"^schedule\.", ""),)))
+
+    @v1.get("/admin/backup-schedules", response_model=m.BackupScheduleList, tags=["backups"])
+    async def list_backup_schedules(caller: Caller):
+        resp = await call("ListBackupSchedules", quartz_pb2.ListBackupSchedulesRequest(), caller)
+        return {"schedules": [sdk.message_dict(x) for x in resp.schedules]}
+
+    @v1.delete("/admin/backup-schedules/{name}", response_model=m.ScheduleDeleted, tags=["backups"])
+    async def delete_backup_schedule(name: ScheduleName, caller: Caller):
+        resp = await call("DeleteBackupSchedule", quartz_pb2.DeleteBackupScheduleRequest(name=name), caller)
+        return {"deleted": resp.deleted}
 
     latency_window = dashboard_latency.LatencyWindow(time.time())
 

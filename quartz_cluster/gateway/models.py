@@ -465,3 +465,95 @@ class Problem(BaseModel):
 
 class Health(BaseModel):
     status: str
+
+
+# ------------------------------------------------------------------ backups (admin keys)
+
+REPOSITORY_CHARS_MAX = 1024  # backup/repository.py URL_CHARS_MAX
+BACKUP_NAMES_MAX = 1000  # router/backup_rpcs.py NAMES_MAX
+Repository = Field(
+    min_length=1, max_length=REPOSITORY_CHARS_MAX, description="file:///DIR or s3://BUCKET/PREFIX"
+)
+QualifiedNames = Field(
+    default_factory=list,
+    max_length=BACKUP_NAMES_MAX,
+    description='collections, each "tenant/name" or a name of the default tenant; empty: all',
+)
+
+
+class CreateBackup(Strict):
+    repository: str = Repository
+    collections: list[Annotated[str, StringConstraints(min_length=1, max_length=129)]] = QualifiedNames
+
+
+class BackupJob(BaseModel):
+    id: str
+    repository: str
+    state: Literal["pending", "running", "complete", "failed"]
+    error: str
+    collections: list[str]
+    schedule: str = Field(description="the schedule that made it, if any")
+    requested_at: float = Field(description="unix seconds: every write acknowledged before is in it")
+    finished_at: float
+    shards_total: int
+    shards_done: int
+    bytes_total: int = Field(description="the backup's logical size")
+    bytes_copied: int = Field(description="what this backup copied (the rest was in the repository)")
+    vectors: int
+    parent: str = Field(description="the backup whose files it reused")
+
+
+class BackupList(BaseModel):
+    backups: list[BackupJob]
+
+
+class BackupManifest(BaseModel):
+    backup: BackupJob
+    manifest: dict[str, Any] = Field(
+        description="schemas, per-shard epoch/LSN, files with sizes and checksums"
+    )
+
+
+class BackupDeleted(BaseModel):
+    deleted: bool
+    bytes_freed: int
+
+
+class RestoreBackup(Strict):
+    repository: str = Repository
+    collections: list[Annotated[str, StringConstraints(min_length=1, max_length=129)]] = QualifiedNames
+    as_name: str | None = Field(None, pattern=NAME_REGEX, description="with one collection: its new name")
+    replication_factor: int = Field(
+        0, ge=0, le=limits.REPLICATION_FACTOR_MAX, description="0: 3, or fewer live nodes"
+    )
+    tenant: str | None = Field(None, pattern=NAME_REGEX, description="default: each collection's own")
+
+
+class Restored(BaseModel):
+    collections: list[CollectionInfo]
+
+
+class SetBackupSchedule(Strict):
+    repository: str = Repository
+    interval_s: int = Field(ge=1, le=2**32 - 1)
+    keep: int = Field(ge=1, le=2**32 - 1, description="complete backups kept; older ones are deleted")
+    collections: list[Annotated[str, StringConstraints(min_length=1, max_length=129)]] = QualifiedNames
+
+
+class BackupSchedule(BaseModel):
+    name: str
+    repository: str
+    interval_s: int
+    keep: int
+    collections: list[str]
+    last_backup: str
+    last_state: str
+    next_at: float = Field(description="unix seconds")
+
+
+class BackupScheduleList(BaseModel):
+    schedules: list[BackupSchedule]
+
+
+class ScheduleDeleted(BaseModel):
+    deleted: bool
