@@ -7,9 +7,18 @@ import numpy as np
 import pytest
 
 from quartz_cluster.node.client import NodeClient
-from quartz_cluster.procs import NodeProcess
+from quartz_cluster.procs import EtcdProcess, NodeProcess
 
 LOAD_BATCH = 2000
+
+
+@pytest.fixture
+def etcd(tmp_path):
+    """A real single-member etcd of the test's own (no auth), killed after it."""
+    proc = EtcdProcess("etcd", tmp_path / "etcd", tmp_path / "etcd.log").start()
+    yield proc
+    with contextlib.suppress(Exception):
+        proc.kill()
 
 
 @pytest.fixture(scope="module")

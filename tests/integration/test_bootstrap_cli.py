@@ -21,7 +21,7 @@ from quartz_cluster.auth.cluster import SECRET_FILE
 from quartz_cluster.client import QuartzClient
 from quartz_cluster.meta import schema
 from quartz_cluster.meta.store import EtcdStore
-from quartz_cluster.procs import CoordinatorProcess, EtcdProcess, NodeProcess, RouterProcess
+from quartz_cluster.procs import CoordinatorProcess, NodeProcess, RouterProcess
 
 pytestmark = pytest.mark.integration
 
@@ -32,14 +32,6 @@ def quartz(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "quartz_cluster", *args], capture_output=True, text=True, timeout=120
     )
-
-
-@pytest.fixture
-def etcd(tmp_path):
-    proc = EtcdProcess("etcd", tmp_path / "etcd", tmp_path / "etcd.log").start()
-    yield proc
-    with contextlib.suppress(Exception):
-        proc.kill()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ lapse and takes it again when continued, a SIGKILLed owner's lease is revoked at
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
 import os
 import signal
@@ -13,25 +12,14 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from quartz_cluster.meta.lease import LeaseKeeper
 from quartz_cluster.meta.lease_process import LeaseProcess
 from quartz_cluster.meta.store import EtcdStore
-from quartz_cluster.procs import EtcdProcess
 
 GIL_HOLD_S = 5.0  # more than twice the TTL below
 TTL_S = 2
 LONG_TTL_S = 120  # a key under this lease vanishes within the test only if it is revoked
 WAIT_S = 60.0
-
-
-@pytest.fixture
-def etcd(tmp_path):
-    proc = EtcdProcess("etcd", tmp_path / "etcd", tmp_path / "etcd.log").start()
-    yield proc
-    with contextlib.suppress(Exception):
-        proc.kill()
 
 
 def lease_of(endpoint: str, key: bytes) -> int | None:

@@ -8,14 +8,12 @@ attempt, so the limiter, not the machine, sets the figure."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import multiprocessing
 import time
 
 import pytest
 
 from quartz_cluster.meta.store import EtcdStore
-from quartz_cluster.procs import EtcdProcess
 from quartz_cluster.router.ratelimit import GRANT_S, QuotaExceeded, Rate, RateLimited, SharedLimiter
 
 pytestmark = pytest.mark.integration
@@ -29,14 +27,6 @@ OTHER_EVERY_S = 0.05  # the other tenant's pace: 20/s per router, well within it
 # wall clock by at most 500 ppm against the monotonic one: the bound allows twice that.
 CLOCK_RATE_SLACK = 1e-3
 JOIN_TIMEOUT_S = 60.0
-
-
-@pytest.fixture
-def etcd(tmp_path):
-    proc = EtcdProcess("etcd", tmp_path / "etcd", tmp_path / "etcd.log").start()
-    yield proc
-    with contextlib.suppress(Exception):
-        proc.kill()
 
 
 def _run_workers(target, args_list) -> list[dict]:
