@@ -198,17 +198,25 @@ class FrontDoor:
         except QuotaExceeded:  # a plan's quota (calls per day, stored vectors or bytes)
             RATE_LIMIT_REFUSALS.labels("quota").inc()
             raise
-        except ResourceExhausted:  # a token bucket is empty
+
+    async def take(self, principal: Principal, op_class: str, n: int) -> None:
+        """`n` tokens from each of the caller's buckets of `op_class` (its tenant's and its
+        key's). An empty one refuses the call (ResourceExhausted), counted in
+        quartz_rate_limit_refusals_total{reason="rate"}. Also used by routes that are not
+        servicer methods (the dashboard's)."""
+        buckets = self.limits_of(principal, op_class)
+        if not buckets:
+            return
+        try:
+            await self.limiter.acquire_all([(scope, cls, rate, n) for scope, cls, rate in buckets])
+        except ResourceExhausted:
             RATE_LIMIT_REFUSALS.labels("rate").inc()
             raise
 
     async def _admit(self, principal: Principal, method: str, request, metadata) -> tuple[str, bool, str]:
         op = OPS[method]
         rid, attempt = request_id(metadata)
-        n = cost(method, request)
-        buckets = self.limits_of(principal, op.op_class)
-        if buckets:
-            await self.limiter.acquire_all([(scope, cls, rate, n) for scope, cls, rate in buckets])
+        await self.take(principal, op.op_class, cost(method, request))
         meter = op.billable and not (attempt > 1 and await self.shipper.counted(rid))
         tenant = self.view().tenants.get(principal.tenant)
         plan = plans.plan(tenant.plan if tenant else "free")

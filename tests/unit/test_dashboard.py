@@ -22,6 +22,7 @@ from quartz_cluster.gateway.dashboard import STATIC_DIR, cluster, guard, latency
 from quartz_cluster.gateway.dashboard.latency import LatencyWindow, Series, quantile
 from quartz_cluster.meta.schema import CollectionRecord, InSync, NodeRecord, ShardRecord
 from quartz_cluster.proto.quartz.v1 import node_pb2
+from quartz_cluster.router.frontdoor import FrontDoor
 
 INF = math.inf
 
@@ -450,6 +451,8 @@ class FakeLimiter:
 
 
 class FakeDoor:
+    take = FrontDoor.take  # the real token taking (and refusal counting) over the fakes below
+
     def __init__(self):
         self.limiter = FakeLimiter()
         self.failed = []

@@ -6,8 +6,8 @@ same checks as one here, in the same order as router/guard.py's `guarded`: the k
 authenticated by the router's Authenticator (a failure audited by the front door, like any
 other), the call takes a token from the caller's "manage" rate limits, then the role is
 checked. Nothing is metered or audited on success: both routes only read, as ListTenants does.
-A refusal by the rate limits counts in quartz_rate_limit_refusals_total{reason="rate"}, as the
-front door's own do."""
+A refusal by the rate limits counts in quartz_rate_limit_refusals_total{reason="rate"}
+(FrontDoor.take), as the front door's own do."""
 
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ import time
 
 from quartz_cluster.auth import access
 from quartz_cluster.auth.access import Action, Principal
-from quartz_cluster.errors import PermissionDenied, QuartzError, ResourceExhausted
-from quartz_cluster.observability.metrics import RATE_LIMIT_REFUSALS
+from quartz_cluster.errors import PermissionDenied, QuartzError
 
 OP_CLASS = "manage"  # the rate-limit class of administrative calls (router/frontdoor.py OPS)
 
@@ -34,13 +33,7 @@ async def cluster_admin(service, metadata, context, method: str, what: str) -> P
             door.auth_failed(method, exc, context, metadata, received)
         raise
     if door is not None:
-        buckets = door.limits_of(principal, OP_CLASS)
-        if buckets:
-            try:
-                await door.limiter.acquire_all([(scope, cls, rate, 1) for scope, cls, rate in buckets])
-            except ResourceExhausted:
-                RATE_LIMIT_REFUSALS.labels("rate").inc()
-                raise
+        await door.take(principal, OP_CLASS, 1)
     try:
         access.authorize(principal, Action.CLUSTER)
     except PermissionDenied:
