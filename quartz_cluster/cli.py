@@ -41,9 +41,20 @@ def _router(args: argparse.Namespace) -> str:
 
 
 def _etcd(args: argparse.Namespace) -> str:
-    return (
+    return _endpoints(
         getattr(args, "etcd", None) or os.environ.get("QUARTZ_ETCD") or ",".join(_cluster_file(args)["etcd"])
     )
+
+
+def _endpoints(text: str) -> str:
+    """etcd endpoints as given, once they parse (else one line on stderr, not a traceback)."""
+    from quartz_cluster.meta.store import parse_endpoints
+
+    try:
+        parse_endpoints(text)
+    except ValueError as exc:
+        raise CliError(f"--etcd: {exc}") from None
+    return text
 
 
 def _etcd_auth(args: argparse.Namespace):
@@ -267,15 +278,16 @@ def _bootstrap(args: argparse.Namespace) -> int:
     import orjson
 
     from quartz_cluster.auth.bootstrap import bootstrap_etcd
+    from quartz_cluster.meta.schema import DEFAULT_TENANT
 
     etcd = args.etcd or os.environ.get("QUARTZ_ETCD")
     if not etcd:
         raise CliError("give --etcd host:port[,...] (or set QUARTZ_ETCD)")
-    key = bootstrap_etcd(etcd, args.cluster_dir)
+    key = bootstrap_etcd(_endpoints(etcd), args.cluster_dir)
     if args.json:
-        print(orjson.dumps({"admin_key": key, "tenant": "default", "etcd_auth": True}).decode())
+        print(orjson.dumps({"admin_key": key, "tenant": DEFAULT_TENANT, "etcd_auth": True}).decode())
     else:
-        print("etcd auth is on; tenant 'default' exists", file=sys.stderr)
+        print(f"etcd auth is on; tenant {DEFAULT_TENANT!r} exists", file=sys.stderr)
         print(f"admin key: {key}")
         print(
             "shown once: store it now (each run creates another; revoke the ones you do not keep)",
@@ -1273,6 +1285,8 @@ def aetcd_errors():
 
 
 def main(argv: list[str] | None = None) -> int:
+    import grpc
+
     from quartz_cluster.errors import QuartzError
     from quartz_cluster.loader import LoadError
 
@@ -1285,6 +1299,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc.code}: {exc}", file=sys.stderr)
     except (OSError, aetcd_errors().ClientError) as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+    except grpc.RpcError as exc:  # a raw gRPC call (etcd's auth API in `bootstrap`)
+        print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
     return 1
 
 

@@ -12,8 +12,14 @@ import aetcd.rpc as etcd_rpc
 import grpc
 
 from quartz_cluster.auth import access, admin
-from quartz_cluster.auth.cluster import ADMIN_KEY_FILE, ETCD_USER, ClusterCredentials, write_private
-from quartz_cluster.errors import AlreadyExists
+from quartz_cluster.auth.cluster import (
+    ADMIN_KEY_FILE,
+    ETCD_USER,
+    SECRET_FILE,
+    ClusterCredentials,
+    write_private,
+)
+from quartz_cluster.errors import AlreadyExists, FailedPrecondition
 from quartz_cluster.meta import schema
 from quartz_cluster.meta.store import EtcdStore, parse_endpoints
 
@@ -104,6 +110,12 @@ def bootstrap_etcd(endpoint: str, cluster_dir: str | Path) -> str:
     """`quartz bootstrap`: the same for an etcd the operator runs (Kubernetes, systemd), with the
     cluster secret in `cluster_dir` (read only: a mounted Secret will do). Nothing is written;
     every run returns a new admin key, to be stored by the caller."""
+    secret = Path(cluster_dir) / SECRET_FILE
+    if not secret.exists():
+        raise FailedPrecondition(
+            f"{secret} does not exist: put the cluster secret there (new: `openssl rand -hex 32`)",
+            "cluster_dir",
+        )
     creds = ClusterCredentials.load(cluster_dir)
     key = asyncio.run(_secure(endpoint, creds, None, "bootstrap admin key (quartz bootstrap)"))
     assert key is not None  # no key file: a key is always created

@@ -36,12 +36,17 @@ class KV:
     lease: int
 
 
+PORT_MAX = 65535
+
+
 def parse_endpoints(spec: str | list[str]) -> list[tuple[str, int]]:
     items = spec.split(",") if isinstance(spec, str) else spec
     out = []
     for item in items:
         item = item.strip().removeprefix("http://")
         host, _, port = item.rpartition(":")
+        if not (port.isdigit() and 0 < int(port) <= PORT_MAX):
+            raise ValueError(f"etcd endpoint {item!r} is not host:port (port 1-{PORT_MAX})")
         out.append((host or "127.0.0.1", int(port)))
     return out
 

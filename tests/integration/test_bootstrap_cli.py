@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import socket
 import subprocess
 import sys
 
@@ -110,5 +111,15 @@ def test_bootstrap_refuses_without_etcd_or_a_secret_and_says_which(tmp_path, etc
     done = quartz("bootstrap", "--etcd", etcd.endpoint, "--cluster-dir", str(tmp_path))
     assert done.returncode == 1
     assert f"{tmp_path / SECRET_FILE} does not exist" in done.stderr and "Traceback" not in done.stderr
+    (tmp_path / SECRET_FILE).write_text(secrets.token_hex(32) + "\n")
+    done = quartz("bootstrap", "--etcd", "etcd.internal:port", "--cluster-dir", str(tmp_path))
+    assert done.returncode == 1
+    assert "'etcd.internal:port' is not host:port" in done.stderr and "Traceback" not in done.stderr
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{s.getsockname()[1]}"
+    done = quartz("bootstrap", "--etcd", closed, "--cluster-dir", str(tmp_path))
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: UNAVAILABLE:") and "Traceback" not in done.stderr
     # nothing was changed: etcd's auth is still off
     asyncio.run(_unauthenticated_get(etcd.endpoint))
