@@ -59,6 +59,7 @@ REPLICA_BASE_BYTES = 4 * 1024 * 1024  # an empty replica besides its index (meas
 SHARDS_PER_COLLECTION_MAX = 64  # placement writes them in one etcd transaction (etcd allows 128 ops)
 ETCD_TXN_OPS_MAX = 100  # below etcd's default --max-txn-ops of 128
 REPLICATION_FACTOR_MAX = 5
+BACKUP_COLLECTIONS_MAX = 1000  # collections named in one backup, restore or schedule
 # replication_factor 0 (unset) means this many replicas, or every live node if fewer: with the
 # default write_consistency (majority, 2 of 3) writes survive any single node lost for good
 DEFAULT_REPLICATION_FACTOR = 3

@@ -126,7 +126,7 @@ KeyId = Annotated[str, FastApiPath(pattern=m.NAME_REGEX, description="the key id
 BackupId = Annotated[str, FastApiPath(max_length=128, description="a backup id (from its job or a listing)")]
 ScheduleName = Annotated[str, FastApiPath(pattern=m.NAME_REGEX, description="a backup schedule's name")]
 RepositoryQuery = Annotated[
-    str, Query(max_length=m.REPOSITORY_CHARS_MAX, description="file:///DIR or s3://BUCKET/PREFIX")
+    str, Query(max_length=m.URL_CHARS_MAX, description="file:///DIR or s3://BUCKET/PREFIX")
 ]
 
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from quartz_cluster import limits
+from quartz_cluster.backup.repository import URL_CHARS_MAX
 
 Metric = Literal["cosine", "l2", "ip"]
 WriteConsistency = Literal["one", "majority", "all"]
@@ -469,21 +470,19 @@ class Health(BaseModel):
 
 # ------------------------------------------------------------------ backups (admin keys)
 
-REPOSITORY_CHARS_MAX = 1024  # backup/repository.py URL_CHARS_MAX
-BACKUP_NAMES_MAX = 1000  # router/backup_rpcs.py NAMES_MAX
-Repository = Field(
-    min_length=1, max_length=REPOSITORY_CHARS_MAX, description="file:///DIR or s3://BUCKET/PREFIX"
-)
+Repository = Field(min_length=1, max_length=URL_CHARS_MAX, description="file:///DIR or s3://BUCKET/PREFIX")
+# a collection of the default tenant by its name, or any tenant's as "tenant/name"
+QualifiedName = Annotated[str, StringConstraints(pattern=f"^({limits.NAME_PATTERN}/)?{limits.NAME_PATTERN}$")]
 QualifiedNames = Field(
     default_factory=list,
-    max_length=BACKUP_NAMES_MAX,
+    max_length=limits.BACKUP_COLLECTIONS_MAX,
     description='collections, each "tenant/name" or a name of the default tenant; empty: all',
 )
 
 
 class CreateBackup(Strict):
     repository: str = Repository
-    collections: list[Annotated[str, StringConstraints(min_length=1, max_length=129)]] = QualifiedNames
+    collections: list[QualifiedName] = QualifiedNames
 
 
 class BackupJob(BaseModel):
@@ -521,7 +520,7 @@ class BackupDeleted(BaseModel):
 
 class RestoreBackup(Strict):
     repository: str = Repository
-    collections: list[Annotated[str, StringConstraints(min_length=1, max_length=129)]] = QualifiedNames
+    collections: list[QualifiedName] = QualifiedNames
     as_name: str | None = Field(None, pattern=NAME_REGEX, description="with one collection: its new name")
     replication_factor: int = Field(
         0, ge=0, le=limits.REPLICATION_FACTOR_MAX, description="0: 3, or fewer live nodes"
@@ -537,7 +536,7 @@ class SetBackupSchedule(Strict):
     repository: str = Repository
     interval_s: int = Field(ge=1, le=2**32 - 1)
     keep: int = Field(ge=1, le=2**32 - 1, description="complete backups kept; older ones are deleted")
-    collections: list[Annotated[str, StringConstraints(min_length=1, max_length=129)]] = QualifiedNames
+    collections: list[QualifiedName] = QualifiedNames
 
 
 class BackupSchedule(BaseModel):

@@ -21,8 +21,6 @@ from quartz_cluster.proto.quartz.v1 import quartz_pb2
 from quartz_cluster.router.guard import guarded
 from quartz_cluster.rpc.status import rpc
 
-NAMES_MAX = 1000
-
 
 def job_info(j: jobs.Job) -> quartz_pb2.BackupJob:
     return quartz_pb2.BackupJob(
@@ -62,8 +60,8 @@ class BackupRpcs:
 
     def _qualified_names(self, names, field: str) -> tuple[str, ...]:
         """ "tenant/name" or a name of the default tenant, each an existing collection."""
-        if len(names) > NAMES_MAX:
-            raise InvalidArgument(f"at most {NAMES_MAX}", field)
+        if len(names) > limits.BACKUP_COLLECTIONS_MAX:
+            raise InvalidArgument(f"at most {limits.BACKUP_COLLECTIONS_MAX}", field)
         view = self.shardmap.view
         out = []
         for n in names:
