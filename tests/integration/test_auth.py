@@ -20,7 +20,7 @@ from quartz_cluster.client import QuartzClient
 from quartz_cluster.errors import QuartzError
 
 DIM = 8
-OPS = ["list", "describe", "count", "get", "search", "upsert", "delete", "create", "drop"]
+OPS = ["list", "describe", "count", "get", "search", "upsert", "delete", "create", "drop", "backups"]
 READS = {"list", "describe", "count", "get", "search"}
 WRITES = {"upsert", "delete"}
 MANAGE = {"create", "drop"}
@@ -31,6 +31,8 @@ REVOCATION_WAIT_S_MAX = 30.0  # a wait bound, not an assertion on speed (the fig
 def expected(key: str, op: str) -> str:
     if key in ("none", "malformed", "wrong_secret", "revoked", "expired"):
         return "UNAUTHENTICATED"
+    if op == "backups":  # a cluster admin's operation (as are the other backup calls)
+        return "OK" if key == "admin" else "PERMISSION_DENIED"
     if key in ("admin", "tenant_admin"):
         return "OK"
     if key == "read_only":
@@ -115,6 +117,7 @@ class Grpc:
             "delete": lambda: c.delete(name, ["absent"]),
             "create": lambda: c.create_collection(name, dim=DIM, shards=1, replication_factor=1),
             "drop": lambda: c.drop_collection(name),
+            "backups": lambda: c.list_backups(),
         }[op]()
 
     def code(self, op: str, name: str) -> str:
@@ -163,6 +166,7 @@ class Http:
                 "POST", "/v1/collections", {"name": name, "dim": DIM, "shards": 1, "replication_factor": 1}
             ),
             "drop": lambda: self.request("DELETE", f"/v1/collections/{name}"),
+            "backups": lambda: self.request("GET", "/v1/admin/backups"),
         }[op]()
 
     def code(self, op: str, name: str) -> str:
