@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 
 import grpc
 import numpy as np
@@ -10,6 +11,19 @@ from quartz_cluster.node.client import NodeClient
 from quartz_cluster.procs import EtcdProcess, NodeProcess
 
 LOAD_BATCH = 2000
+WAIT_S = 60.0  # how long a test waits for the cluster to get somewhere: a bound, not a speed claim
+
+
+def wait_for(predicate, what: str, wait_s: float = WAIT_S, poll_s: float = 0.2):
+    """predicate()'s first truthy value; an AssertionError naming `what` if none comes within
+    `wait_s`."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"not within {wait_s} s: {what}"
+        time.sleep(poll_s)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from quartz_cluster.cluster import LocalCluster
+from tests.integration.conftest import wait_for
 
 pytestmark = pytest.mark.integration
 DIM = 8
@@ -43,16 +44,6 @@ def http(cluster, method: str, path: str, body=None, key: str | None = None) -> 
         return e.code, json.loads(e.read())
 
 
-def wait_for(predicate, what: str):
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"not within {WAIT_S} s: {what}"
-        time.sleep(0.2)
-
-
 def test_a_backup_taken_and_restored_over_http_is_bit_exact(cluster, tmp_path):
     admin = cluster.client(timeout=60)
     ids = [f"p{i}" for i in range(N)]
@@ -69,7 +60,7 @@ def test_a_backup_taken_and_restored_over_http_is_bit_exact(cluster, tmp_path):
         assert s == 200, j
         return j if j["state"] not in ("pending", "running") else None
 
-    finished = wait_for(done, "the backup finishes")
+    finished = wait_for(done, "the backup finishes", WAIT_S)
     assert finished["state"] == "complete", finished
     assert finished["vectors"] == N and finished["shards_done"] == finished["shards_total"] == 2
 
@@ -87,7 +78,7 @@ def test_a_backup_taken_and_restored_over_http_is_bit_exact(cluster, tmp_path):
     )
     assert status == 201, restored
     assert [c["name"] for c in restored["collections"]] == ["copy"]
-    wait_for(lambda: admin.describe_collection("copy").status == "ready", "the restore is ready")
+    wait_for(lambda: admin.describe_collection("copy").status == "ready", "the restore is ready", WAIT_S)
     got = {p.id: p for p in admin.get("copy", ids, with_vectors=True, with_payload=True)}
     assert len(got) == N
     for i in (0, 1, N // 2, N - 1):

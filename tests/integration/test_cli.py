@@ -12,6 +12,8 @@ import numpy as np
 import orjson
 import pytest
 
+from tests.integration.conftest import wait_for
+
 pytestmark = pytest.mark.integration
 
 
@@ -106,16 +108,6 @@ def test_up_status_collections_load_and_ctrl_c(up, tmp_path):
     for p in info["processes"]:
         gone = subprocess.run(["kill", "-0", str(p["pid"])], capture_output=True).returncode != 0
         assert gone, f"{p['role']} {p['id']} still running"
-
-
-def wait_for(predicate, what: str, timeout_s: float = 60.0):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = predicate()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def test_up_operations_a_newcomer_hits(up, tmp_path):

@@ -10,11 +10,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 from quartz_cluster.meta.lease import LeaseKeeper
 from quartz_cluster.meta.lease_process import LeaseProcess
 from quartz_cluster.meta.store import EtcdStore
+from tests.integration.conftest import wait_for
 
 GIL_HOLD_S = 5.0  # more than twice the TTL below
 TTL_S = 2
@@ -32,13 +32,6 @@ def lease_of(endpoint: str, key: bytes) -> int | None:
             await store.close()
 
     return asyncio.run(get())
-
-
-def wait_for(predicate, what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not predicate():
-        assert time.monotonic() < deadline, f"not within {WAIT_S} s: {what}"
-        time.sleep(0.1)
 
 
 def hold_the_gil(seconds: float) -> None:

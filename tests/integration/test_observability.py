@@ -12,7 +12,6 @@ import json
 import shutil
 import subprocess
 import threading
-import time
 import urllib.parse
 import urllib.request
 from collections import defaultdict
@@ -26,22 +25,13 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from quartz_cluster.client import QuartzClient
 from quartz_cluster.cluster import LocalCluster
 from quartz_cluster.procs import free_port
+from tests.integration.conftest import wait_for
 
 WAIT_S = 90.0
 DIM = 16
 POINTS = 300
 TENANT = "acme-hidden-tenant"
 COLLECTION = "private-collection-name"
-
-
-def wait_for(predicate, what: str, wait_s: float = WAIT_S):
-    deadline = time.monotonic() + wait_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"not within {wait_s} s: {what}"
-        time.sleep(0.25)
 
 
 class SpanSink(trace_service_pb2_grpc.TraceServiceServicer):
@@ -244,11 +234,14 @@ def test_a_real_prometheus_scrapes_the_cluster(cluster, loaded, tmp_path):
 
     try:
         targets = sum(len(t) for t in jobs.values())
-        up = wait_for(lambda: (r := query("sum(up)")) and float(r[0]["value"][1]) == targets and r, "all up")
+        up = wait_for(
+            lambda: (r := query("sum(up)")) and float(r[0]["value"][1]) == targets and r, "all up", WAIT_S
+        )
         assert float(up[0]["value"][1]) == targets
         points = wait_for(
             lambda: query(f'sum(quartz_shard_points{{collection_id="{coll_id}",role="primary"}})'),
             "the shard points scraped",
+            WAIT_S,
         )
         assert float(points[0]["value"][1]) == POINTS
         searches = query(
@@ -276,7 +269,7 @@ def test_a_search_and_a_write_are_each_one_trace_across_router_and_nodes(cluster
         return None
 
     for method, node_method in (("Search", "quartz.v1.Node/Search"), ("Upsert", "quartz.v1.Node/Write")):
-        trace_id, group = wait_for(lambda m=method: joined(m), f"a {method} traced into the nodes")
+        trace_id, group = wait_for(lambda m=method: joined(m), f"a {method} traced into the nodes", WAIT_S)
         router_spans = [s for s in group if s["service"] == "quartz-router"]
         node_spans = [s for s in group if s["service"] == "quartz-node"]
         assert router_spans and node_spans
@@ -306,12 +299,15 @@ def test_a_lost_node_shows_down_failed_over_and_under_replicated(cluster, loaded
                 and metric_value(text, "quartz_cluster_shards_under_replicated") >= 1
             )
 
-        wait_for(lost, "the coordinator counts the node down, a failover and an under-replicated shard")
+        wait_for(
+            lost, "the coordinator counts the node down, a failover and an under-replicated shard", WAIT_S
+        )
     finally:
         victim.start()
     wait_for(
         lambda: metric_value(scrape(coordinator), "quartz_cluster_nodes", state="down") == 0,
         "the node is back",
+        WAIT_S,
     )
     with contextlib.suppress(Exception):
         loaded[0].search(COLLECTION, loaded[2][:1], k=1)
