@@ -40,6 +40,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, help="A/B mode: write every run and the summary here (JSON)")
     args = p.parse_args()
     if args.before is not None:
+        if args.rounds < 2:
+            p.error("--rounds must be at least 2 (the interval needs a spread)")
         compare(args.before, args.rounds, args.out)
         return
     received = None
